@@ -1,0 +1,306 @@
+"""MSAL token provider per tenant: Secure Application Model refresh tokens, app-only and ROPC."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import httpx
+import msal
+import msal_extensions
+from msal.exceptions import MsalServiceError
+
+from exporter.client import describe_transport_error, parse_retry_after
+from exporter.config import Endpoints, TenantConfig
+from exporter.model import PollError, Reason
+
+log = logging.getLogger("exporter.auth")
+
+_AADSTS_RE = re.compile(r"AADSTS(\d+)")
+_LOGIN = "run `partnercenter-exporter login --config.file={config} --tenant={tenant}`"
+# Identity-platform error codes mapped to what the operator should do; README lists the same table.
+AAD_HINTS: Mapping[int, str] = {
+    7000215: "the client secret is wrong: copy the secret's value (not its id) from the app "
+             "registration into client_secret_file",
+    7000222: "the client secret has expired: create a new one in the app registration and update "
+             "client_secret_file",
+    700016: "application {client_id} was not found in tenant {tenant_id}: check client_id and "
+            "tenant_id, and that the app is registered or consented there",
+    65001: "the app has no consent for the Partner Center delegated permission: grant admin consent "
+           "in the app registration's API permissions",
+    50126: "invalid username or password for {username}: fix username or password_file",
+    50076: "the account must use MFA, which username_password (ROPC) cannot do; Partner Center "
+           "requires MFA since April 2026: switch to method refresh_token and " + _LOGIN,
+    50079: "the account must register for MFA, which username_password (ROPC) cannot do; switch to "
+           "method refresh_token and " + _LOGIN,
+    700082: "the refresh token has expired (unused for 90 days): " + _LOGIN,
+    50173: "the refresh token was revoked (password change or session revocation): " + _LOGIN,
+    700025: "the refresh token belongs to a public client but a client secret was sent: remove "
+            "client_secret_file for this tenant, or sign in again with a confidential flow",
+    90002: "tenant {tenant_id} does not exist: check tenant_id",
+}
+
+
+_ROPC_WARNING_LOCK = threading.Lock()
+
+
+class RecordingHttp:
+    """The httpx.Client MSAL sees; remembers the last status so throttling can be classified."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+        self.last_status: int | None = None
+        self.last_retry_after: str | None = None
+
+    def reset(self) -> None:
+        self.last_status = self.last_retry_after = None
+
+    def _record(self, response: httpx.Response) -> httpx.Response:
+        self.last_status = response.status_code
+        self.last_retry_after = response.headers.get("retry-after")
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._record(self._client.get(url, **kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._record(self._client.post(url, **kwargs))
+
+
+class AtomicFilePersistence(msal_extensions.FilePersistence):  # type: ignore[misc]
+    """FilePersistence that never leaves a half-written cache: temp file, fsync, rename."""
+
+    def save(self, content: str) -> None:
+        location = self.get_location()
+        directory = os.path.dirname(location) or "."
+        fd, temp_path = tempfile.mkstemp(prefix=".tokencache-", dir=directory)  # created 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_path, location)
+        except BaseException:
+            Path(temp_path).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def open_token_cache(path: Path) -> msal.SerializableTokenCache:
+    """A cross-process, file-locked token cache that is rewritten whenever MSAL changes it."""
+    return msal_extensions.PersistedTokenCache(AtomicFilePersistence(str(path)))
+
+
+def build_msal_app(tenant: TenantConfig, endpoints: Endpoints, http: RecordingHttp,
+                   cache: msal.TokenCache, *, confidential: bool) -> msal.ClientApplication:
+    """Construct the MSAL app; this does network I/O (OpenID discovery), so call it lazily."""
+    host = urlsplit(endpoints.authority_host).hostname or ""
+    options: dict[str, Any] = {
+        "authority": f"{endpoints.authority_host}/{tenant.tenant_id}",
+        "http_client": http,
+        "token_cache": cache,
+    }
+    if host not in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS:
+        # Otherwise MSAL asks login.microsoftonline.com about sovereign clouds and the simulator.
+        options["instance_discovery"] = False
+    if confidential:
+        secret = tenant.auth.client_secret
+        assert secret is not None
+        return msal.ConfidentialClientApplication(tenant.client_id, client_credential=secret.value,
+                                                  **options)
+    return msal.PublicClientApplication(tenant.client_id, **options)
+
+
+def classify_identity_error(result: Mapping[str, Any], *, tenant: TenantConfig, config_path: str,
+                            status: int | None, retry_after: float | None) -> PollError:
+    """Map an identity-platform error response to a reason and a one-line, actionable message."""
+    error = str(result.get("error") or "unknown_error")
+    description = str(result.get("error_description") or "").strip()
+    first_line = description.splitlines()[0][:240] if description else error
+    codes = [int(c) for c in result.get("error_codes") or [] if isinstance(c, int)]
+    codes += [int(c) for c in _AADSTS_RE.findall(description) if int(c) not in codes]
+    if status == 429:
+        wait = f"; retrying after {retry_after:.0f}s" if retry_after is not None else ""
+        return PollError("throttled", f"the identity platform throttled the token request (429){wait}",
+                         retry_after=retry_after)
+    if status is not None and status >= 500:
+        return PollError("server_error", f"the identity platform answered {status}: {first_line}",
+                         retry_after=retry_after)
+    fields = {"client_id": tenant.client_id, "tenant_id": tenant.tenant_id,
+              "username": tenant.auth.username or "the user", "config": config_path,
+              "tenant": tenant.name}
+    for code in codes:
+        if code in AAD_HINTS:
+            return PollError("auth", f"{AAD_HINTS[code].format(**fields)} [AADSTS{code}]")
+    if error == "invalid_grant" and tenant.auth.method == "refresh_token":
+        return PollError("auth", "the refresh token is no longer valid: " + _LOGIN.format(**fields)
+                         + f" [{first_line}]")
+    return PollError("auth", f"the identity platform refused the token request: {error}: {first_line}")
+
+
+class TokenProvider:
+    """Hands out access tokens for one tenant, reusing them until MSAL decides to refresh."""
+
+    def __init__(self, tenant: TenantConfig, endpoints: Endpoints, http: httpx.Client, *,
+                 config_path: str = "config.yaml", clock: Callable[[], float] = time.time,
+                 on_token: Callable[[str], None] | None = None) -> None:
+        self.tenant = tenant
+        self.method = tenant.auth.method
+        self.expires_at: float | None = None
+        self._endpoints = endpoints
+        self._scopes = [endpoints.scope]
+        self._http = RecordingHttp(http)
+        self._config_path = config_path
+        self._clock = clock
+        self._on_token = on_token
+        self._app: msal.ClientApplication | None = None
+        self._seed_imported = False
+
+    def get_token(self, *, force_refresh: bool = False) -> str:
+        self._http.reset()
+        try:
+            if self._app is None:
+                self._app = self._build()
+            result = self._acquire(self._app, force_refresh)
+        except PollError:
+            raise
+        except MsalServiceError:
+            # MSAL raises for 5xx from the token endpoint instead of returning the error body.
+            status = self._http.last_status
+            retry_after = parse_retry_after(self._http.last_retry_after, self._clock())
+            reason: Reason = "throttled" if status == 429 else "server_error"
+            raise PollError(reason, f"the identity platform answered {status or 'an HTTP error'}",
+                            retry_after=retry_after) from None
+        except httpx.TransportError as err:
+            raise describe_transport_error(err, "the identity platform") from None
+        except json.JSONDecodeError:
+            raise PollError("invalid_response", "the identity platform answered with a body that is "
+                                                "not JSON; check endpoints.authority_host") from None
+        except (OSError, msal_extensions.LockError) as err:
+            raise PollError("auth", f"cannot use token cache {self.tenant.auth.token_cache_file}: "
+                                    f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+        except ValueError as err:
+            raise self._setup_error(err) from None
+        if "access_token" not in result:
+            raise classify_identity_error(
+                result, tenant=self.tenant, config_path=self._config_path,
+                status=self._http.last_status,
+                retry_after=parse_retry_after(self._http.last_retry_after, self._clock()))
+        token = str(result["access_token"])
+        self.expires_at = self._clock() + float(result.get("expires_in") or 0)
+        if self._on_token is not None:
+            self._on_token(token)
+        return token
+
+    def _build(self) -> msal.ClientApplication:
+        auth = self.tenant.auth
+        if auth.method == "username_password":
+            log.warning("username_password (ROPC) cannot do MFA, which Partner Center requires for "
+                        "App+User calls since April 2026; prefer method refresh_token with login",
+                        extra={"tenant": self.tenant.name})
+        if auth.method == "refresh_token":
+            assert auth.token_cache_file is not None
+            cache = open_token_cache(auth.token_cache_file)
+        else:
+            cache = msal.SerializableTokenCache()
+        return build_msal_app(self.tenant, self._endpoints, self._http, cache,
+                              confidential=auth.client_secret is not None)
+
+    def _acquire(self, app: msal.ClientApplication, force_refresh: bool) -> dict[str, Any]:
+        auth = self.tenant.auth
+        if auth.method == "client_credentials":
+            if force_refresh:
+                app.remove_tokens_for_client()
+            return dict(app.acquire_token_for_client(self._scopes))
+        accounts = app.get_accounts(username=auth.username) if auth.username else app.get_accounts()
+        if accounts:
+            result = app.acquire_token_silent_with_error(
+                self._scopes, account=accounts[0], force_refresh=force_refresh)
+            if result is not None:
+                return dict(result)
+        if auth.method == "username_password":
+            assert auth.username is not None
+            assert auth.password is not None
+            with _ROPC_WARNING_LOCK, warnings.catch_warnings():
+                # MSAL warns that public-client ROPC is deprecated; we say so in our own log line.
+                warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                        message="This API has been deprecated")
+                return dict(app.acquire_token_by_username_password(
+                    auth.username, auth.password.value, scopes=self._scopes))
+        if auth.refresh_token is not None and not self._seed_imported:
+            # Imported once: a seed is single-use, because the platform rotates it on redemption.
+            self._seed_imported = True
+            log.info("importing refresh token seed into the empty token cache",
+                     extra={"tenant": self.tenant.name, "source": auth.refresh_token.source})
+            return dict(app.acquire_token_by_refresh_token(auth.refresh_token.value, self._scopes))
+        raise PollError("auth", f"token cache {auth.token_cache_file} holds no signed-in account: "
+                        + _LOGIN.format(config=self._config_path, tenant=self.tenant.name))
+
+    def _setup_error(self, err: ValueError) -> PollError:
+        status = self._http.last_status
+        if status is not None and status >= 500:
+            return PollError("server_error", f"OpenID discovery at the identity platform answered {status}")
+        if status == 429:
+            return PollError("throttled", "OpenID discovery at the identity platform was throttled (429)")
+        if "authority" in str(err).lower():
+            return PollError("auth", f"OpenID discovery failed for tenant {self.tenant.tenant_id} at "
+                                     f"{self._endpoints.authority_host}: check tenant_id and "
+                                     f"endpoints.authority_host")
+        return PollError("auth", f"MSAL refused the request: {str(err).splitlines()[0][:200]}")
+
+
+class LoginError(Exception):
+    """Device-code login failed; the message says why and what to do."""
+
+
+def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Client, *,
+                      config_path: str, out: TextIO,
+                      exit_condition: Callable[[dict[str, Any]], bool] | None = None) -> str:
+    """Secure Application Model bootstrap: device code sign-in, result stored in the token cache."""
+    auth = tenant.auth
+    if auth.method != "refresh_token" or auth.token_cache_file is None:
+        raise LoginError(f"tenant {tenant.name} uses method {auth.method}; login is only for "
+                         f"method refresh_token, which keeps its tokens in token_cache_file")
+    if auth.client_secret is not None:
+        raise LoginError(f"tenant {tenant.name} has a client secret, but device code sign-in makes "
+                         f"public-client tokens that cannot be redeemed with a secret: remove "
+                         f"client_secret_file/client_secret_env for this tenant, or obtain a refresh "
+                         f"token with your Secure Application Model tooling and set refresh_token_file")
+    recording = RecordingHttp(http)
+    try:
+        app = build_msal_app(tenant, endpoints, recording, open_token_cache(auth.token_cache_file),
+                             confidential=False)
+        flow = app.initiate_device_flow(scopes=[endpoints.scope])
+        if "user_code" not in flow:
+            raise LoginError(classify_identity_error(
+                flow, tenant=tenant, config_path=config_path, status=recording.last_status,
+                retry_after=None).message)
+        print(flow.get("message") or f"Open {flow['verification_uri']} and enter the code "
+                                      f"{flow['user_code']}", file=out, flush=True)
+        result = app.acquire_token_by_device_flow(flow, exit_condition=exit_condition or
+                                                  (lambda flow: flow.get("expires_at", 0) < time.time()))
+    except httpx.TransportError as err:
+        raise LoginError(describe_transport_error(err, "the identity platform").message) from None
+    except ValueError as err:
+        raise LoginError(f"sign-in could not start for tenant {tenant.tenant_id}: "
+                         f"{str(err).splitlines()[0][:200]}") from None
+    if "access_token" not in result:
+        raise LoginError(classify_identity_error(
+            result, tenant=tenant, config_path=config_path, status=recording.last_status,
+            retry_after=None).message)
+    claims = result.get("id_token_claims") or {}
+    return str(claims.get("preferred_username") or claims.get("name") or "the signed-in user")

@@ -1,0 +1,224 @@
+"""Command line: flags in the Prometheus exporter style, and the wiring from config to server."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import signal
+import ssl
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+import certifi
+import httpx
+
+from exporter import __version__
+from exporter.auth import LoginError, TokenProvider, device_code_login
+from exporter.client import DapStatisticsClient
+from exporter.collector import Publisher
+from exporter.config import Config, ConfigError, load_config
+from exporter.logs import LEVELS, REDACTOR, setup_logging
+from exporter.model import Snapshot
+from exporter.poller import Poller
+from exporter.server import DEFAULT_LISTEN_ADDRESS, ExporterServer
+from exporter.webconfig import WebConfig, load_web_config
+
+log = logging.getLogger("exporter")
+
+DEFAULT_CONFIG_FILE = "partnercenter-exporter.yml"
+EXIT_CONFIG = 2
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info",
+                        help="log level (default: info)")
+    parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
+                        default="logfmt", help="log format (default: logfmt)")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="partnercenter-exporter",
+        description="Prometheus exporter for Microsoft Partner Center delegated admin (DAP) "
+                    "statistics. Subcommands: `login` (Secure Application Model sign-in) and "
+                    "`demo` (runs against the built-in simulator).")
+    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG_FILE,
+                        help=f"path to the YAML config (default: {DEFAULT_CONFIG_FILE})")
+    parser.add_argument("--web.listen-address", dest="listen_address",
+                        default=DEFAULT_LISTEN_ADDRESS,
+                        help=f"address to serve /metrics on (default: {DEFAULT_LISTEN_ADDRESS})")
+    parser.add_argument("--web.config.file", dest="web_config_file", default=None,
+                        help="exporter-toolkit web config: TLS, basic auth, headers")
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the config and every secret it references, then exit")
+    parser.add_argument("--once", action="store_true",
+                        help="poll every tenant once, print the metrics to stdout and exit")
+    parser.add_argument("--version", action="version",
+                        version=f"partnercenter-exporter {__version__}")
+    _common_flags(parser)
+    return parser
+
+
+def build_http_client(config: Config) -> httpx.Client:
+    """The one outbound client: shared by MSAL and the API calls, with timeouts and ca_file."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if config.endpoints.ca_file is not None:
+        context.load_verify_locations(cafile=str(config.endpoints.ca_file))
+    pool = config.poll_concurrency * 2 + 4
+    return httpx.Client(
+        timeout=httpx.Timeout(config.request_timeout), verify=context,
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        headers={"User-Agent": f"partnercenter-exporter/{__version__}"})
+
+
+def build_sources(config: Config, http: httpx.Client, config_path: str) -> list[DapStatisticsClient]:
+    return [DapStatisticsClient(
+        tenant.name, http, config.endpoints.dap_statistics_url,
+        TokenProvider(tenant, config.endpoints, http, config_path=config_path,
+                      on_token=REDACTOR.add_token))
+        for tenant in config.tenants]
+
+
+def _load(config_file: str, web_config_file: str | None) -> tuple[Config, WebConfig | None]:
+    errors: list[str] = []
+    config = web = None
+    try:
+        config = load_config(config_file)
+    except ConfigError as err:
+        errors += err.errors
+    if web_config_file:
+        try:
+            web = load_web_config(web_config_file)
+        except ConfigError as err:
+            errors += [f"web.config.file: {line}" if not line.startswith("web.config.file")
+                       else line for line in err.errors]
+    if errors or config is None:
+        raise ConfigError(errors)
+    for value in config.secret_values():
+        REDACTOR.add_secret(value)
+    return config, web
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def serve(config: Config, *, config_path: str, listen_address: str, web: WebConfig | None,
+          stop: threading.Event, on_listening: Callable[[ExporterServer], None] | None = None) -> int:
+    """Run the poller and the HTTP server until `stop` is set."""
+    http = build_http_client(config)
+    publisher = Publisher(config.inactive_thresholds_days)
+    poller = Poller(build_sources(config, http, config_path), interval=config.poll_interval,
+                    concurrency=config.poll_concurrency, on_snapshot=publisher.publish,
+                    on_tick=publisher.refresh_if_new_day)
+    publisher.publish(poller.snapshot())
+    try:
+        server = ExporterServer(listen_address, publisher, web=web,
+                                thresholds=config.inactive_thresholds_days)
+    except OSError as err:
+        reason = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be used: {err.strerror}"
+        print(f"--web.listen-address: {listen_address} {reason}; choose another address",
+              file=sys.stderr)
+        return 1
+    server.start()
+    log.info("listening", extra={"address": server.url, "tenants": len(config.tenants),
+                                 "version": __version__})
+    if on_listening is not None:
+        on_listening(server)
+    threading.Thread(target=poller.run, name="poller", daemon=True).start()
+    while not stop.wait(0.5):
+        pass
+    poller.stop()
+    server.shutdown()
+    return 0
+
+
+def _once(config: Config, config_path: str) -> int:
+    with build_http_client(config) as http:
+        publisher = Publisher(config.inactive_thresholds_days)
+        poller = Poller(build_sources(config, http, config_path), interval=config.poll_interval,
+                        concurrency=config.poll_concurrency, on_snapshot=publisher.publish)
+        snapshot: Snapshot = poller.poll_all_once()
+    sys.stdout.buffer.write(publisher.current.body)
+    sys.stdout.flush()
+    failed = [t for t in snapshot.tenants if not t.last_poll_success]
+    for tenant in failed:
+        print(f"error: tenant {tenant.name}: {tenant.last_error_reason}: "
+              f"{REDACTOR(tenant.last_error_message or '')}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        config, web = _load(args.config_file, args.web_config_file)
+    except ConfigError as err:
+        for line in err.errors:
+            print(REDACTOR(line), file=sys.stderr)
+        return EXIT_CONFIG
+    if args.config_check:
+        print("OK")
+        return 0
+    if args.once:
+        return _once(config, args.config_file)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    return serve(config, config_path=args.config_file, listen_address=args.listen_address,
+                 web=web, stop=stop)
+
+
+def login(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="partnercenter-exporter login",
+        description="Sign in once with the device code flow (MFA works) and store the rotating "
+                    "refresh token in the tenant's token_cache_file.")
+    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG_FILE)
+    parser.add_argument("--tenant", required=True, help="the tenant's `name` in the config")
+    _common_flags(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        config, _ = _load(args.config_file, None)
+    except ConfigError as err:
+        for line in err.errors:
+            print(REDACTOR(line), file=sys.stderr)
+        return EXIT_CONFIG
+    tenant = next((t for t in config.tenants if t.name == args.tenant), None)
+    if tenant is None:
+        names = ", ".join(t.name for t in config.tenants)
+        print(f"--tenant: no tenant named {args.tenant!r} in {args.config_file}; known: {names}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        with build_http_client(config) as http:
+            user = device_code_login(tenant, config.endpoints, http, config_path=args.config_file,
+                                     out=sys.stdout)
+    except LoginError as err:
+        print(f"login failed: {REDACTOR(str(err))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("login cancelled", file=sys.stderr)
+        return 130
+    print(f"Signed in as {user}. Token cache written to {tenant.auth.token_cache_file}; "
+          f"the exporter uses it from its next poll.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "login":
+        return login(args[1:])
+    if args and args[0] == "demo":
+        from exporter.demo import demo
+
+        return demo(args[1:])
+    return run(args)

@@ -1,0 +1,448 @@
+"""Load and validate the exporter's YAML config, reporting every error at once with its path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+DEFAULT_DAP_STATISTICS_URL = (
+    "https://traf-pcsvcadmin-prod.trafficmanager.net"
+    "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
+)
+DEFAULT_SCOPE = "https://api.partnercustomeradministration.microsoft.com/.default"
+DEFAULT_POLL_INTERVAL = 15 * 60.0
+MIN_POLL_INTERVAL = 60.0
+DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_THRESHOLDS = (30, 60, 90)
+DEFAULT_POLL_CONCURRENCY = 16
+
+AuthMethod = Literal["refresh_token", "client_credentials", "username_password"]
+AUTH_METHODS: tuple[AuthMethod, ...] = ("refresh_token", "client_credentials", "username_password")
+
+# MSAL adds these to every user flow itself and raises if they are passed in.
+_RESERVED_SCOPES = {"openid", "profile", "offline_access"}
+_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
+_DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d))+$")
+_DURATION_PART_RE = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """Raised with every problem found in a config; each line is `path: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value; its repr and str never show the value."""
+
+    value: str = field(repr=False)
+    source: str
+
+    def __str__(self) -> str:
+        return f"<secret from {self.source}>"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    method: AuthMethod
+    client_secret: Secret | None = None
+    token_cache_file: Path | None = None
+    refresh_token: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    name: str
+    tenant_id: str
+    client_id: str
+    auth: AuthConfig
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    authority_host: str = DEFAULT_AUTHORITY_HOST
+    dap_statistics_url: str = DEFAULT_DAP_STATISTICS_URL
+    scope: str = DEFAULT_SCOPE
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    tenants: tuple[TenantConfig, ...]
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    inactive_thresholds_days: tuple[int, ...] = DEFAULT_THRESHOLDS
+    poll_concurrency: int = DEFAULT_POLL_CONCURRENCY
+    endpoints: Endpoints = Endpoints()
+
+    def secret_values(self) -> list[str]:
+        """Every secret the config loaded, so logs and errors can redact them."""
+        values = []
+        for tenant in self.tenants:
+            for secret in (tenant.auth.client_secret, tenant.auth.refresh_token,
+                           tenant.auth.password):
+                if secret is not None:
+                    values.append(secret.value)
+        return values
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Prometheus-style duration such as `30s`, `15m`, `1h30m` into seconds."""
+    if not _DURATION_RE.match(text):
+        raise ValueError(f"invalid duration {text!r}: write a number and a unit, like 30s, 15m or 1h")
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART_RE.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds the way the config writes durations (`15m`, `1h30m`)."""
+    remaining = int(seconds)
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if remaining >= size:
+            parts.append(f"{remaining // size}{unit}")
+            remaining %= size
+    return "".join(parts) or "0s"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, which PyYAML otherwise silently overwrites."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Collector:
+    """Collects `path: message` errors while the config is walked."""
+
+    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
+        self.errors: list[str] = []
+        self.environ = environ
+        self.base_dir = base_dir
+
+    def add(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.add(path, f"must be a mapping, got {_type_name(value)}")
+            return {}
+        for key in value:
+            if not isinstance(key, str) or key not in allowed:
+                self.add(_join(path, str(key)), f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+        return {k: v for k, v in value.items() if isinstance(k, str) and k in allowed}
+
+    def string(self, data: dict[str, Any], key: str, path: str, *, required: bool = False,
+               default: str | None = None) -> str | None:
+        value = data.get(key)
+        where = _join(path, key)
+        if value is None:
+            if required:
+                self.add(where, "required")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            self.add(where, f"must be a non-empty string, got {_type_name(value)}")
+            return default
+        return value.strip()
+
+    def duration(self, data: dict[str, Any], key: str, path: str, default: float) -> float:
+        value = data.get(key)
+        where = _join(path, key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.add(where, f"write durations with a unit, like 30s, 15m or 1h (got {value!r})")
+            return default
+        try:
+            return parse_duration(value.strip())
+        except ValueError as err:
+            self.add(where, str(err))
+            return default
+
+    def path(self, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    def secret(self, data: dict[str, Any], name: str, path: str, *, required: bool,
+               required_why: str = "") -> Secret | None:
+        """Read `<name>_file` or `<name>_env`."""
+        file_key, env_key = f"{name}_file", f"{name}_env"
+        file_value = self.string(data, file_key, path)
+        env_value = self.string(data, env_key, path)
+        if file_value and env_value:
+            self.add(_join(path, env_key), f"set either {file_key} or {env_key}, not both")
+            return None
+        if file_value:
+            secret_path = self.path(file_value)
+            assert secret_path is not None
+            try:
+                text = secret_path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                self.add(_join(path, file_key), f"file {secret_path} does not exist")
+                return None
+            except (OSError, UnicodeDecodeError) as err:
+                self.add(_join(path, file_key), f"cannot read {secret_path}: {_os_reason(err)}")
+                return None
+            if not text:
+                self.add(_join(path, file_key), f"file {secret_path} is empty")
+                return None
+            return Secret(text, f"file {secret_path}")
+        if env_value:
+            text = self.environ.get(env_value, "").strip()
+            if not text:
+                self.add(_join(path, env_key), f"environment variable {env_value} is not set or empty")
+                return None
+            return Secret(text, f"environment variable {env_value}")
+        if required:
+            self.add(_join(path, file_key), f"required{required_why}; or set {env_key}")
+        return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _os_reason(err: BaseException) -> str:
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+
+
+_TOP_KEYS = {"poll_interval", "request_timeout", "inactive_thresholds_days", "poll_concurrency",
+             "endpoints", "tenants"}
+_ENDPOINT_KEYS = {"authority_host", "dap_statistics_url", "scope", "ca_file"}
+_TENANT_KEYS = {"name", "tenant_id", "client_id", "auth"}
+_AUTH_KEYS = {"method", "client_secret", "client_secret_file", "client_secret_env", "token_cache_file",
+              "refresh_token", "refresh_token_file", "refresh_token_env", "username", "password",
+              "password_file", "password_env"}
+# Keys that only mean something for one method; naming them under another is a mistake.
+_METHOD_ONLY_KEYS: dict[str, AuthMethod] = {
+    "token_cache_file": "refresh_token",
+    "refresh_token_file": "refresh_token", "refresh_token_env": "refresh_token",
+    "username": "username_password",
+    "password_file": "username_password", "password_env": "username_password",
+}
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Load, validate and resolve a config file; raise ConfigError listing every problem."""
+    config_path = Path(path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"config.file: cannot read {config_path}: {_os_reason(err)}"]) from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError([f"config.file: invalid YAML{where}: {problem}"]) from None
+    return parse_config(raw, environ=os.environ if environ is None else environ,
+                        base_dir=config_path.resolve().parent)
+
+
+def parse_config(raw: Any, *, environ: Mapping[str, str], base_dir: Path) -> Config:
+    """Validate an already-parsed YAML document; relative paths resolve against base_dir."""
+    c = _Collector(environ, base_dir)
+    if raw is None:
+        raise ConfigError(["config.file: the file is empty; it needs at least a tenants list"])
+    top = c.mapping(raw, "", _TOP_KEYS)
+    if not top and not isinstance(raw, dict):
+        raise ConfigError(c.errors)
+
+    poll_interval = c.duration(top, "poll_interval", "", DEFAULT_POLL_INTERVAL)
+    if poll_interval < MIN_POLL_INTERVAL:
+        c.add("poll_interval", "must be at least 1m; Partner Center throttles per partner tenant")
+    request_timeout = c.duration(top, "request_timeout", "", DEFAULT_REQUEST_TIMEOUT)
+    if request_timeout <= 0:
+        c.add("request_timeout", "must be greater than 0s")
+    elif request_timeout >= poll_interval >= MIN_POLL_INTERVAL:
+        c.add("request_timeout", "must be shorter than poll_interval")
+    thresholds = _thresholds(c, top.get("inactive_thresholds_days"))
+    concurrency = top.get("poll_concurrency", DEFAULT_POLL_CONCURRENCY)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
+        c.add("poll_concurrency", f"must be a whole number from 1 to 256, got {concurrency!r}")
+        concurrency = DEFAULT_POLL_CONCURRENCY
+    endpoints = _endpoints(c, top.get("endpoints"))
+    tenants = _tenants(c, top.get("tenants"))
+    if c.errors:
+        raise ConfigError(c.errors)
+    return Config(tenants=tuple(tenants), poll_interval=poll_interval,
+                  request_timeout=request_timeout, inactive_thresholds_days=thresholds,
+                  poll_concurrency=concurrency, endpoints=endpoints)
+
+
+def _thresholds(c: _Collector, value: Any) -> tuple[int, ...]:
+    if value is None:
+        return DEFAULT_THRESHOLDS
+    if not isinstance(value, list) or not value:
+        c.add("inactive_thresholds_days", "must be a non-empty list of whole days, like [30, 60, 90]")
+        return DEFAULT_THRESHOLDS
+    result: list[int] = []
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 < item <= 3650:
+            c.add(f"inactive_thresholds_days[{i}]",
+                  f"must be a whole number of days from 1 to 3650, got {item!r}")
+        elif item in result:
+            c.add(f"inactive_thresholds_days[{i}]", f"duplicate threshold {item}")
+        else:
+            result.append(item)
+    return tuple(sorted(result)) or DEFAULT_THRESHOLDS
+
+
+def _https_url(c: _Collector, value: str | None, where: str, *, bare_host: bool) -> None:
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        c.add(where, f"must be an https:// URL, got {value!r}")
+    elif bare_host and parts.path not in ("", "/"):
+        c.add(where, f"must be a scheme and host only, like {DEFAULT_AUTHORITY_HOST}; "
+                     f"the tenant is appended from tenants[].tenant_id")
+
+
+def _endpoints(c: _Collector, value: Any) -> Endpoints:
+    data = c.mapping(value, "endpoints", _ENDPOINT_KEYS)
+    authority = c.string(data, "authority_host", "endpoints", default=DEFAULT_AUTHORITY_HOST)
+    _https_url(c, authority, "endpoints.authority_host", bare_host=True)
+    url = c.string(data, "dap_statistics_url", "endpoints", default=DEFAULT_DAP_STATISTICS_URL)
+    _https_url(c, url, "endpoints.dap_statistics_url", bare_host=False)
+    scope = c.string(data, "scope", "endpoints", default=DEFAULT_SCOPE)
+    if scope and (set(scope.split()) & _RESERVED_SCOPES or len(scope.split()) != 1):
+        c.add("endpoints.scope", "must be one resource scope such as "
+                                 f"{DEFAULT_SCOPE}; openid, profile and offline_access are added by MSAL")
+    ca_file = c.path(c.string(data, "ca_file", "endpoints"))
+    if ca_file is not None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(ca_file))
+        except FileNotFoundError:
+            c.add("endpoints.ca_file", f"file {ca_file} does not exist")
+        except (OSError, ssl.SSLError) as err:
+            c.add("endpoints.ca_file", f"{ca_file} is not a readable PEM CA bundle: {_os_reason(err)}")
+    return Endpoints(authority_host=(authority or DEFAULT_AUTHORITY_HOST).rstrip("/"),
+                     dap_statistics_url=url or DEFAULT_DAP_STATISTICS_URL,
+                     scope=scope or DEFAULT_SCOPE, ca_file=ca_file)
+
+
+def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
+    if value is None:
+        c.add("tenants", "required: list at least one partner tenant")
+        return []
+    if not isinstance(value, list) or not value:
+        c.add("tenants", "must be a non-empty list of partner tenants")
+        return []
+    tenants: list[TenantConfig] = []
+    names: set[str] = set()
+    for i, item in enumerate(value):
+        path = f"tenants[{i}]"
+        data = c.mapping(item, path, _TENANT_KEYS)
+        if not isinstance(item, dict):
+            continue
+        name = c.string(data, "name", path, required=True)
+        if name is not None:
+            if not _NAME_RE.match(name):
+                c.add(f"{path}.name", f"must match [a-z0-9_-]+ (it becomes the tenant label), got {name!r}")
+            elif name in names:
+                c.add(f"{path}.name", f"duplicate tenant name {name!r}")
+            names.add(name)
+        tenant_id = c.string(data, "tenant_id", path, required=True)
+        if tenant_id is not None and not (_GUID_RE.match(tenant_id) or _DOMAIN_RE.match(tenant_id)):
+            c.add(f"{path}.tenant_id", "must be the partner tenant's id (a GUID) or its domain, "
+                                       f"like contoso.onmicrosoft.com; got {tenant_id!r}")
+        client_id = c.string(data, "client_id", path, required=True)
+        if client_id is not None and not _GUID_RE.match(client_id):
+            c.add(f"{path}.client_id",
+                  f"must be the app registration's application id (a GUID), got {client_id!r}")
+        auth = _auth(c, data.get("auth"), f"{path}.auth")
+        if name and tenant_id and client_id and auth:
+            tenants.append(TenantConfig(name=name, tenant_id=tenant_id, client_id=client_id, auth=auth))
+    return tenants
+
+
+def _auth(c: _Collector, value: Any, path: str) -> AuthConfig | None:
+    data = c.mapping(value, path, _AUTH_KEYS)
+    errors_before = len(c.errors)
+    method = c.string(data, "method", path, default="refresh_token")
+    if method not in AUTH_METHODS:
+        c.add(f"{path}.method", f"must be one of {', '.join(AUTH_METHODS)}, got {method!r}")
+        return None
+    for literal in ("client_secret", "refresh_token", "password"):
+        if literal in data:
+            c.add(f"{path}.{literal}",
+                  f"literal secrets are not allowed in the config; put the value in a file and set "
+                  f"{literal}_file, or name an environment variable with {literal}_env")
+    for key, owner in _METHOD_ONLY_KEYS.items():
+        if key in data and owner != method:
+            c.add(f"{path}.{key}", f"only used with method {owner} (method is {method})")
+    client_secret = c.secret(data, "client_secret", path, required=method == "client_credentials",
+                             required_why=" for method client_credentials")
+    token_cache_file = refresh_token = username = password = None
+    if method == "refresh_token":
+        token_cache_file = c.path(c.string(data, "token_cache_file", path, required=True))
+        if token_cache_file is not None:
+            _check_token_cache(c, token_cache_file, f"{path}.token_cache_file")
+        refresh_token = c.secret(data, "refresh_token", path, required=False)
+    elif method == "username_password":
+        username = c.string(data, "username", path, required=True)
+        password = c.secret(data, "password", path, required=True,
+                            required_why=" for method username_password")
+    if len(c.errors) > errors_before:
+        return None
+    return AuthConfig(method=method, client_secret=client_secret,
+                      token_cache_file=token_cache_file, refresh_token=refresh_token,
+                      username=username, password=password)
+
+
+def _check_token_cache(c: _Collector, path: Path, where: str) -> None:
+    directory = path.parent
+    if not directory.is_dir():
+        c.add(where, f"directory {directory} does not exist; create it "
+                     f"(the rotating refresh token is kept there)")
+        return
+    if not os.access(directory, os.W_OK | os.X_OK):
+        c.add(where, f"directory {directory} is not writable by this user; "
+                     f"the refresh token rotates and must be saved")
+        return
+    if path.exists():
+        try:
+            json.loads(path.read_text(encoding="utf-8") or "{}")
+        except OSError as err:
+            c.add(where, f"cannot read {path}: {_os_reason(err)}")
+        except ValueError:
+            c.add(where, f"{path} is not a valid token cache (not JSON); move it away and run login again")

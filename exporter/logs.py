@@ -1,0 +1,111 @@
+"""logfmt and JSON log output, with every known secret and token redacted on the way out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import sys
+import threading
+from collections import deque
+from typing import Any, TextIO
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "error": logging.ERROR}
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# JWTs and bearer values are redacted even when nobody registered them.
+_TOKEN_PATTERNS = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+                             r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
+REDACTED = "[REDACTED]"
+
+
+class Redactor:
+    """Replaces registered secrets (and anything that looks like a token) with [REDACTED]."""
+
+    def __init__(self, max_tokens: int = 256) -> None:
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._tokens: deque[str] = deque(maxlen=max_tokens)
+
+    def add_secret(self, value: str) -> None:
+        if len(value) >= 4:
+            with self._lock:
+                self._secrets.add(value)
+
+    def add_token(self, value: str) -> None:
+        with self._lock:
+            if value not in self._tokens:
+                self._tokens.append(value)
+
+    def __call__(self, text: str) -> str:
+        with self._lock:
+            values = sorted(self._secrets | set(self._tokens), key=len, reverse=True)
+        for value in values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return _TOKEN_PATTERNS.sub(REDACTED, text)
+
+
+REDACTOR = Redactor()
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def _level(record: logging.LogRecord) -> str:
+    return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
+
+
+def _logfmt_value(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\\n\t'):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor = REDACTOR) -> None:
+        super().__init__()
+        self._redact = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        pairs: dict[str, Any] = {"ts": _timestamp(record), "level": _level(record),
+                                 "logger": record.name, "msg": record.getMessage()}
+        pairs.update(_fields(record))
+        if record.exc_info:
+            pairs["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return self._redact(" ".join(f"{k}={_logfmt_value(v)}" for k, v in pairs.items()))
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor = REDACTOR) -> None:
+        super().__init__()
+        self._redact = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {"ts": _timestamp(record), "level": _level(record),
+                                "logger": record.name, "msg": record.getMessage()}
+        data.update(_fields(record))
+        if record.exc_info:
+            data["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return self._redact(json.dumps(data, default=str))
+
+
+def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None,
+                  redactor: Redactor = REDACTOR) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(redactor) if fmt == "json" else LogfmtFormatter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS[level])
+    # Their debug output carries request details we neither need nor want to vet for secrets.
+    for noisy in ("httpx", "httpcore", "msal", "msal_extensions", "portalocker"):
+        logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))

@@ -1,0 +1,212 @@
+"""One background loop: polls each tenant on its interval, backs off on failure, swaps snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from exporter.model import RETRYABLE_REASONS, DapStatistics, PollError, Snapshot, TenantSnapshot
+
+log = logging.getLogger("exporter.poller")
+
+# How far the regular interval is spread so tenants and replicas do not poll in lockstep.
+INTERVAL_JITTER = 0.03
+
+
+class Source(Protocol):
+    """One tenant's upstream: fetch() raises PollError; the counters feed the metrics."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def requests_by_code(self) -> Mapping[str, int]: ...
+
+    @property
+    def token_expires_at(self) -> float | None: ...
+
+    def fetch(self) -> DapStatistics: ...
+
+
+@dataclasses.dataclass
+class _TenantState:
+    source: Source
+    view: TenantSnapshot
+    next_due: float
+    regular_next: float
+    failures: int = 0
+    running: bool = False
+
+
+def _spawn_daemon(target: Callable[[], None]) -> None:
+    # Daemon threads: a poll stuck on a slow upstream must not hold up shutdown.
+    threading.Thread(target=target, name="poll", daemon=True).start()
+
+
+class Poller:
+    def __init__(self, sources: Sequence[Source], *, interval: float, concurrency: int,
+                 on_snapshot: Callable[[Snapshot], None],
+                 on_tick: Callable[[], object] | None = None,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 spawn: Callable[[Callable[[], None]], None] = _spawn_daemon,
+                 rng: random.Random | None = None, retry_initial: float = 15.0) -> None:
+        self._interval = interval
+        self._concurrency = concurrency
+        self._on_snapshot = on_snapshot
+        self._on_tick = on_tick
+        self._clock = clock
+        self._monotonic = monotonic
+        self._spawn = spawn
+        self._rng = rng or random.Random()
+        self._retry_initial = retry_initial
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._dirty = False
+        now = monotonic()
+        self._states = [_TenantState(source=s, view=TenantSnapshot(name=s.name), next_due=now,
+                                     regular_next=now) for s in sources]
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(tuple(state.view for state in self._states))
+
+    def step(self) -> float:
+        """Start the polls that are due, publish what changed; return seconds until next due."""
+        now = self._monotonic()
+        with self._lock:
+            running = sum(1 for s in self._states if s.running)
+            due = sorted((s for s in self._states if not s.running and s.next_due <= now),
+                         key=lambda s: s.next_due)
+            starting = due[:max(0, self._concurrency - running)]
+            for state in starting:
+                state.running = True
+        for state in starting:
+            self._spawn(lambda state=state: self._poll(state))  # type: ignore[misc]
+        self._publish_if_dirty()
+        with self._lock:
+            waiting = [s.next_due for s in self._states if not s.running]
+            if any(s.running for s in self._states) and len(waiting) == 0:
+                return self._interval
+            return max(0.0, min(waiting, default=now + self._interval) - self._monotonic())
+
+    def run(self) -> None:
+        """Poll until stop(); each tenant starts at once, then every interval."""
+        while not self._stopped.is_set():
+            timeout = min(self.step(), self._seconds_to_utc_midnight())
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._on_tick is not None:
+                self._on_tick()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def poll_all_once(self) -> Snapshot:
+        """Poll every tenant once (bounded concurrency, no retries) and return the snapshot."""
+        slots = threading.BoundedSemaphore(self._concurrency)
+        threads = []
+
+        def poll(state: _TenantState) -> None:
+            with slots:
+                self._poll(state)
+
+        for state in self._states:
+            state.running = True
+            thread = threading.Thread(target=poll, args=(state,), daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        self._publish_if_dirty()
+        return self.snapshot()
+
+    def _publish_if_dirty(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, False
+        if dirty:
+            self._on_snapshot(self.snapshot())
+
+    def _seconds_to_utc_midnight(self) -> float:
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return max(1.0, (midnight - now).total_seconds() + 1.0)
+
+    def _poll(self, state: _TenantState) -> None:
+        source = state.source
+        started = self._monotonic()
+        with self._lock:
+            if started >= state.regular_next:
+                # A new cycle: the retries of the previous one are over.
+                state.regular_next = started + self._interval * self._rng.uniform(
+                    1 - INTERVAL_JITTER, 1 + INTERVAL_JITTER)
+                state.failures = 0
+        stats: DapStatistics | None = None
+        error: PollError | None = None
+        try:
+            stats = source.fetch()
+        except PollError as err:
+            error = err
+        except Exception as err:  # a bug must not kill the loop; report it like any failure
+            log.exception("unexpected error while polling", extra={"tenant": source.name})
+            error = PollError("invalid_response", f"unexpected {type(err).__name__} while polling; "
+                                                  f"this is a bug, please report it")
+        finished = self._monotonic()
+        with self._lock:
+            first = not state.view.attempted
+            was_failing = state.view.attempted and not state.view.last_poll_success
+            state.view = self._next_view(state, stats, error, finished - started)
+            state.next_due = self._schedule(state, error, finished)
+            state.running = False
+            self._dirty = True
+        self._log_outcome(source.name, error, first or was_failing, finished - started, stats)
+        self._wake.set()
+
+    def _next_view(self, state: _TenantState, stats: DapStatistics | None,
+                   error: PollError | None, duration: float) -> TenantSnapshot:
+        source = state.source
+        view = dataclasses.replace(state.view, attempted=True, last_duration=duration,
+                                   api_requests_total=dict(source.requests_by_code),
+                                   token_expires_at=source.token_expires_at)
+        if error is None:
+            assert stats is not None
+            return dataclasses.replace(
+                view, stats=stats, last_poll_success=True, last_success_time=self._clock(),
+                last_error_reason=None, last_error_message=None,
+                skipped_entries_total=view.skipped_entries_total + stats.skipped_entries)
+        errors = dict(view.errors_total)
+        errors[error.reason] = errors.get(error.reason, 0) + 1
+        return dataclasses.replace(view, last_poll_success=False, last_error_reason=error.reason,
+                                   last_error_message=error.message, errors_total=errors)
+
+    def _schedule(self, state: _TenantState, error: PollError | None, now: float) -> float:
+        if error is None or error.reason not in RETRYABLE_REASONS:
+            next_due = state.regular_next
+        else:
+            state.failures += 1
+            backoff = min(self._retry_initial * 2 ** (state.failures - 1), self._interval)
+            next_due = min(now + backoff * self._rng.uniform(0.5, 1.0), state.regular_next)
+        if error is not None and error.retry_after is not None:
+            # Never ask again before upstream said we may, even past the regular interval.
+            next_due = max(next_due, now + error.retry_after)
+        return max(next_due, now)
+
+    @staticmethod
+    def _log_outcome(name: str, error: PollError | None, notable: bool, duration: float,
+                     stats: DapStatistics | None) -> None:
+        if error is not None:
+            log.warning("poll failed", extra={"tenant": name, "reason": error.reason,
+                                              "error": error.message,
+                                              "duration": f"{duration:.3f}s"})
+        elif stats is not None:
+            log.log(logging.INFO if notable else logging.DEBUG, "poll succeeded", extra={
+                "tenant": name, "dap_customers": stats.total_customers,
+                "duration": f"{duration:.3f}s"})

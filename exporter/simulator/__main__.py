@@ -1,0 +1,34 @@
+"""Run the simulator on its own: `python -m exporter.simulator [--listen HOST:PORT] [--dir DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import threading
+from pathlib import Path
+
+from exporter.demo import write_demo_config
+from exporter.server import parse_listen_address
+from exporter.simulator import Simulator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m exporter.simulator",
+                                     description="Serve the fake identity platform and Partner Center.")
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: a free port)")
+    parser.add_argument("--dir", default=None, help="where to write the CA, seeds and config.yaml")
+    args = parser.parse_args()
+    host, port = parse_listen_address(args.listen)
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="pcsim-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with Simulator(host=host, port=port, cert_dir=workdir / "certs") as sim:
+        config = write_demo_config(sim, workdir)
+        print(f"simulator: {sim.base_url}\nCA:        {sim.certs.ca_file}\nconfig:    {config}\n"
+              f"run:       partnercenter-exporter --config.file={config}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

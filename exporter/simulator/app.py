@@ -1,0 +1,447 @@
+"""A fake Microsoft identity platform and Partner Center on loopback HTTPS, for demo and tests."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from exporter.server import TLSThreadingHTTPServer
+from exporter.simulator.certs import generate_certs
+from exporter.simulator.data import Customer, generate_customers, statistics_payload
+
+STATISTICS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
+PARTNER_API_RESOURCE = "https://api.partnercustomeradministration.microsoft.com"
+_RESERVED_SCOPES = {"openid", "profile", "offline_access"}
+
+
+@dataclass
+class Fault:
+    """What the simulator does instead of answering, for the next `times` matching requests.
+
+    target: "api" (delegatedAdminStatistics), "token", "discovery" or "devicecode".
+    status None with a delay means: wait, then answer normally.
+    reset: send the headers and part of the body, then drop the connection.
+    """
+
+    target: str
+    status: int | None = 500
+    body: bytes | str | dict[str, Any] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    reset: bool = False
+    times: int = 1
+
+
+@dataclass
+class SimTenant:
+    tenant_id: str
+    customers: list[Customer]
+    payload: dict[str, Any] | None = None  # a fixed document instead of the generated one
+
+
+@dataclass
+class _Token:
+    tenant_id: str
+    client_id: str
+    username: str | None
+    scope: str
+    expires_at: float
+    valid: bool = True
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    target: str
+    detail: str
+    status: int
+
+
+class Simulator:
+    """Serves OpenID discovery, the v2 token and device code endpoints, and the DAP statistics API."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None,
+                 today: dt.date | None = None, accept_app_only: bool = False,
+                 device_auto_approve: bool = True, token_lifetime: int = 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._tempdir = None if cert_dir else tempfile.TemporaryDirectory(prefix="pcsim-")
+        self.certs = generate_certs(cert_dir or Path(self._tempdir.name))  # type: ignore[union-attr]
+        self.today = today or dt.datetime.now(dt.UTC).date()
+        self.accept_app_only = accept_app_only
+        self.device_auto_approve = device_auto_approve
+        self.token_lifetime = token_lifetime
+        self.clock = clock
+        self.tenants: dict[str, SimTenant] = {}
+        self.clients: dict[str, str | None] = {}  # client_id -> secret (None: public client)
+        self.users: dict[str, tuple[str, bool]] = {}  # username -> (password, needs MFA)
+        self.requests: list[RequestRecord] = []
+        self._faults: list[Fault] = []
+        self._access: dict[str, _Token] = {}
+        self._refresh: dict[str, _Token] = {}
+        self._devices: dict[str, tuple[str, str, str, bool]] = {}
+        self._lock = threading.Lock()
+        self._httpd = TLSThreadingHTTPServer((host, port), _make_handler(self))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(self.certs.cert_file), str(self.certs.key_file))
+        self._httpd.ssl_context = context
+        self._thread: threading.Thread | None = None
+
+    # --- set-up -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        host = str(self._httpd.server_address[0])
+        return f"https://{host}:{self._httpd.server_address[1]}"
+
+    @property
+    def authority_host(self) -> str:
+        return self.base_url
+
+    @property
+    def dap_statistics_url(self) -> str:
+        return self.base_url + STATISTICS_PATH
+
+    def add_tenant(self, tenant_id: str, *, customers: int | None = None) -> SimTenant:
+        tenant = SimTenant(tenant_id, generate_customers(tenant_id, self.today, customers))
+        self.tenants[tenant_id] = tenant
+        return tenant
+
+    def add_client(self, client_id: str, secret: str | None = None) -> None:
+        self.clients[client_id] = secret
+
+    def add_user(self, username: str, password: str, *, mfa: bool = False) -> None:
+        self.users[username] = (password, mfa)
+
+    def issue_refresh_token(self, tenant_id: str, client_id: str, username: str) -> str:
+        """A refresh token as an admin's interactive sign-in would have produced."""
+        token = "sim-rt-" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._refresh[token] = _Token(tenant_id, client_id, username,
+                                          PARTNER_API_RESOURCE + "/.default", float("inf"))
+        return token
+
+    # --- fault injection ------------------------------------------------------------------
+    def inject(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def revoke_refresh_tokens(self) -> None:
+        with self._lock:
+            for token in self._refresh.values():
+                token.valid = False
+
+    def invalidate_access_tokens(self) -> None:
+        """The API starts refusing issued tokens that the identity platform still thinks fine."""
+        with self._lock:
+            for token in self._access.values():
+                token.valid = False
+
+    def count(self, target: str, status: int | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests
+                       if r.target == target and (status is None or r.status == status))
+
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token handed out so far (for leak checks)."""
+        with self._lock:
+            return [*self._access, *self._refresh]
+
+    def live_refresh_tokens(self) -> list[str]:
+        with self._lock:
+            return [t for t, info in self._refresh.items() if info.valid]
+
+    def _take_fault(self, target: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.target == target:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _record(self, target: str, detail: str, status: int) -> None:
+        with self._lock:
+            self.requests.append(RequestRecord(target, detail, status))
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Simulator:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.1,),
+                                        name="simulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- identity platform ------------------------------------------------------------------
+    def discovery(self, tenant: str) -> tuple[int, dict[str, Any]]:
+        if tenant not in self.tenants and tenant != "common":
+            return 400, _aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        base = f"{self.base_url}/{tenant}"
+        return 200, {
+            "issuer": f"{base}/v2.0",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "tenant_region_scope": "EU",
+        }
+
+    def token(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        grant = form.get("grant_type", "")
+        client_id = form.get("client_id", "")
+        if tenant not in self.tenants:
+            return 400, _aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        if client_id not in self.clients:
+            return 400, _aad_error("unauthorized_client", 700016,
+                                   f"Application with identifier '{client_id}' was not found in "
+                                   f"the directory '{tenant}'.")
+        expected_secret = self.clients[client_id]
+        sent_secret = form.get("client_secret")
+        if expected_secret is None and sent_secret:
+            return 400, _aad_error("invalid_request", 700025, "Client is public so neither "
+                                   "'client_assertion' nor 'client_secret' should be presented.")
+        if expected_secret is not None and not secrets.compare_digest(sent_secret or "",
+                                                                     expected_secret):
+            return 401, _aad_error("invalid_client", 7000215,
+                                   "Invalid client secret provided. Ensure the secret being sent in "
+                                   "the request is the client secret value, not the client secret ID.")
+        scope = " ".join(s for s in form.get("scope", "").split() if s not in _RESERVED_SCOPES)
+        if grant == "client_credentials":
+            return 200, self._issue(tenant, client_id, None, scope)
+        if grant == "password":
+            username, password = form.get("username", ""), form.get("password", "")
+            known = self.users.get(username)
+            if known is None or not secrets.compare_digest(known[0], password):
+                return 400, _aad_error("invalid_grant", 50126,
+                                       "Error validating credentials due to invalid username or password.")
+            if known[1]:
+                return 400, _aad_error("invalid_grant", 50076, "Due to a configuration change made "
+                                       "by your administrator, or because you moved to a new "
+                                       "location, you must use multi-factor authentication.")
+            return 200, self._issue(tenant, client_id, username, scope)
+        if grant == "refresh_token":
+            return self._redeem_refresh_token(tenant, client_id, form.get("refresh_token", ""), scope)
+        if grant == "urn:ietf:params:oauth:grant-type:device_code":
+            return self._redeem_device_code(form.get("device_code", ""), scope)
+        return 400, _aad_error("unsupported_grant_type", 70003,
+                               f"The app requested an unsupported grant type '{grant}'.")
+
+    def _redeem_refresh_token(self, tenant: str, client_id: str, token: str,
+                              scope: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            info = self._refresh.get(token)
+            if info is None or info.tenant_id != tenant or info.client_id != client_id:
+                return 400, _aad_error("invalid_grant", 9002313, "Invalid request. Request is "
+                                       "malformed or invalid: the refresh token is not known.")
+            if not info.valid:
+                return 400, _aad_error("invalid_grant", 50173, "The provided grant has expired due "
+                                       "to it being revoked, a fresh auth token is needed.")
+            if info.expires_at < self.clock():
+                return 400, _aad_error("invalid_grant", 700082, "The refresh token has expired due "
+                                       "to inactivity.")
+            info.valid = False  # rotation: a refresh token works once
+        return 200, self._issue(tenant, client_id, info.username, scope or info.scope)
+
+    def _redeem_device_code(self, device_code: str, scope: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            entry = self._devices.get(device_code)
+            if entry is None:
+                return 400, _aad_error("expired_token", 70019, "Verification code expired.")
+            tenant, client_id, _, approved = entry
+            if not approved:
+                return 400, _aad_error("authorization_pending", 70016,
+                                       "OAuth 2.0 device flow error. Authorization is pending.")
+            del self._devices[device_code]
+        domain = tenant if "." in tenant else f"{tenant[:8]}.onmicrosoft.com"
+        return 200, self._issue(tenant, client_id, f"admin@{domain}", scope)
+
+    def devicecode(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        client_id = form.get("client_id", "")
+        if tenant not in self.tenants:
+            return 400, _aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        if client_id not in self.clients:
+            return 400, _aad_error("unauthorized_client", 700016,
+                                   f"Application with identifier '{client_id}' was not found.")
+        device_code = secrets.token_urlsafe(24)
+        user_code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(9))
+        with self._lock:
+            self._devices[device_code] = (tenant, client_id, user_code, self.device_auto_approve)
+        uri = f"{self.base_url}/devicelogin"
+        return 200, {"device_code": device_code, "user_code": user_code, "verification_uri": uri,
+                     "expires_in": 900, "interval": 1,
+                     "message": f"To sign in, use a web browser to open the page {uri} and enter "
+                                f"the code {user_code} to authenticate."}
+
+    def approve_device_codes(self) -> None:
+        with self._lock:
+            for code, (tenant, client_id, user_code, _) in list(self._devices.items()):
+                self._devices[code] = (tenant, client_id, user_code, True)
+
+    def _issue(self, tenant: str, client_id: str, username: str | None,
+               scope: str) -> dict[str, Any]:
+        now = self.clock()
+        access = "sim-at-" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._access[access] = _Token(tenant, client_id, username, scope,
+                                          now + self.token_lifetime)
+        body: dict[str, Any] = {"token_type": "Bearer", "scope": scope,
+                                "expires_in": self.token_lifetime,
+                                "ext_expires_in": self.token_lifetime, "access_token": access}
+        if username is not None:
+            oid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{username}"))
+            refresh = "sim-rt-" + secrets.token_urlsafe(32)
+            with self._lock:
+                self._refresh[refresh] = _Token(tenant, client_id, username, scope, float("inf"))
+            body["refresh_token"] = refresh
+            body["client_info"] = _b64(json.dumps({"uid": oid, "utid": tenant}).encode())
+            body["id_token"] = _unsigned_jwt({
+                "iss": f"{self.base_url}/{tenant}/v2.0", "aud": client_id, "sub": oid, "oid": oid,
+                "tid": tenant, "preferred_username": username, "name": username.split("@")[0],
+                "iat": int(now), "nbf": int(now), "exp": int(now) + self.token_lifetime})
+        return body
+
+    # --- Partner Center -----------------------------------------------------------------------
+    def statistics(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
+        if not authorization or not authorization.startswith("Bearer "):
+            return 401, {"code": 401, "description": "Authorization header missing"}
+        with self._lock:
+            info = self._access.get(authorization[7:])
+        if info is None or not info.valid or info.expires_at < self.clock():
+            return 401, {"code": 401, "description": "The access token is invalid or expired"}
+        if not info.scope.startswith(PARTNER_API_RESOURCE):
+            return 401, {"code": 401, "description": "The token's audience is not this API"}
+        if info.username is None and not self.accept_app_only:
+            return 401, {"code": 401, "description": "App-only tokens are not supported; use App+User"}
+        tenant = self.tenants[info.tenant_id]
+        if tenant.payload is not None:
+            return 200, tenant.payload
+        return 200, statistics_payload(tenant.tenant_id, tenant.customers, self.base_url)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unsigned_jwt(claims: dict[str, Any]) -> str:
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    return f"{header}.{_b64(json.dumps(claims).encode())}."
+
+
+def _aad_error(error: str, code: int, text: str) -> dict[str, Any]:
+    trace, correlation = uuid.uuid4(), uuid.uuid4()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return {"error": error,
+            "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\n"
+                                 f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
+            "error_codes": [code], "timestamp": stamp, "trace_id": str(trace),
+            "correlation_id": str(correlation)}
+
+
+def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+        timeout = 60
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self._route("GET")
+
+        def do_POST(self) -> None:
+            self._route("POST")
+
+        def _route(self, method: str) -> None:
+            path = urlsplit(self.path).path
+            parts = [unquote(p) for p in path.strip("/").split("/")]
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+            call: Callable[[], tuple[int, dict[str, Any]]]
+            if method == "GET" and path == STATISTICS_PATH:
+                target, call = "api", lambda: sim.statistics(self.headers.get("Authorization"))
+            elif method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
+                target, call = "discovery", lambda: sim.discovery(parts[0])
+            elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
+                target, call = "token", lambda: sim.token(parts[0], form)
+            elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "devicecode"]:
+                target, call = "devicecode", lambda: sim.devicecode(parts[0], form)
+            elif method == "GET" and parts[:2] == ["common", "userrealm"]:
+                target, call = "userrealm", lambda: (200, {
+                    "ver": "1.0", "account_type": "Managed", "domain_name": parts[-1].split("@")[-1]})
+            elif method == "GET" and path == "/devicelogin":
+                self._send(200, b"<p>The simulator approves device codes by itself.</p>",
+                           {"Content-Type": "text/html"})
+                return
+            else:
+                self._send(404, b'{"error":"not_found"}', {"Content-Type": "application/json"})
+                return
+            fault = sim._take_fault(target)
+            if fault is not None:
+                time.sleep(fault.delay)
+                if fault.status is not None:
+                    sim._record(target, "fault", fault.status)
+                    self._fault(fault)
+                    return
+            status, body = call()
+            sim._record(target, form.get("grant_type", ""), status)
+            self._send(status, json.dumps(body).encode(),
+                       {"Content-Type": "application/json; charset=utf-8"})
+
+        def _fault(self, fault: Fault) -> None:
+            body = fault.body
+            data = json.dumps(body).encode() if isinstance(body, dict) else (
+                body.encode() if isinstance(body, str) else body)
+            headers = {"Content-Type": "application/json", **fault.headers}
+            if fault.reset:
+                self.send_response(fault.status or 200)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data) + 1000))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            self._send(fault.status or 200, data, headers)
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler

@@ -1,0 +1,112 @@
+"""Start the exporter as a user would (a subprocess) and talk to it over real sockets."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import yaml
+
+from exporter.simulator import Simulator
+from tests.conftest import CLIENT_ID, TENANT_ID
+
+ROOT = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"msg=listening address=(\S+)")
+
+
+def exporter_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "exporter", *args]
+
+
+def run_exporter(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
+                 ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(exporter_command(*args), capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
+
+
+def write_config(sim: Simulator, directory: Path, *, seed: bool = True, name: str = "contoso",
+                 extra_tenants: Sequence[dict[str, object]] = (), **top: object) -> Path:
+    """A config with one refresh_token tenant against the simulator (seeded unless told not to)."""
+    auth: dict[str, object] = {"token_cache_file": str(directory / f"{name}.cache.json")}
+    if seed:
+        seed_file = directory / f"{name}.seed"
+        seed_file.write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test"))
+        auth["refresh_token_file"] = str(seed_file)
+    config = {"poll_interval": "1m", "request_timeout": "5s", **top,
+              "endpoints": {"authority_host": sim.authority_host,
+                            "dap_statistics_url": sim.dap_statistics_url,
+                            "ca_file": str(sim.certs.ca_file)},
+              "tenants": [{"name": name, "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
+                           "auth": auth}, *extra_tenants]}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class ExporterProcess:
+    """The exporter in a subprocess on a free loopback port; its log goes to a file."""
+
+    def __init__(self, args: Sequence[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log: IO[str] = log_path.open("w")
+        self.proc = subprocess.Popen(exporter_command(*args), stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True, cwd=ROOT)
+        self.url = self._wait_for_address()
+
+    def _wait_for_address(self, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log_path.read_text())
+            if match:
+                return match.group(1)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exporter exited early: {self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"exporter did not start: {self.log_path.read_text()}")
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if http_get(self.url + "/readyz")[0] == 200:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"exporter never became ready: {self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+            if self.proc.stdout:
+                self.proc.stdout.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()

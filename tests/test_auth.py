@@ -1,0 +1,270 @@
+"""Token provider: each auth method over respx, reuse, forced refresh, rotation and error mapping."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+import respx
+
+from exporter.auth import AAD_HINTS, AtomicFilePersistence, TokenProvider
+from exporter.model import PollError
+from tests.conftest import (
+    DISCOVERY,
+    DISCOVERY_URL,
+    SCOPE,
+    TOKEN_URL,
+    aad_error,
+    endpoints,
+    tenant,
+    token_body,
+)
+
+NOW = 1_800_000_000.0
+
+
+def form(request: httpx.Request) -> dict[str, str]:
+    return dict(parse_qsl(request.content.decode()))
+
+
+@pytest.fixture
+def aad() -> Any:
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(DISCOVERY_URL).mock(return_value=httpx.Response(200, json=DISCOVERY))
+        mock.token = mock.post(TOKEN_URL)
+        yield mock
+
+
+def provider(config: Any, **kwargs: Any) -> TokenProvider:
+    return TokenProvider(config, endpoints(), httpx.Client(), config_path="/etc/pcx.yml",
+                         clock=lambda: NOW, **kwargs)
+
+
+def test_construction_does_no_network_io(aad: Any) -> None:
+    """Building a provider makes no request; MSAL (which does discovery) is built lazily."""
+    provider(tenant(seed="seed-rt", cache=Path("/nonexistent/cache.json")))
+    assert len(aad.calls) == 0
+
+
+def test_seed_is_imported_once_then_access_token_is_reused(aad: Any, tmp_path: Path) -> None:
+    """An empty cache imports refresh_token_file; the access token is then reused without HTTP."""
+    aad.token.mock(return_value=httpx.Response(200, json=token_body("at-1", "rt-2")))
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    assert tokens.get_token() == "at-1"
+    assert tokens.get_token() == "at-1"
+    assert aad.token.call_count == 1
+    sent = form(aad.token.calls[0].request)
+    assert sent["grant_type"] == "refresh_token"
+    assert sent["refresh_token"] == "seed-rt"
+    assert SCOPE in sent["scope"].split()
+    # MSAL derives a cached token's expires_in from the wall clock, so allow a little drift.
+    assert tokens.expires_at == pytest.approx(NOW + 3600, abs=5)
+
+
+def test_rotated_refresh_token_is_persisted_and_used_after_restart(aad: Any, tmp_path: Path) -> None:
+    """Each rotated refresh token is written at once; a new process redeems the newest one."""
+    cache = tmp_path / "cache.json"
+    aad.token.mock(side_effect=[
+        httpx.Response(200, json=token_body("at-1", "rt-2", expires_in=60)),
+        httpx.Response(200, json=token_body("at-2", "rt-3", expires_in=60)),
+        httpx.Response(200, json=token_body("at-3", "rt-4", expires_in=3600)),
+    ])
+    first = provider(tenant(seed="seed-rt", cache=cache))
+    assert first.get_token() == "at-1"
+    # expires_in=60 is inside MSAL's 5-minute margin, so the next call refreshes.
+    assert first.get_token() == "at-2"
+    assert "rt-3" in cache.read_text()
+    assert "rt-2" not in cache.read_text()
+
+    restarted = provider(tenant(seed="seed-rt", cache=cache))
+    assert restarted.get_token() == "at-3"
+    assert form(aad.token.calls[2].request)["refresh_token"] == "rt-3"
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+
+
+def test_no_account_and_no_seed_tells_the_user_to_run_login(aad: Any, tmp_path: Path) -> None:
+    """With an empty cache and no seed, the error is auth with the exact login command."""
+    tokens = provider(tenant(cache=tmp_path / "cache.json"))
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    assert caught.value.reason == "auth"
+    assert "run `partnercenter-exporter login --config.file=/etc/pcx.yml --tenant=contoso`" \
+        in caught.value.message
+    assert aad.token.call_count == 0
+
+
+def test_seed_is_not_imported_twice(aad: Any, tmp_path: Path) -> None:
+    """A seed that was refused is not sent again on the next poll; the user is sent to login."""
+    aad.token.mock(return_value=httpx.Response(400, json=aad_error("invalid_grant", 50173)))
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    with pytest.raises(PollError):
+        tokens.get_token()
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    assert "partnercenter-exporter login" in caught.value.message
+    assert aad.token.call_count == 1
+
+
+def test_force_refresh_redeems_the_refresh_token_again(aad: Any, tmp_path: Path) -> None:
+    """force_refresh skips the cached access token and redeems the newest refresh token."""
+    aad.token.mock(side_effect=[httpx.Response(200, json=token_body("at-1", "rt-2")),
+                                httpx.Response(200, json=token_body("at-2", "rt-3"))])
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    tokens.get_token()
+    assert tokens.get_token(force_refresh=True) == "at-2"
+    assert form(aad.token.calls[1].request)["refresh_token"] == "rt-2"
+
+
+def test_client_credentials_sends_secret_and_reuses_token(aad: Any) -> None:
+    """client_credentials posts the app secret, reuses the token, and force_refresh fetches anew."""
+    aad.token.mock(side_effect=[httpx.Response(200, json=token_body("app-1", None)),
+                                httpx.Response(200, json=token_body("app-2", None))])
+    seen: list[str] = []
+    tokens = provider(tenant("client_credentials", secret="app-secret"), on_token=seen.append)
+    assert tokens.get_token() == "app-1"
+    assert tokens.get_token() == "app-1"
+    assert aad.token.call_count == 1
+    sent = form(aad.token.calls[0].request)
+    assert sent["grant_type"] == "client_credentials"
+    assert sent["client_secret"] == "app-secret"
+    assert tokens.get_token(force_refresh=True) == "app-2"
+    assert seen == ["app-1", "app-1", "app-2"]
+
+
+def test_username_password_uses_ropc_then_the_cache(aad: Any) -> None:
+    """username_password posts the password grant once, then serves the cached token."""
+    aad.get(url__regex=r"/common/userrealm/").mock(
+        return_value=httpx.Response(200, json={"account_type": "Managed", "ver": "1.0"}))
+    aad.token.mock(return_value=httpx.Response(200, json=token_body("at-ropc", "rt-ropc")))
+    tokens = provider(tenant("username_password", username="admin@contoso.onmicrosoft.com",
+                             password="pw-secret"))
+    assert tokens.get_token() == "at-ropc"
+    assert tokens.get_token() == "at-ropc"
+    assert aad.token.call_count == 1
+    sent = form(aad.token.calls[0].request)
+    assert (sent["grant_type"], sent["username"], sent["password"]) == \
+        ("password", "admin@contoso.onmicrosoft.com", "pw-secret")
+
+
+def test_ropc_mfa_required_points_to_refresh_token_and_login(aad: Any) -> None:
+    """AADSTS50076 on ROPC explains that ROPC cannot do MFA and names the way out."""
+    aad.get(url__regex=r"/common/userrealm/").mock(
+        return_value=httpx.Response(200, json={"account_type": "Managed", "ver": "1.0"}))
+    aad.token.mock(return_value=httpx.Response(400, json=aad_error("invalid_grant", 50076)))
+    tokens = provider(tenant("username_password", username="u@contoso.onmicrosoft.com", password="pw"))
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    message = caught.value.message
+    assert caught.value.reason == "auth"
+    assert "cannot do" in message
+    assert "method refresh_token" in message
+    assert "partnercenter-exporter login" in message
+    assert message.endswith("[AADSTS50076]")
+
+
+@pytest.mark.parametrize("code", sorted(AAD_HINTS))
+def test_identity_platform_codes_map_to_actionable_messages(aad: Any, code: int) -> None:
+    """Every AADSTS code in the table becomes reason auth with its hint and the code."""
+    aad.token.mock(return_value=httpx.Response(400, json=aad_error("invalid_grant", code)))
+    tokens = provider(tenant("client_credentials", secret="s3cr3t-value"))
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    assert caught.value.reason == "auth"
+    assert caught.value.message.endswith(f"[AADSTS{code}]")
+    assert AAD_HINTS[code].split(":")[0].split("{")[0][:25] in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_unknown_invalid_grant_on_refresh_token_says_run_login(aad: Any, tmp_path: Path) -> None:
+    """An invalid_grant without a known code still sends the refresh_token user to login."""
+    aad.token.mock(return_value=httpx.Response(400, json=aad_error("invalid_grant", 9999999)))
+    tokens = provider(tenant(seed="seed", cache=tmp_path / "c.json"))
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    assert "the refresh token is no longer valid" in caught.value.message
+
+
+def test_token_endpoint_429_is_throttled_with_retry_after(aad: Any) -> None:
+    """A 429 from the identity platform is reason throttled and carries Retry-After."""
+    aad.token.mock(return_value=httpx.Response(
+        429, headers={"Retry-After": "17"}, json=aad_error("temporarily_unavailable", 50196)))
+    with pytest.raises(PollError) as caught:
+        provider(tenant("client_credentials", secret="s")).get_token()
+    assert (caught.value.reason, caught.value.retry_after) == ("throttled", 17)
+
+
+def test_token_endpoint_5xx_is_server_error(aad: Any) -> None:
+    """A 503 from the token endpoint (which MSAL raises) is reason server_error."""
+    aad.token.mock(return_value=httpx.Response(503, text="down"))
+    with pytest.raises(PollError) as caught:
+        provider(tenant("client_credentials", secret="s")).get_token()
+    assert caught.value.reason == "server_error"
+
+
+def test_token_endpoint_html_is_invalid_response(aad: Any) -> None:
+    """An HTML page from the token endpoint is reason invalid_response."""
+    aad.token.mock(return_value=httpx.Response(200, text="<html>proxy login</html>"))
+    with pytest.raises(PollError) as caught:
+        provider(tenant("client_credentials", secret="s")).get_token()
+    assert caught.value.reason == "invalid_response"
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (httpx.ConnectError("[Errno -2] Name or service not known"), "connection"),
+    (httpx.ConnectError("[Errno 111] Connection refused"), "connection"),
+    (httpx.ReadTimeout("timed out"), "timeout"),
+])
+def test_network_errors_raised_by_msal_are_classified(error: Exception, reason: str) -> None:
+    """MSAL raises network errors (from discovery or token calls); they become poll reasons."""
+    with respx.mock() as mock:
+        mock.get(DISCOVERY_URL).mock(side_effect=error)
+        tokens = provider(tenant("client_credentials", secret="s"))
+        with pytest.raises(PollError) as caught:
+            tokens.get_token()
+    assert caught.value.reason == reason
+    assert "identity platform" in caught.value.message
+
+
+def test_failed_discovery_is_retried_on_the_next_poll(aad: Any) -> None:
+    """A network failure while building MSAL does not stick: the next call builds it again."""
+    aad.get(DISCOVERY_URL).mock(side_effect=[httpx.ConnectError("refused"),
+                                             httpx.Response(200, json=DISCOVERY)])
+    aad.token.mock(return_value=httpx.Response(200, json=token_body("app-1", None)))
+    tokens = provider(tenant("client_credentials", secret="s"))
+    with pytest.raises(PollError):
+        tokens.get_token()
+    assert tokens.get_token() == "app-1"
+
+
+def test_unknown_tenant_in_discovery_is_auth_naming_tenant_id() -> None:
+    """Discovery refused for the tenant (AADSTS90002) says to check tenant_id."""
+    with respx.mock() as mock:
+        mock.get(DISCOVERY_URL).mock(return_value=httpx.Response(
+            400, json=aad_error("invalid_tenant", 90002)))
+        with pytest.raises(PollError) as caught:
+            provider(tenant("client_credentials", secret="s")).get_token()
+    assert caught.value.reason == "auth"
+    assert "tenant_id" in caught.value.message
+
+
+def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed write leaves the previous cache intact and no temp file behind."""
+    target = tmp_path / "cache.json"
+    persistence = AtomicFilePersistence(str(target))
+    persistence.save(json.dumps({"rt": "old"}))
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space"):
+        persistence.save(json.dumps({"rt": "new"}))
+    assert json.loads(target.read_text()) == {"rt": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json"]

@@ -1,0 +1,114 @@
+"""Collector: golden exposition, threshold arithmetic, pre-rendered gzip and day-change re-render."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from exporter.collector import Publisher, render
+from exporter.model import REASONS, DapStatistics, Snapshot, TenantSnapshot
+from tests.conftest import require_binary
+
+GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
+TODAY = dt.date(2026, 11, 23)
+D = dt.date
+
+
+def sample_snapshot() -> Snapshot:
+    stats = DapStatistics(
+        total_customers=200,
+        established={D(2021, 6, 18): 1, D(2022, 2, 18): 3},
+        inactive={D(2026, 11, 20): 5, D(2026, 9, 24): 2, D(2026, 8, 24): 4, D(2026, 7, 1): 6,
+                  D(2024, 1, 1): 1},
+        skipped_entries=1)
+    healthy = TenantSnapshot(
+        name="contoso", stats=stats, attempted=True, last_poll_success=True,
+        last_success_time=1795435200.0, last_duration=0.25, errors_total={"throttled": 2},
+        api_requests_total={"200": 10, "429": 2}, skipped_entries_total=1,
+        token_expires_at=1795438800.0)
+    failing = TenantSnapshot(
+        name="fabrikam", attempted=True, last_poll_success=False, last_duration=1.5,
+        last_error_reason="auth", last_error_message="the refresh token has expired",
+        errors_total={"auth": 3})
+    pending = TenantSnapshot(name="northwind")
+    return Snapshot((failing, healthy, pending))
+
+
+def test_exposition_matches_golden_file() -> None:
+    """The rendered exposition of a known snapshot is byte-identical to the golden file."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(30, 60, 90), version="1.2.3")
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_bytes(body)
+    assert body.decode() == GOLDEN.read_text()
+
+
+def test_golden_file_passes_promtool_check_metrics() -> None:
+    """The golden exposition passes `promtool check metrics` with no findings."""
+    promtool = require_binary("promtool")
+    result = subprocess.run([promtool, "check", "metrics"], input=GOLDEN.read_bytes(),
+                            capture_output=True, timeout=30, check=False)
+    assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+def test_over_threshold_counts_are_strictly_older_than_threshold() -> None:
+    """A sign-in exactly N days ago is not over N; one day more is."""
+    stats = DapStatistics(total_customers=3, inactive={
+        TODAY - dt.timedelta(days=90): 1, TODAY - dt.timedelta(days=91): 2})
+    assert stats.inactive_over(90, TODAY) == 2
+    assert stats.inactive_over(89, TODAY) == 3
+    assert stats.inactive_over(91, TODAY) == 0
+
+
+def test_every_reason_is_precreated_at_zero() -> None:
+    """A tenant with no errors still exposes every reason at 0."""
+    body = render(Snapshot((TenantSnapshot(name="x", attempted=True, last_poll_success=True),)),
+                  today=TODAY, thresholds=(90,)).decode()
+    for reason in REASONS:
+        assert f'partnercenter_exporter_poll_errors_total{{reason="{reason}",tenant="x"}} 0.0' in body
+
+
+def test_failed_poll_keeps_last_good_data_in_exposition() -> None:
+    """A tenant whose last poll failed still exposes the data of its last success."""
+    stats = DapStatistics(total_customers=7)
+    tenant = TenantSnapshot(name="x", stats=stats, attempted=True, last_poll_success=False,
+                            last_error_reason="timeout", last_success_time=1.0)
+    body = render(Snapshot((tenant,)), today=TODAY, thresholds=(90,)).decode()
+    assert 'partnercenter_dap_customers{tenant="x"} 7.0' in body
+    assert 'partnercenter_exporter_poll_success{tenant="x"} 0.0' in body
+    assert 'partnercenter_exporter_last_poll_error{reason="timeout",tenant="x"} 1.0' in body
+
+
+def test_publisher_prerenders_identity_and_gzip_bodies() -> None:
+    """publish() renders once; the gzip body is the same exposition, compressed."""
+    publisher = Publisher((30, 60, 90), clock=lambda: 1795435200.0)
+    publisher.publish(sample_snapshot())
+    current = publisher.current
+    assert gzip.decompress(current.gzip_body) == current.body
+    assert b"partnercenter_dap_customers" in current.body
+
+
+def test_publisher_rerenders_when_utc_day_changes() -> None:
+    """Crossing UTC midnight re-renders, so the over-threshold counts age without a new poll."""
+    now = [dt.datetime(2026, 11, 23, 23, 59, tzinfo=dt.UTC).timestamp()]
+    stats = DapStatistics(total_customers=1, inactive={TODAY - dt.timedelta(days=90): 1})
+    publisher = Publisher((90,), clock=lambda: now[0])
+    publisher.publish(Snapshot((TenantSnapshot(name="x", stats=stats, attempted=True),)))
+    over = 'partnercenter_dap_inactive_customers_over_threshold{tenant="x",threshold_days="90"}'
+    assert f"{over} 0.0".encode() in publisher.current.body
+    assert publisher.refresh_if_new_day() is False
+    now[0] += 120
+    assert publisher.refresh_if_new_day() is True
+    assert f"{over} 1.0".encode() in publisher.current.body
+
+
+@pytest.mark.parametrize("thresholds", [(90,), (7, 30, 60, 90, 180)])
+def test_one_series_per_threshold(thresholds: tuple[int, ...]) -> None:
+    """Each configured threshold yields exactly one over-threshold series per tenant."""
+    snapshot = Snapshot((TenantSnapshot(name="x", stats=DapStatistics(total_customers=0)),))
+    body = render(snapshot, today=TODAY, thresholds=thresholds).decode()
+    assert body.count("partnercenter_dap_inactive_customers_over_threshold{") == len(thresholds)

@@ -1,0 +1,121 @@
+"""Config loading: fixtures with the exact errors they must produce, defaults and secret handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, format_duration, load_config, parse_duration
+
+FIXTURES = Path(__file__).parent / "fixtures" / "config"
+ENV = {"PCX_FIXTURE_SECRET": "fixture-env-secret-value"}
+
+
+def expected_errors(path: Path) -> list[str]:
+    directory = str(path.parent.resolve())
+    return [line.removeprefix("# error: ").replace("{dir}", directory)
+            for line in path.read_text().splitlines() if line.startswith("# error: ")]
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.bad.yaml")), ids=lambda p: p.name)
+def test_bad_fixture_reports_exactly_its_errors(path: Path) -> None:
+    """Each *.bad.yaml fails with exactly the `# error:` lines it lists, all at once."""
+    expected = expected_errors(path)
+    assert expected, f"{path.name} lists no expected errors"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    assert sorted(caught.value.errors) == sorted(expected)
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.good.yaml")), ids=lambda p: p.name)
+def test_good_fixture_loads(path: Path) -> None:
+    """Each *.good.yaml loads without errors."""
+    assert load_config(path, environ=ENV).tenants
+
+
+def test_minimal_config_gets_documented_defaults() -> None:
+    """Unset keys take the documented defaults and relative paths resolve next to the config."""
+    config = load_config(FIXTURES / "minimal.good.yaml", environ={})
+    assert config.poll_interval == 900
+    assert config.request_timeout == 30
+    assert config.inactive_thresholds_days == (30, 60, 90)
+    assert config.poll_concurrency == 16
+    assert config.endpoints.authority_host == "https://login.microsoftonline.com"
+    assert config.endpoints.scope == "https://api.partnercustomeradministration.microsoft.com/.default"
+    assert config.endpoints.dap_statistics_url.endswith(
+        "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics")
+    auth = config.tenants[0].auth
+    assert auth.method == "refresh_token"
+    assert auth.token_cache_file == (FIXTURES / "state" / "contoso.json").resolve()
+
+
+def test_full_config_resolves_every_secret_source() -> None:
+    """Secrets load from *_file and *_env; thresholds are sorted; the authority loses its slash."""
+    config = load_config(FIXTURES / "full.good.yaml", environ=ENV)
+    contoso, fabrikam, northwind = config.tenants
+    assert contoso.auth.client_secret is not None
+    assert contoso.auth.client_secret.value == "fixture-env-secret-value"
+    assert contoso.auth.refresh_token is not None
+    assert contoso.auth.refresh_token.value == "fixture-refresh-token-seed"
+    assert fabrikam.auth.client_secret is not None
+    assert fabrikam.auth.client_secret.value == "fixture-client-secret-value"
+    assert northwind.auth.password is not None
+    assert northwind.auth.password.value == "fixture-password-value"
+    assert config.inactive_thresholds_days == (30, 60, 90, 180)
+    assert config.poll_interval == 5400
+    assert config.endpoints.authority_host == "https://login.microsoftonline.us"
+    assert sorted(config.secret_values()) == sorted([
+        "fixture-env-secret-value", "fixture-refresh-token-seed", "fixture-client-secret-value",
+        "fixture-password-value"])
+
+
+def test_secret_values_never_show_in_repr_or_errors() -> None:
+    """Neither a loaded secret's repr nor the literal-secret error text contains the value."""
+    config = load_config(FIXTURES / "full.good.yaml", environ=ENV)
+    assert "fixture-client-secret-value" not in repr(config)
+    assert "fixture-env-secret-value" not in str(config.tenants[0].auth.client_secret)
+    with pytest.raises(ConfigError) as caught:
+        load_config(FIXTURES / "literal-secret.bad.yaml", environ=ENV)
+    assert "must-not-be-echoed" not in str(caught.value)
+
+
+def test_missing_config_file_is_one_clear_error(tmp_path: Path) -> None:
+    """A config path that does not exist gives one line naming the file."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yml")
+    assert caught.value.errors == [
+        f"config.file: cannot read {tmp_path / 'nope.yml'}: No such file or directory"]
+
+
+def test_unreadable_token_cache_is_reported(tmp_path: Path) -> None:
+    """A token cache that is not JSON is caught by the check, not at the first poll."""
+    (tmp_path / "cache.json").write_text("not json")
+    (tmp_path / "c.yaml").write_text(
+        "tenants:\n- name: a\n  tenant_id: a.onmicrosoft.com\n"
+        "  client_id: 11111111-1111-1111-1111-111111111111\n  auth: {token_cache_file: cache.json}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "c.yaml")
+    assert caught.value.errors == [
+        f"tenants[0].auth.token_cache_file: {tmp_path / 'cache.json'} is not a valid token cache "
+        f"(not JSON); move it away and run login again"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("15m", 900), ("1h30m", 5400),
+                                               ("1d", 86400), ("500ms", 0.5)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    """Prometheus-style durations parse to seconds."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "15", "m", "1.5m", "15 m", "-1m", "1w"])
+def test_parse_duration_rejects(text: str) -> None:
+    """Durations without a known unit, with spaces or fractions are refused."""
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_format_duration_round_trips() -> None:
+    """format_duration writes what parse_duration reads."""
+    for seconds in (60, 900, 5400, 86400 + 61):
+        assert parse_duration(format_duration(seconds)) == seconds

@@ -1,0 +1,245 @@
+"""End to end: the exporter as a subprocess, the simulator over HTTPS, real scrapes and promtool."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.simulator import Fault, Simulator
+from tests.conftest import TENANT_ID, require_binary
+from tests.e2e_helpers import (
+    ROOT,
+    ExporterProcess,
+    exporter_command,
+    http_get,
+    run_exporter,
+    write_config,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def metric(body: str, name_and_labels: str) -> float:
+    match = re.search(rf"^{re.escape(name_and_labels)} (\S+)$", body, re.MULTILINE)
+    assert match, f"{name_and_labels} not in exposition"
+    return float(match.group(1))
+
+
+@pytest.fixture
+def exporter(sim: Simulator, tmp_path: Path) -> Iterator[ExporterProcess]:
+    config = write_config(sim, tmp_path)
+    proc = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0",
+                            "--log.level=debug"], tmp_path / "exporter.log")
+    yield proc
+    proc.kill()
+
+
+def test_scraped_metrics_match_simulator_data_and_pass_promtool(
+        sim: Simulator, exporter: ExporterProcess) -> None:
+    """Metrics scraped over HTTP carry the simulator's numbers and pass promtool check metrics."""
+    exporter.wait_ready()
+    status, body = http_get(exporter.url + "/metrics")
+    assert status == 200
+    text = body.decode()
+    customers = sim.tenants[TENANT_ID].customers
+    assert metric(text, 'partnercenter_dap_customers{tenant="contoso"}') == len(customers) == 250
+    today = dt.datetime.now(dt.UTC).date()
+    over_90 = sum(1 for c in customers if (today - c.last_signin).days > 90)
+    assert over_90 > 0
+    assert metric(text, 'partnercenter_dap_inactive_customers_over_threshold'
+                        '{tenant="contoso",threshold_days="90"}') == over_90
+    assert metric(text, 'partnercenter_exporter_poll_success{tenant="contoso"}') == 1
+    assert metric(text, 'partnercenter_exporter_api_requests_total{code="200",tenant="contoso"}') == 1
+    promtool = require_binary("promtool")
+    check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                           timeout=30, check=False)
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")
+
+
+def test_scrapes_never_call_upstream(sim: Simulator, exporter: ExporterProcess) -> None:
+    """Fifty scrapes of /metrics and / cause no request to the API or the identity platform."""
+    exporter.wait_ready()
+    before = len(sim.requests)
+    for _ in range(25):
+        assert http_get(exporter.url + "/metrics")[0] == 200
+        assert http_get(exporter.url + "/")[0] == 200
+    assert len(sim.requests) == before
+
+
+def test_rotated_refresh_token_reaches_the_cache_file(sim: Simulator, exporter: ExporterProcess,
+                                                      tmp_path: Path) -> None:
+    """After the first poll, the cache holds the live rotated token and the seed is dead."""
+    exporter.wait_ready()
+    live = sim.live_refresh_tokens()
+    cache = (tmp_path / "contoso.cache.json").read_text()
+    assert len(live) == 1
+    assert live[0] in cache
+    assert (tmp_path / "contoso.seed").read_text() not in live
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_exits_cleanly_within_5s(exporter: ExporterProcess, sig: int) -> None:
+    """SIGTERM and SIGINT stop the exporter with exit code 0 within 5 seconds."""
+    exporter.wait_ready()
+    started = time.monotonic()
+    assert exporter.stop(sig, timeout=5) == 0
+    assert time.monotonic() - started < 5
+    assert "shutting down" in exporter.log
+
+
+def test_signal_exits_quickly_even_while_upstream_hangs(sim: Simulator, tmp_path: Path) -> None:
+    """A poll stuck on a slow upstream does not hold up shutdown."""
+    sim.inject(Fault("api", status=None, delay=4.5))
+    proc = ExporterProcess(["--config.file", str(write_config(sim, tmp_path)),
+                            "--web.listen-address=127.0.0.1:0"], tmp_path / "exporter.log")
+    try:
+        deadline = time.monotonic() + 10
+        while sim.count("token") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert proc.stop(timeout=5) == 0
+        assert time.monotonic() - started < 2
+    finally:
+        proc.kill()
+
+
+def test_once_prints_metrics_and_exits_zero(sim: Simulator, tmp_path: Path) -> None:
+    """--once polls, prints the exposition on stdout and exits 0 when every tenant succeeded."""
+    result = run_exporter("--config.file", str(write_config(sim, tmp_path)), "--once")
+    assert result.returncode == 0, result.stderr
+    assert 'partnercenter_dap_customers{tenant="contoso"} 250.0' in result.stdout
+
+
+def test_once_exits_one_and_explains_when_a_tenant_fails(sim: Simulator, tmp_path: Path) -> None:
+    """--once exits 1 when a tenant fails and names the tenant, reason and fix on stderr."""
+    result = run_exporter("--config.file", str(write_config(sim, tmp_path, seed=False)), "--once")
+    assert result.returncode == 1
+    assert "error: tenant contoso: auth: token cache" in result.stderr
+    assert "partnercenter-exporter login" in result.stderr
+    assert 'partnercenter_exporter_poll_success{tenant="contoso"} 0.0' in result.stdout
+
+
+def test_config_check_ok_and_errors(sim: Simulator, tmp_path: Path) -> None:
+    """--config.check prints OK (exit 0), or every error (exit 2)."""
+    good = run_exporter("--config.file", str(write_config(sim, tmp_path)), "--config.check")
+    assert (good.returncode, good.stdout.strip()) == (0, "OK")
+    assert sim.requests == []
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("poll_interval: 10s\ntenants:\n- name: X\n")
+    result = run_exporter("--config.file", str(bad), "--config.check")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "poll_interval: must be at least 1m; Partner Center throttles per partner tenant",
+        "tenants[0].name: must match [a-z0-9_-]+ (it becomes the tenant label), got 'X'",
+        "tenants[0].tenant_id: required",
+        "tenants[0].client_id: required",
+        "tenants[0].auth.token_cache_file: required",
+    ]
+
+
+def test_config_example_passes_config_check(tmp_path: Path) -> None:
+    """config.example.yaml passes --config.check once the files it names exist."""
+    text = (ROOT / "config.example.yaml").read_text()
+    for prefix in ("/run/secrets/", "/var/lib/partnercenter-exporter/"):
+        local = tmp_path / prefix.strip("/").replace("/", "_")
+        local.mkdir()
+        text = text.replace(prefix, f"{local}/")
+    for key, path in re.findall(r"(\w+)_file: (\S+)", text):
+        if key != "token_cache":
+            Path(path).write_text("example-secret-value\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    result = run_exporter("--config.file", str(config), "--config.check",
+                          env={"PC_FABRIKAM_CLIENT_SECRET": "example-env-secret"})
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "OK", "")
+
+
+def test_config_example_without_its_files_reports_only_missing_files() -> None:
+    """Unchanged, config.example.yaml fails only on files and variables absent here."""
+    result = run_exporter("--config.file", "config.example.yaml", "--config.check")
+    assert result.returncode == 2
+    for line in result.stderr.splitlines():
+        assert re.search(r"does not exist|is not set", line), line
+
+
+def test_login_stores_tokens_that_the_exporter_then_uses(sim: Simulator, tmp_path: Path) -> None:
+    """login prints the code and URL, fills the cache; --once then succeeds from that cache."""
+    config = write_config(sim, tmp_path, seed=False)
+    login = run_exporter("login", "--config.file", str(config), "--tenant", "contoso")
+    assert login.returncode == 0, login.stderr
+    assert f"{sim.base_url}/devicelogin" in login.stdout
+    assert re.search(r"enter the code [A-Z0-9]{9}", login.stdout)
+    assert "Signed in as admin@" in login.stdout
+    once = run_exporter("--config.file", str(config), "--once")
+    assert once.returncode == 0, once.stderr
+
+
+def test_login_refuses_unknown_tenant(sim: Simulator, tmp_path: Path) -> None:
+    """login with a tenant name not in the config lists the known names and exits 2."""
+    result = run_exporter("login", "--config.file", str(write_config(sim, tmp_path)), "--tenant", "x")
+    assert result.returncode == 2
+    assert "no tenant named 'x'" in result.stderr
+    assert "contoso" in result.stderr
+
+
+def test_demo_serves_metrics_for_three_tenants(tmp_path: Path) -> None:
+    """`demo` starts the simulator and exporter and serves metrics for its three tenants."""
+    proc = subprocess.Popen(exporter_command("demo", "--web.listen-address=127.0.0.1:0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        url = None
+        for line in proc.stdout:
+            if "metrics:" in line:
+                url = line.split("metrics:")[1].strip()
+                break
+        assert url is not None
+        assert url.endswith("/metrics")
+        deadline = time.monotonic() + 20
+        body = ""
+        while time.monotonic() < deadline:
+            body = http_get(url)[1].decode()
+            if body.count("partnercenter_exporter_poll_success{") == 3 and \
+                    body.count("partnercenter_dap_customers{") == 3:
+                break
+            time.sleep(0.1)
+        for name in ("contoso", "fabrikam", "northwind"):
+            assert metric(body, f'partnercenter_exporter_poll_success{{tenant="{name}"}}') == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def test_version_flag() -> None:
+    """--version prints the program name and version."""
+    from exporter import __version__
+
+    result = subprocess.run([sys.executable, "-m", "exporter", "--version"], capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert (result.returncode, result.stdout.strip()) == (0, f"partnercenter-exporter {__version__}")
+
+
+def test_port_in_use_is_one_clear_error(sim: Simulator, exporter: ExporterProcess, tmp_path: Path) -> None:
+    """Starting on a port that is taken fails with one line naming the flag and address."""
+    address = exporter.url.removeprefix("http://")
+    other = tmp_path / "other"
+    other.mkdir()
+    result = run_exporter("--config.file", str(write_config(sim, other)),
+                          f"--web.listen-address={address}", timeout=20)
+    assert result.returncode == 1
+    assert f"--web.listen-address: {address} is already in use" in result.stderr

@@ -1,0 +1,59 @@
+"""Packaging and docs: README commands, CI entry, Dockerfile lint, and tables true to the code."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from exporter.auth import AAD_HINTS
+from exporter.collector import render
+from exporter.model import REASONS
+from tests.conftest import require_binary
+from tests.test_collector import TODAY, sample_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_first_two_commands_are_demo_and_test() -> None:
+    """The README's first code block starts with the run (demo) and the test command."""
+    block = re.search(r"```sh\n(.*?)```", README, re.DOTALL)
+    assert block
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert commands[:2] == ["./scripts/demo", "./scripts/test"]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run calls scripts/test, and every script is executable."""
+    assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
+    for path in [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").iterdir())]:
+        assert os.access(path, os.X_OK), f"{path} is not executable"
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    """hadolint finds nothing in the Dockerfile."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    binary = str(hadolint) if hadolint.exists() else require_binary("hadolint")
+    result = subprocess.run([binary, str(ROOT / "Dockerfile")], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_readme_metrics_table_matches_the_exposition() -> None:
+    """The README's metrics table names exactly the metrics the exporter renders."""
+    documented = set(re.findall(r"^\| `(partnercenter_[a-z_]+)`", README, re.MULTILINE))
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,)).decode()
+    # The text format names counters with their _total suffix, as the table does.
+    rendered = set(re.findall(r"^# TYPE (\S+)", body, re.MULTILINE))
+    assert documented == rendered
+
+
+def test_readme_reason_and_error_tables_are_complete() -> None:
+    """Every poll error reason and every mapped AADSTS code is documented."""
+    for reason in REASONS:
+        assert re.search(rf"^\| `{reason}` \|", README, re.MULTILINE), reason
+    for code in AAD_HINTS:
+        assert f"AADSTS{code}" in README, code

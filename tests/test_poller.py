@@ -1,0 +1,230 @@
+"""Poller: schedule, backoff within the interval, Retry-After, concurrency bound, last good data."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from exporter.model import DapStatistics, PollError, Snapshot
+from exporter.poller import Poller
+
+INTERVAL = 900.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.wall = 1_795_435_200.0
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+class FakeSource:
+    """Returns scripted outcomes in order (the last one repeats) and records when it was called."""
+
+    def __init__(self, name: str, clock: Clock, *outcomes: DapStatistics | Exception) -> None:
+        self.name = name
+        self.requests_by_code: dict[str, int] = {}
+        self.token_expires_at: float | None = None
+        self._clock = clock
+        self._outcomes = list(outcomes) or [DapStatistics(total_customers=1)]
+        self.calls: list[float] = []
+
+    def fetch(self) -> DapStatistics:
+        self.calls.append(self._clock.mono)
+        outcome = self._outcomes.pop(0) if len(self._outcomes) > 1 else self._outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def make(clock: Clock, *sources: FakeSource, concurrency: int = 16,
+         spawn: Callable[[Callable[[], None]], None] = lambda fn: fn(),
+         published: list[Snapshot] | None = None) -> Poller:
+    return Poller(list(sources), interval=INTERVAL, concurrency=concurrency,
+                  on_snapshot=(published if published is not None else []).append,
+                  clock=lambda: clock.wall, monotonic=lambda: clock.mono, spawn=spawn,
+                  rng=random.Random(7), retry_initial=15.0)
+
+
+def run_until(poller: Poller, clock: Clock, seconds: float) -> None:
+    """Drive the loop as run() would: step, then sleep until the next due time."""
+    end = clock.mono + seconds
+    while True:
+        wait = poller.step()
+        if clock.mono + wait > end:
+            clock.mono, clock.wall = end, clock.wall + (end - clock.mono)
+            poller.step()
+            return
+        clock.advance(max(wait, 0.001))
+
+
+def test_every_tenant_is_polled_at_start_and_published_once() -> None:
+    """The first step polls each tenant once and publishes one snapshot with all of them."""
+    clock = Clock()
+    a, b = FakeSource("a", clock), FakeSource("b", clock)
+    published: list[Snapshot] = []
+    poller = make(clock, a, b, published=published)
+    poller.step()
+    assert (a.calls, b.calls) == ([1000.0], [1000.0])
+    assert len(published) == 1
+    assert published[0].ready
+
+
+def test_success_repolls_after_the_interval_with_a_little_jitter() -> None:
+    """After a success the next poll comes after interval ±3%, not before."""
+    clock = Clock()
+    source = FakeSource("a", clock)
+    poller = make(clock, source)
+    run_until(poller, clock, INTERVAL * 0.97 - 1)
+    assert len(source.calls) == 1
+    run_until(poller, clock, INTERVAL * 0.06 + 2)
+    assert len(source.calls) == 2
+    assert INTERVAL * 0.97 <= source.calls[1] - source.calls[0] <= INTERVAL * 1.03
+
+
+def test_retryable_failures_back_off_exponentially_within_the_interval() -> None:
+    """Timeouts are retried with growing delays, and never later than the next regular poll."""
+    clock = Clock()
+    source = FakeSource("a", clock, PollError("timeout", "slow"))
+    poller = make(clock, source)
+    run_until(poller, clock, INTERVAL * 1.05)
+    gaps = [b - a for a, b in zip(source.calls, source.calls[1:], strict=False)]
+    assert 7.5 <= gaps[0] <= 15
+    assert 15 <= gaps[1] <= 30
+    assert 30 <= gaps[2] <= 60
+    first_cycle = [t for t in source.calls if t - source.calls[0] < INTERVAL * 0.97]
+    assert source.calls[len(first_cycle)] - source.calls[0] <= INTERVAL * 1.03
+    assert 5 <= len(first_cycle) <= 8
+
+
+def test_non_retryable_failure_waits_for_the_next_interval() -> None:
+    """An auth failure is not retried early: the next attempt is the regular one."""
+    clock = Clock()
+    source = FakeSource("a", clock, PollError("auth", "run login"))
+    poller = make(clock, source)
+    run_until(poller, clock, INTERVAL * 0.96)
+    assert len(source.calls) == 1
+
+
+@pytest.mark.parametrize("retry_after", [600.0, 2000.0])
+def test_retry_after_is_honoured_even_past_the_interval(retry_after: float) -> None:
+    """After a 429 with Retry-After, no request is made before it expires."""
+    clock = Clock()
+    source = FakeSource("a", clock, PollError("throttled", "429", retry_after=retry_after),
+                        DapStatistics(total_customers=1))
+    poller = make(clock, source)
+    run_until(poller, clock, retry_after - 1)
+    assert len(source.calls) == 1
+    run_until(poller, clock, INTERVAL + 2)
+    assert len(source.calls) >= 2
+    assert source.calls[1] - source.calls[0] >= retry_after
+
+
+def test_failure_keeps_last_good_data_and_counts_the_reason() -> None:
+    """A failed poll keeps the previous stats and success time, and counts one error."""
+    clock = Clock()
+    good = DapStatistics(total_customers=42)
+    source = FakeSource("a", clock, good, PollError("server_error", "502"))
+    poller = make(clock, source)
+    poller.step()
+    first_success = poller.snapshot().tenants[0].last_success_time
+    run_until(poller, clock, INTERVAL * 1.04)
+    view = poller.snapshot().tenants[0]
+    assert view.stats is good
+    assert view.last_success_time == first_success
+    assert view.last_poll_success is False
+    assert view.last_error_reason == "server_error"
+    # Every attempt after the first failed (server errors are retried), and each is counted.
+    assert view.errors_total == {"server_error": len(source.calls) - 1}
+
+
+def test_recovery_clears_the_error_state() -> None:
+    """A success after failures sets poll_success again and clears the last error."""
+    clock = Clock()
+    source = FakeSource("a", clock, PollError("connection", "refused"), DapStatistics(total_customers=3))
+    poller = make(clock, source)
+    run_until(poller, clock, 20)
+    view = poller.snapshot().tenants[0]
+    assert view.last_poll_success is True
+    assert view.last_error_reason is None
+    assert view.errors_total == {"connection": 1}
+    assert view.stats is not None
+
+
+def test_unexpected_exception_is_a_failed_poll_not_a_dead_loop() -> None:
+    """A bug in fetch is reported as a failure and the tenant keeps being polled."""
+    clock = Clock()
+    source = FakeSource("a", clock, RuntimeError("boom"), DapStatistics(total_customers=1))
+    poller = make(clock, source)
+    poller.step()
+    assert poller.snapshot().tenants[0].last_error_reason == "invalid_response"
+    run_until(poller, clock, 20)
+    assert poller.snapshot().tenants[0].last_poll_success is True
+
+
+def test_concurrency_bound_limits_polls_in_flight() -> None:
+    """With concurrency 2 and 5 due tenants, only 2 start until one finishes."""
+    clock = Clock()
+    sources = [FakeSource(f"t{i}", clock) for i in range(5)]
+    pending: list[Callable[[], None]] = []
+    started = [0]
+
+    def spawn(fn: Callable[[], None]) -> None:
+        started[0] += 1
+        pending.append(fn)
+
+    poller = make(clock, *sources, concurrency=2, spawn=spawn)
+    poller.step()
+    assert started[0] == 2
+    poller.step()
+    assert started[0] == 2
+    pending.pop(0)()
+    poller.step()
+    assert started[0] == 3
+
+
+def test_poll_all_once_respects_concurrency_and_attempts_everyone() -> None:
+    """--once polls every tenant exactly once with at most `concurrency` in flight."""
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    class Slow(FakeSource):
+        def fetch(self) -> DapStatistics:
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.02)
+            with lock:
+                in_flight[0] -= 1
+            return super().fetch()
+
+    clock = Clock()
+    sources = [Slow(f"t{i}", clock) for i in range(8)]
+    poller = Poller(sources, interval=INTERVAL, concurrency=3, on_snapshot=lambda s: None)
+    snapshot = poller.poll_all_once()
+    assert all(t.attempted and t.last_poll_success for t in snapshot.tenants)
+    assert [len(s.calls) for s in sources] == [1] * 8
+    assert peak[0] == 3
+
+
+def test_run_stops_promptly() -> None:
+    """run() in a thread returns soon after stop(), even with the next poll far away."""
+    ticks: list[int] = []
+    poller = Poller([FakeSource("a", Clock())], interval=INTERVAL, concurrency=1,
+                    on_snapshot=lambda s: None, on_tick=lambda: ticks.append(1))
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    poller.stop()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1
+    assert poller.snapshot().tenants[0].attempted

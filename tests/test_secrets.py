@@ -1,0 +1,104 @@
+"""No secret, password or token appears in logs, errors, /metrics, the status page or config.check."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.simulator import Fault, Simulator
+from tests.conftest import CLIENT_ID, TENANT_ID
+from tests.e2e_helpers import ExporterProcess, http_get, run_exporter
+
+pytestmark = pytest.mark.e2e
+
+CLIENT_SECRET = "Cs7Q~b4rK9xZ2mV8pL5nW1jT6hY3gF0dSa"
+PASSWORD = "Pw9!hunter2-correct-horse-battery"
+APP_TENANT = "00000000-0000-0000-0000-0000000000bb"
+APP_CLIENT = "22222222-2222-2222-2222-222222222222"
+
+
+def leak_config(sim: Simulator, directory: Path) -> Path:
+    """Three tenants, one per auth method, each with a distinctive secret."""
+    sim.add_client(APP_CLIENT, secret=CLIENT_SECRET)
+    sim.add_tenant(APP_TENANT, customers=10)
+    (directory / "secret").write_text(CLIENT_SECRET)
+    (directory / "password").write_text(PASSWORD)
+    (directory / "seed").write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "a@contoso.test"))
+    config = {
+        "poll_interval": "1m", "request_timeout": "3s",
+        "endpoints": {"authority_host": sim.authority_host, "dap_statistics_url": sim.dap_statistics_url,
+                      "ca_file": str(sim.certs.ca_file)},
+        "tenants": [
+            {"name": "sam", "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
+             "auth": {"token_cache_file": str(directory / "cache.json"),
+                      "refresh_token_file": str(directory / "seed")}},
+            {"name": "apponly", "tenant_id": APP_TENANT, "client_id": APP_CLIENT,
+             "auth": {"method": "client_credentials", "client_secret_file": str(directory / "secret")}},
+            {"name": "ropc", "tenant_id": APP_TENANT, "client_id": APP_CLIENT,
+             "auth": {"method": "username_password", "username": "u@contoso.test",
+                      "password_file": str(directory / "password"),
+                      "client_secret_file": str(directory / "secret")}},
+        ]}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def assert_no_leak(secrets: list[str], outputs: dict[str, str]) -> None:
+    for secret in secrets:
+        core = re.sub(r"^sim-(at|rt)-", "", secret)
+        for where, text in outputs.items():
+            assert secret not in text, f"secret found in {where}"
+            assert core[:8] not in text, f"8-character prefix of a secret found in {where}"
+
+
+def test_secrets_never_leak(sim: Simulator, tmp_path: Path) -> None:
+    """Across auth methods, failures and retries, no secret or 8-char prefix is ever shown."""
+    config = leak_config(sim, tmp_path)
+    outputs: dict[str, str] = {}
+    proc = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0",
+                            "--log.level=debug"], tmp_path / "exporter.log")
+    try:
+        proc.wait_ready()
+        outputs["/metrics"] = http_get(proc.url + "/metrics")[1].decode()
+        outputs["/"] = http_get(proc.url + "/")[1].decode()
+    finally:
+        proc.stop()
+    outputs["debug log"] = proc.log
+    assert "App+User tokens only" in outputs["debug log"]
+
+    sim.invalidate_access_tokens()
+    sim.inject(Fault("api", status=429, headers={"Retry-After": "1"}))
+    sim.inject(Fault("token", status=400, body={"error": "invalid_grant",
+                                                 "error_description": f"AADSTS50126: echo {PASSWORD}",
+                                                 "error_codes": [50126]}))
+    for i in range(3):
+        once = run_exporter("--config.file", str(config), "--once", "--log.level=debug")
+        outputs[f"--once #{i} stdout"] = once.stdout
+        outputs[f"--once #{i} stderr"] = once.stderr
+    check = run_exporter("--config.file", str(config), "--config.check")
+    outputs["--config.check"] = check.stdout + check.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("request_timeout: 3s", "request_timeout: 3")
+                   + f"extra_key: {CLIENT_SECRET[:4]}\n")
+    bad_check = run_exporter("--config.file", str(bad), "--config.check")
+    assert bad_check.returncode == 2
+    outputs["--config.check (bad)"] = bad_check.stdout + bad_check.stderr
+
+    assert len(sim.issued_tokens()) >= 4
+    assert_no_leak([CLIENT_SECRET, PASSWORD, *sim.issued_tokens()], outputs)
+
+
+def test_literal_secret_in_config_is_refused_without_echo(tmp_path: Path) -> None:
+    """A secret written into the YAML is refused and its value is not printed."""
+    config = tmp_path / "c.yaml"
+    config.write_text("tenants:\n- name: a\n  tenant_id: a.onmicrosoft.com\n"
+                      f"  client_id: {APP_CLIENT}\n"
+                      f"  auth: {{method: client_credentials, client_secret: {CLIENT_SECRET}}}\n")
+    result = run_exporter("--config.file", str(config), "--config.check")
+    assert result.returncode == 2
+    assert "literal secrets are not allowed" in result.stderr
+    assert_no_leak([CLIENT_SECRET], {"stderr": result.stderr, "stdout": result.stdout})
