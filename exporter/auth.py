@@ -268,8 +268,7 @@ class LoginError(Exception):
 
 
 def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Client, *,
-                      config_path: str, out: TextIO,
-                      exit_condition: Callable[[dict[str, Any]], bool] | None = None) -> str:
+                      config_path: str, out: TextIO) -> str:
     """Secure Application Model bootstrap: device code sign-in, result stored in the token cache."""
     auth = tenant.auth
     if auth.method != "refresh_token" or auth.token_cache_file is None:
@@ -291,8 +290,7 @@ def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
                 retry_after=None).message)
         print(flow.get("message") or f"Open {flow['verification_uri']} and enter the code "
                                       f"{flow['user_code']}", file=out, flush=True)
-        result = app.acquire_token_by_device_flow(flow, exit_condition=exit_condition or
-                                                  (lambda flow: flow.get("expires_at", 0) < time.time()))
+        result = app.acquire_token_by_device_flow(flow)
     except httpx.TransportError as err:
         raise LoginError(describe_transport_error(err, "the identity platform").message) from None
     except ValueError as err:

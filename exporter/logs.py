@@ -15,7 +15,7 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR}
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 # JWTs and bearer values are redacted even when nobody registered them.
-_TOKEN_PATTERNS = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+_TOKEN_PATTERNS = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
                              r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 REDACTED = "[REDACTED]"
 
@@ -71,21 +71,9 @@ def _logfmt_value(value: Any) -> str:
     return f'"{escaped}"'
 
 
-class LogfmtFormatter(logging.Formatter):
-    def __init__(self, redactor: Redactor = REDACTOR) -> None:
-        super().__init__()
-        self._redact = redactor
+class _StructuredFormatter(logging.Formatter):
+    """Turns a record and its `extra` fields into one redacted line; subclasses pick the encoding."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        pairs: dict[str, Any] = {"ts": _timestamp(record), "level": _level(record),
-                                 "logger": record.name, "msg": record.getMessage()}
-        pairs.update(_fields(record))
-        if record.exc_info:
-            pairs["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return self._redact(" ".join(f"{k}={_logfmt_value(v)}" for k, v in pairs.items()))
-
-
-class JsonFormatter(logging.Formatter):
     def __init__(self, redactor: Redactor = REDACTOR) -> None:
         super().__init__()
         self._redact = redactor
@@ -96,7 +84,20 @@ class JsonFormatter(logging.Formatter):
         data.update(_fields(record))
         if record.exc_info:
             data["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return self._redact(json.dumps(data, default=str))
+        return self._redact(self.encode(data))
+
+    def encode(self, data: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+class LogfmtFormatter(_StructuredFormatter):
+    def encode(self, data: dict[str, Any]) -> str:
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in data.items())
+
+
+class JsonFormatter(_StructuredFormatter):
+    def encode(self, data: dict[str, Any]) -> str:
+        return json.dumps(data, default=str)
 
 
 def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None,

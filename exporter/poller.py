@@ -91,11 +91,14 @@ class Poller:
         for state in starting:
             self._spawn(lambda state=state: self._poll(state))  # type: ignore[misc]
         self._publish_if_dirty()
+        now = self._monotonic()
         with self._lock:
-            waiting = [s.next_due for s in self._states if not s.running]
-            if any(s.running for s in self._states) and len(waiting) == 0:
-                return self._interval
-            return max(0.0, min(waiting, default=now + self._interval) - self._monotonic())
+            running = sum(1 for s in self._states if s.running)
+            soonest = min((s.next_due for s in self._states if not s.running), default=None)
+        if soonest is None or (soonest <= now and running >= self._concurrency):
+            # Nothing can start before a running poll finishes, and finishing wakes the loop.
+            return self._interval
+        return max(0.0, soonest - now)
 
     def run(self) -> None:
         """Poll until stop(); each tenant starts at once, then every interval."""

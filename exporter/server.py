@@ -103,7 +103,7 @@ def landing_page(snapshot: Snapshot, *, now: float, thresholds: tuple[int, ...],
     top = max(thresholds) if thresholds else 90
     rows = []
     for tenant in sorted(snapshot.tenants, key=lambda t: t.name):
-        rows.append(_tenant_row(tenant, now=now, threshold=top, redact=redact, thresholds=thresholds))
+        rows.append(_tenant_row(tenant, now=now, threshold=top, redact=redact))
     table = "".join(rows) or '<tr><td colspan="6">no tenants configured</td></tr>'
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Partner Center exporter</title>
@@ -123,7 +123,7 @@ Values are cached from the last successful poll; scrapes never call Partner Cent
     return page.encode("utf-8")
 
 
-def _tenant_row(tenant: TenantSnapshot, *, now: float, threshold: int, thresholds: tuple[int, ...],
+def _tenant_row(tenant: TenantSnapshot, *, now: float, threshold: int,
                 redact: Callable[[str], str]) -> str:
     if not tenant.attempted:
         state = '<span class="pending">first poll pending</span>'
@@ -136,7 +136,7 @@ def _tenant_row(tenant: TenantSnapshot, *, now: float, threshold: int, threshold
     if tenant.stats is not None:
         customers = str(tenant.stats.total_customers)
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-        over = str(tenant.stats.inactive_over(threshold, today)) if thresholds else "-"
+        over = str(tenant.stats.inactive_over(threshold, today))
     error = html.escape(redact(tenant.last_error_message or ""))
     return (f"<tr><td>{html.escape(tenant.name)}</td><td>{state}</td><td>{last}</td>"
             f"<td>{customers}</td><td>{over}</td><td>{error}</td></tr>\n")

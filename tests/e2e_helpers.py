@@ -52,9 +52,10 @@ def write_config(sim: Simulator, directory: Path, *, seed: bool = True, name: st
     return path
 
 
-def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 5, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()

@@ -243,3 +243,35 @@ def test_port_in_use_is_one_clear_error(sim: Simulator, exporter: ExporterProces
                           f"--web.listen-address={address}", timeout=20)
     assert result.returncode == 1
     assert f"--web.listen-address: {address} is already in use" in result.stderr
+
+
+def test_web_config_basic_auth_is_enforced(sim: Simulator, tmp_path: Path) -> None:
+    """--web.config.file with basic_auth_users protects /metrics; /healthz stays open."""
+    import base64
+
+    import bcrypt
+
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: "
+                   + bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    proc = ExporterProcess(["--config.file", str(write_config(sim, tmp_path)),
+                            "--web.listen-address=127.0.0.1:0", f"--web.config.file={web}"],
+                           tmp_path / "exporter.log")
+    try:
+        credentials = {"Authorization": "Basic " + base64.b64encode(b"prometheus:scrape-pass").decode()}
+        assert http_get(proc.url + "/metrics")[0] == 401
+        assert http_get(proc.url + "/metrics", headers=credentials)[0] == 200
+        assert http_get(proc.url + "/healthz")[0] == 200
+    finally:
+        proc.kill()
+
+
+def test_config_check_reports_web_config_errors_too(sim: Simulator, tmp_path: Path) -> None:
+    """--config.check also validates --web.config.file and prefixes its errors."""
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: plaintext\n")
+    result = run_exporter("--config.file", str(write_config(sim, tmp_path)),
+                          f"--web.config.file={web}", "--config.check")
+    assert result.returncode == 2
+    assert result.stderr.startswith("web.config.file: basic_auth_users.prometheus: must be a bcrypt hash")
+    assert "plaintext" not in result.stderr

@@ -190,6 +190,14 @@ def test_concurrency_bound_limits_polls_in_flight() -> None:
     assert started[0] == 3
 
 
+def test_full_slots_make_the_loop_wait_instead_of_spinning() -> None:
+    """With due tenants but no free slot, step() waits for a finishing poll rather than 0 s."""
+    clock = Clock()
+    poller = make(clock, *[FakeSource(f"t{i}", clock) for i in range(3)], concurrency=1,
+                  spawn=lambda fn: None)
+    assert poller.step() == INTERVAL
+
+
 def test_poll_all_once_respects_concurrency_and_attempts_everyone() -> None:
     """--once polls every tenant exactly once with at most `concurrency` in flight."""
     in_flight, peak = [0], [0]

@@ -1,0 +1,65 @@
+"""Log output: logfmt and JSON shapes, extra fields, and redaction of secrets and token-like text."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.logs import Redactor, setup_logging
+
+
+@pytest.fixture
+def capture() -> Iterator[tuple[io.StringIO, Redactor]]:
+    stream, redactor = io.StringIO(), Redactor()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield stream, redactor
+    root.handlers[:], root.level = saved[0], saved[1]
+
+
+def test_logfmt_line_has_fields_and_quotes(capture: tuple[io.StringIO, Redactor]) -> None:
+    """logfmt lines carry ts, level, logger, msg and extras, quoting values with spaces."""
+    stream, redactor = capture
+    setup_logging("info", "logfmt", stream, redactor)
+    logging.getLogger("exporter.test").warning("poll failed", extra={"tenant": "contoso",
+                                                                      "error": 'bad "x" y'})
+    line = stream.getvalue().strip()
+    assert " level=warn logger=exporter.test msg=\"poll failed\" tenant=contoso " in line
+    assert line.endswith('error="bad \\"x\\" y"')
+
+
+def test_json_line_is_one_object(capture: tuple[io.StringIO, Redactor]) -> None:
+    """JSON format writes one object per line with the extra fields as keys."""
+    stream, redactor = capture
+    setup_logging("debug", "json", stream, redactor)
+    logging.getLogger("exporter.test").debug("hello", extra={"tenant": "t"})
+    data = json.loads(stream.getvalue())
+    assert (data["level"], data["msg"], data["tenant"]) == ("debug", "hello", "t")
+
+
+def test_level_filters(capture: tuple[io.StringIO, Redactor]) -> None:
+    """At warn, info lines are dropped."""
+    stream, redactor = capture
+    setup_logging("warn", "logfmt", stream, redactor)
+    logging.getLogger("exporter.test").info("quiet")
+    assert stream.getvalue() == ""
+
+
+def test_registered_secrets_and_tokens_are_redacted(capture: tuple[io.StringIO, Redactor]) -> None:
+    """Registered secrets, tokens, JWTs and bearer values never reach the output."""
+    stream, redactor = capture
+    redactor.add_secret("client-secret-value")
+    redactor.add_token("opaque-access-token-123")
+    setup_logging("info", "json", stream, redactor)
+    logging.getLogger("exporter.test").error(
+        "oops client-secret-value opaque-access-token-123 "
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl "
+        "Authorization: Bearer abcdefghijklmnop")
+    output = stream.getvalue()
+    for leaked in ("client-secret-value", "opaque-access-token-123", "eyJ0eXAiOiJKV1Qi", "abcdefghijklmnop"):
+        assert leaked not in output
+    assert output.count("[REDACTED]") == 4

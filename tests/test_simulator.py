@@ -1,0 +1,124 @@
+"""The real client and token provider against the simulator over HTTPS: faults and their reasons."""
+
+from __future__ import annotations
+
+import io
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.auth import TokenProvider, device_code_login
+from exporter.client import DapStatisticsClient
+from exporter.model import PollError
+from exporter.simulator import Fault, Simulator
+from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, tenant
+
+
+@pytest.fixture
+def http(sim: Simulator) -> Iterator[httpx.Client]:
+    context = ssl.create_default_context(cafile=str(sim.certs.ca_file))
+    with httpx.Client(verify=context, timeout=1.0) as client:
+        yield client
+
+
+def make_client(sim: Simulator, http: httpx.Client, tmp_path: Path,
+                **endpoint_overrides: str) -> DapStatisticsClient:
+    config = tenant(seed=sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test"),
+                    cache=tmp_path / "cache.json")
+    ends = endpoints(**{"authority_host": sim.authority_host,
+                        "dap_statistics_url": sim.dap_statistics_url, **endpoint_overrides})
+    return DapStatisticsClient("contoso", http, ends.dap_statistics_url,
+                               TokenProvider(config, ends, http))
+
+
+def reason_of(client: DapStatisticsClient) -> PollError:
+    with pytest.raises(PollError) as caught:
+        client.fetch()
+    return caught.value
+
+
+def test_happy_path_over_https(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Seed import, token and statistics over real TLS give the simulator's customer count."""
+    assert make_client(sim, http, tmp_path).fetch().total_customers == 250
+
+
+def test_429_with_retry_after(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """A simulated 429 with Retry-After is reason throttled with that delay."""
+    sim.inject(Fault("api", status=429, headers={"Retry-After": "120"}))
+    error = reason_of(make_client(sim, http, tmp_path))
+    assert (error.reason, error.retry_after) == ("throttled", 120)
+
+
+def test_slow_upstream_is_timeout(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """An answer slower than the client timeout is reason timeout."""
+    sim.inject(Fault("api", status=None, delay=1.5))
+    assert reason_of(make_client(sim, http, tmp_path)).reason == "timeout"
+
+
+def test_reset_mid_body_is_connection(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """A connection dropped halfway through the body is reason connection."""
+    sim.inject(Fault("api", status=200, body={"totalDapCustomerCount": 1, "x": "y" * 200}, reset=True))
+    assert reason_of(make_client(sim, http, tmp_path)).reason == "connection"
+
+
+def test_revoked_refresh_token_sends_user_to_login(sim: Simulator, http: httpx.Client,
+                                                   tmp_path: Path) -> None:
+    """Once the refresh token is revoked, a forced refresh fails with AADSTS50173 and `login`."""
+    client = make_client(sim, http, tmp_path)
+    client.fetch()
+    sim.revoke_refresh_tokens()
+    sim.invalidate_access_tokens()
+    error = reason_of(client)
+    assert error.reason == "auth"
+    assert "login" in error.message
+    assert error.message.endswith("[AADSTS50173]")
+
+
+def test_api_401_with_a_valid_looking_token_recovers_by_refresh(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """When the API rejects a token MSAL still considers valid, one forced refresh fixes it."""
+    client = make_client(sim, http, tmp_path)
+    client.fetch()
+    sim.invalidate_access_tokens()
+    assert client.fetch().total_customers == 250
+    assert client.requests_by_code == {"200": 2, "401": 1}
+
+
+def test_unknown_tenant_is_auth(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """A tenant the identity platform does not know fails discovery with a tenant_id hint."""
+    ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
+    config = tenant(tenant_id="contoso-missing.onmicrosoft.com", seed="x", cache=tmp_path / "c.json")
+    client = DapStatisticsClient("x", http, ends.dap_statistics_url, TokenProvider(config, ends, http))
+    error = reason_of(client)
+    assert error.reason == "auth"
+    assert "tenant_id" in error.message
+
+
+def test_connection_refused_and_dns_failure(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """A closed port and an unresolvable host are both reason connection."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    refused = make_client(sim, http, tmp_path, authority_host=f"https://127.0.0.1:{closed}")
+    assert reason_of(refused).reason == "connection"
+    unresolvable = make_client(sim, http, tmp_path,
+                               authority_host="https://login.nonexistent.invalid")
+    error = reason_of(unresolvable)
+    assert error.reason == "connection"
+    assert "login.nonexistent.invalid" in error.message
+
+
+def test_device_code_login_fills_the_cache(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """The device code flow prints the code and leaves an account the provider can use."""
+    cache = tmp_path / "cache.json"
+    ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
+    out = io.StringIO()
+    user = device_code_login(tenant(cache=cache), ends, http, config_path="c.yml", out=out)
+    assert user.startswith("admin@")
+    assert "enter the code" in out.getvalue()
+    provider = TokenProvider(tenant(cache=cache), ends, http)
+    assert provider.get_token().startswith("sim-at-")
