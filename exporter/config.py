@@ -193,7 +193,8 @@ class _Collector:
         if value is None:
             return None
         candidate = Path(value).expanduser()
-        return candidate if candidate.is_absolute() else self.base_dir / candidate
+        # Resolved, so two spellings of one file compare equal.
+        return (candidate if candidate.is_absolute() else self.base_dir / candidate).resolve()
 
     def secret(self, data: dict[str, Any], name: str, path: str, *, required: bool,
                required_why: str = "") -> Secret | None:
@@ -369,6 +370,7 @@ def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
         return []
     tenants: list[TenantConfig] = []
     names: set[str] = set()
+    caches: dict[Path, int] = {}
     for i, item in enumerate(value):
         path = f"tenants[{i}]"
         data = c.mapping(item, path, _TENANT_KEYS)
@@ -390,6 +392,12 @@ def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
             c.add(f"{path}.client_id",
                   f"must be the app registration's application id (a GUID), got {client_id!r}")
         auth = _auth(c, data.get("auth"), f"{path}.auth")
+        if auth is not None and auth.token_cache_file is not None:
+            # One cache holds one tenant's account: shared, a refresh token could go to the wrong tenant.
+            owner = caches.setdefault(auth.token_cache_file, i)
+            if owner != i:
+                c.add(f"{path}.auth.token_cache_file", f"already used by tenants[{owner}]; each tenant "
+                                                       f"needs its own token cache file")
         if name and tenant_id and client_id and auth:
             tenants.append(TenantConfig(name=name, tenant_id=tenant_id, client_id=client_id, auth=auth))
     return tenants
