@@ -236,3 +236,14 @@ def test_run_stops_promptly() -> None:
     assert not thread.is_alive()
     assert time.monotonic() - started < 1
     assert poller.snapshot().tenants[0].attempted
+
+
+def test_loop_wakes_just_after_utc_midnight() -> None:
+    """Near midnight the loop sleeps only until just past it, so the day-change re-render is on time."""
+    clock = Clock()
+    midnight = 1_795_478_400.0  # 2026-11-24T00:00:00Z
+    clock.wall = midnight - 30
+    poller = make(clock, FakeSource("a", clock))
+    assert 30 < poller._seconds_to_utc_midnight() <= 32
+    clock.wall = midnight + 1
+    assert poller._seconds_to_utc_midnight() > 86000
