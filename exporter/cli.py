@@ -32,7 +32,7 @@ DEFAULT_CONFIG_FILE = "partnercenter-exporter.yml"
 EXIT_CONFIG = 2
 
 
-def _common_flags(parser: argparse.ArgumentParser) -> None:
+def add_log_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info",
                         help="log level (default: info)")
     parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
@@ -58,7 +58,7 @@ def _run_parser() -> argparse.ArgumentParser:
                         help="poll every tenant once, print the metrics to stdout and exit")
     parser.add_argument("--version", action="version",
                         version=f"partnercenter-exporter {__version__}")
-    _common_flags(parser)
+    add_log_flags(parser)
     return parser
 
 
@@ -74,15 +74,18 @@ def build_http_client(config: Config) -> httpx.Client:
         headers={"User-Agent": f"partnercenter-exporter/{__version__}"})
 
 
-def build_sources(config: Config, http: httpx.Client, config_path: str) -> list[DapStatisticsClient]:
-    return [DapStatisticsClient(
+def build_poller(config: Config, http: httpx.Client, config_path: str, publisher: Publisher) -> Poller:
+    """One DapStatisticsClient per tenant, polled on the config's interval into the publisher."""
+    sources = [DapStatisticsClient(
         tenant.name, http, config.endpoints.dap_statistics_url,
         TokenProvider(tenant, config.endpoints, http, config_path=config_path,
                       on_token=REDACTOR.add_token))
         for tenant in config.tenants]
+    return Poller(sources, interval=config.poll_interval, concurrency=config.poll_concurrency,
+                  on_snapshot=publisher.publish, on_tick=publisher.refresh_if_new_day)
 
 
-def _load(config_file: str, web_config_file: str | None) -> tuple[Config, WebConfig | None]:
+def load_configs(config_file: str, web_config_file: str | None) -> tuple[Config, WebConfig | None]:
     errors: list[str] = []
     config = web = None
     try:
@@ -102,7 +105,7 @@ def _load(config_file: str, web_config_file: str | None) -> tuple[Config, WebCon
     return config, web
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def stop_on_signals(stop: threading.Event) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
         stop.set()
@@ -116,9 +119,7 @@ def serve(config: Config, *, config_path: str, listen_address: str, web: WebConf
     """Run the poller and the HTTP server until `stop` is set."""
     http = build_http_client(config)
     publisher = Publisher(config.inactive_thresholds_days)
-    poller = Poller(build_sources(config, http, config_path), interval=config.poll_interval,
-                    concurrency=config.poll_concurrency, on_snapshot=publisher.publish,
-                    on_tick=publisher.refresh_if_new_day)
+    poller = build_poller(config, http, config_path, publisher)
     publisher.publish(poller.snapshot())
     try:
         server = ExporterServer(listen_address, publisher, web=web,
@@ -144,9 +145,7 @@ def serve(config: Config, *, config_path: str, listen_address: str, web: WebConf
 def _once(config: Config, config_path: str) -> int:
     with build_http_client(config) as http:
         publisher = Publisher(config.inactive_thresholds_days)
-        poller = Poller(build_sources(config, http, config_path), interval=config.poll_interval,
-                        concurrency=config.poll_concurrency, on_snapshot=publisher.publish)
-        snapshot: Snapshot = poller.poll_all_once()
+        snapshot: Snapshot = build_poller(config, http, config_path, publisher).poll_all_once()
     sys.stdout.buffer.write(publisher.current.body)
     sys.stdout.flush()
     failed = [t for t in snapshot.tenants if not t.last_poll_success]
@@ -160,7 +159,7 @@ def run(argv: Sequence[str]) -> int:
     args = _run_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
-        config, web = _load(args.config_file, args.web_config_file)
+        config, web = load_configs(args.config_file, args.web_config_file)
     except ConfigError as err:
         for line in err.errors:
             print(REDACTOR(line), file=sys.stderr)
@@ -171,7 +170,7 @@ def run(argv: Sequence[str]) -> int:
     if args.once:
         return _once(config, args.config_file)
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     return serve(config, config_path=args.config_file, listen_address=args.listen_address,
                  web=web, stop=stop)
 
@@ -183,11 +182,11 @@ def login(argv: Sequence[str]) -> int:
                     "refresh token in the tenant's token_cache_file.")
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG_FILE)
     parser.add_argument("--tenant", required=True, help="the tenant's `name` in the config")
-    _common_flags(parser)
+    add_log_flags(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
-        config, _ = _load(args.config_file, None)
+        config, _ = load_configs(args.config_file, None)
     except ConfigError as err:
         for line in err.errors:
             print(REDACTOR(line), file=sys.stderr)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from exporter.model import DapStatistics, PollError
+from exporter.model import DapStatistics, PollError, utc_date
 
 log = logging.getLogger("exporter.client")
 
@@ -170,7 +170,7 @@ class DapStatisticsClient:
                 raise PollError("invalid_response",
                                 f"Partner Center answered 200 with a body that is not JSON ({kind}, "
                                 f"{len(response.content)} bytes); a proxy or outage page is likely") from None
-            return parse_statistics(payload, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
+            return parse_statistics(payload, utc_date(self._clock()))
         retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
         if status == 429:
             wait = f"; retrying after {retry_after:.0f}s" if retry_after is not None else ""

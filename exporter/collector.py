@@ -13,14 +13,10 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import generate_latest
 
 from exporter import __version__
-from exporter.model import REASONS, Snapshot
+from exporter.model import REASONS, Snapshot, utc_date
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CACHED = "Cached from the last successful poll."
-
-
-def utc_date(timestamp: float) -> dt.date:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).date()
 
 
 def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],

@@ -111,17 +111,6 @@ def parse_duration(text: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART_RE.findall(text))
 
 
-def format_duration(seconds: float) -> str:
-    """Format seconds the way the config writes durations (`15m`, `1h30m`)."""
-    remaining = int(seconds)
-    parts = []
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if remaining >= size:
-            parts.append(f"{remaining // size}{unit}")
-            remaining %= size
-    return "".join(parts) or "0s"
-
-
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, which PyYAML otherwise silently overwrites."""
 

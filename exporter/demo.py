@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from exporter.cli import _common_flags, _load, _stop_on_signals, serve
+from exporter.cli import add_log_flags, load_configs, serve, stop_on_signals
 from exporter.logs import setup_logging
 from exporter.server import DEFAULT_PORT, ExporterServer
 from exporter.simulator import Simulator
@@ -57,16 +57,16 @@ def demo(argv: Sequence[str]) -> int:
     parser.add_argument("--web.listen-address", dest="listen_address",
                         default=f"127.0.0.1:{DEFAULT_PORT}",
                         help=f"address to serve /metrics on (default: 127.0.0.1:{DEFAULT_PORT})")
-    _common_flags(parser)
+    add_log_flags(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     with tempfile.TemporaryDirectory(prefix="partnercenter-exporter-demo-") as tmp:
         workdir = Path(tmp)
         with Simulator(cert_dir=workdir / "certs") as sim:
             config_path = write_demo_config(sim, workdir)
-            config, _ = _load(str(config_path), None)
+            config, _ = load_configs(str(config_path), None)
             stop = threading.Event()
-            _stop_on_signals(stop)
+            stop_on_signals(stop)
 
             def banner(server: ExporterServer) -> None:
                 print(f"""

@@ -27,6 +27,11 @@ class PollError(Exception):
         self.retry_after = retry_after
 
 
+def utc_date(timestamp: float) -> dt.date:
+    """The UTC calendar date of a Unix time: the "today" that day-based counts are relative to."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).date()
+
+
 def _frozen(mapping: Mapping[dt.date, int]) -> Mapping[dt.date, int]:
     return MappingProxyType(dict(sorted(mapping.items())))
 
@@ -74,5 +79,5 @@ class Snapshot:
 
     @property
     def ready(self) -> bool:
-        """True once every tenant has finished its first poll attempt."""
-        return all(t.attempted for t in self.tenants)
+        """True once there are tenants and every one has finished its first poll attempt."""
+        return bool(self.tenants) and all(t.attempted for t in self.tenants)

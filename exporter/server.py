@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import logging
 import socket
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 from exporter import __version__
 from exporter.collector import CONTENT_TYPE, Publisher
 from exporter.logs import REDACTOR
-from exporter.model import Snapshot, TenantSnapshot
+from exporter.model import Snapshot, TenantSnapshot, utc_date
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter.server")
@@ -135,8 +134,7 @@ def _tenant_row(tenant: TenantSnapshot, *, now: float, threshold: int,
     customers = over = "-"
     if tenant.stats is not None:
         customers = str(tenant.stats.total_customers)
-        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-        over = str(tenant.stats.inactive_over(threshold, today))
+        over = str(tenant.stats.inactive_over(threshold, utc_date(now)))
     error = html.escape(redact(tenant.last_error_message or ""))
     return (f"<tr><td>{html.escape(tenant.name)}</td><td>{state}</td><td>{last}</td>"
             f"<td>{customers}</td><td>{over}</td><td>{error}</td></tr>\n")
@@ -224,7 +222,7 @@ def _make_handler(server: ExporterServer, thresholds: tuple[int, ...],
             elif path == "/healthz":
                 self._send(200, b"OK\n", "text/plain; charset=utf-8", head=head)
             elif path == "/readyz":
-                ready = exposition.snapshot.ready and bool(exposition.snapshot.tenants)
+                ready = exposition.snapshot.ready
                 self._send(200 if ready else 503,
                            b"OK\n" if ready else b"waiting for the first poll of every tenant\n",
                            "text/plain; charset=utf-8", head=head)

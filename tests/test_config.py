@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, format_duration, load_config, parse_duration
+from exporter.config import ConfigError, load_config, parse_duration
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 ENV = {"PCX_FIXTURE_SECRET": "fixture-env-secret-value"}
@@ -113,9 +113,3 @@ def test_parse_duration_rejects(text: str) -> None:
     """Durations without a known unit, with spaces or fractions are refused."""
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
-
-
-def test_format_duration_round_trips() -> None:
-    """format_duration writes what parse_duration reads."""
-    for seconds in (60, 900, 5400, 86400 + 61):
-        assert parse_duration(format_duration(seconds)) == seconds

@@ -134,6 +134,15 @@ def test_readyz_waits_for_every_first_attempt(publisher: Publisher) -> None:
         srv.shutdown()
 
 
+def test_readyz_is_not_ready_before_any_snapshot() -> None:
+    """Before the first snapshot with tenants is published, /readyz is 503, not vacuously 200."""
+    srv = start(Publisher((90,)))
+    try:
+        assert get(srv, "/readyz")[0] == 503
+    finally:
+        srv.shutdown()
+
+
 def test_landing_page_shows_state_escaped_and_redacted() -> None:
     """The landing page lists tenants, escapes HTML and redacts secrets in error messages."""
     redactor = Redactor()

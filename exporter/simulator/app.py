@@ -50,7 +50,6 @@ class Fault:
 class SimTenant:
     tenant_id: str
     customers: list[Customer]
-    payload: dict[str, Any] | None = None  # a fixed document instead of the generated one
 
 
 @dataclass
@@ -71,17 +70,19 @@ class RequestRecord:
 
 
 class Simulator:
-    """Serves OpenID discovery, the v2 token and device code endpoints, and the DAP statistics API."""
+    """Serves OpenID discovery, the v2 token and device code endpoints, and the DAP statistics API.
+
+    Device codes are approved as soon as they are issued, so `login` completes on its first poll.
+    """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None,
                  today: dt.date | None = None, accept_app_only: bool = False,
-                 device_auto_approve: bool = True, token_lifetime: int = 3600,
+                 token_lifetime: int = 3600,
                  clock: Callable[[], float] = time.time) -> None:
         self._tempdir = None if cert_dir else tempfile.TemporaryDirectory(prefix="pcsim-")
         self.certs = generate_certs(cert_dir or Path(self._tempdir.name))  # type: ignore[union-attr]
         self.today = today or dt.datetime.now(dt.UTC).date()
         self.accept_app_only = accept_app_only
-        self.device_auto_approve = device_auto_approve
         self.token_lifetime = token_lifetime
         self.clock = clock
         self.tenants: dict[str, SimTenant] = {}
@@ -91,7 +92,7 @@ class Simulator:
         self._faults: list[Fault] = []
         self._access: dict[str, _Token] = {}
         self._refresh: dict[str, _Token] = {}
-        self._devices: dict[str, tuple[str, str, str, bool]] = {}
+        self._devices: dict[str, tuple[str, str]] = {}  # device_code -> (tenant, client_id)
         self._lock = threading.Lock()
         self._httpd = TLSThreadingHTTPServer((host, port), _make_handler(self))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -136,10 +137,6 @@ class Simulator:
     def inject(self, fault: Fault) -> None:
         with self._lock:
             self._faults.append(fault)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
 
     def revoke_refresh_tokens(self) -> None:
         with self._lock:
@@ -273,14 +270,11 @@ class Simulator:
 
     def _redeem_device_code(self, device_code: str, scope: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
-            entry = self._devices.get(device_code)
+            # Every device code counts as approved at once: the demo has no one to sign in.
+            entry = self._devices.pop(device_code, None)
             if entry is None:
                 return 400, _aad_error("expired_token", 70019, "Verification code expired.")
-            tenant, client_id, _, approved = entry
-            if not approved:
-                return 400, _aad_error("authorization_pending", 70016,
-                                       "OAuth 2.0 device flow error. Authorization is pending.")
-            del self._devices[device_code]
+            tenant, client_id = entry
         domain = tenant if "." in tenant else f"{tenant[:8]}.onmicrosoft.com"
         return 200, self._issue(tenant, client_id, f"admin@{domain}", scope)
 
@@ -294,17 +288,12 @@ class Simulator:
         device_code = secrets.token_urlsafe(24)
         user_code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(9))
         with self._lock:
-            self._devices[device_code] = (tenant, client_id, user_code, self.device_auto_approve)
+            self._devices[device_code] = (tenant, client_id)
         uri = f"{self.base_url}/devicelogin"
         return 200, {"device_code": device_code, "user_code": user_code, "verification_uri": uri,
                      "expires_in": 900, "interval": 1,
                      "message": f"To sign in, use a web browser to open the page {uri} and enter "
                                 f"the code {user_code} to authenticate."}
-
-    def approve_device_codes(self) -> None:
-        with self._lock:
-            for code, (tenant, client_id, user_code, _) in list(self._devices.items()):
-                self._devices[code] = (tenant, client_id, user_code, True)
 
     def _issue(self, tenant: str, client_id: str, username: str | None,
                scope: str) -> dict[str, Any]:
@@ -342,8 +331,6 @@ class Simulator:
         if info.username is None and not self.accept_app_only:
             return 401, {"code": 401, "description": "App-only tokens are not supported; use App+User"}
         tenant = self.tenants[info.tenant_id]
-        if tenant.payload is not None:
-            return 200, tenant.payload
         return 200, statistics_payload(tenant.tenant_id, tenant.customers, self.base_url)
 
 
