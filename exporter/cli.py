@@ -118,7 +118,7 @@ def serve(config: Config, *, config_path: str, listen_address: str, web: WebConf
           stop: threading.Event, on_listening: Callable[[ExporterServer], None] | None = None) -> int:
     """Run the poller and the HTTP server until `stop` is set."""
     http = build_http_client(config)
-    publisher = Publisher(config.inactive_thresholds_days)
+    publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
     poller = build_poller(config, http, config_path, publisher)
     publisher.publish(poller.snapshot())
     try:
@@ -144,7 +144,7 @@ def serve(config: Config, *, config_path: str, listen_address: str, web: WebConf
 
 def _once(config: Config, config_path: str) -> int:
     with build_http_client(config) as http:
-        publisher = Publisher(config.inactive_thresholds_days)
+        publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
         snapshot: Snapshot = build_poller(config, http, config_path, publisher).poll_all_once()
     sys.stdout.buffer.write(publisher.current.body)
     sys.stdout.flush()

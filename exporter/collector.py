@@ -19,8 +19,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CACHED = "Cached from the last successful poll."
 
 
+def inactive_over_days(day: dt.date, today: dt.date, thresholds: Sequence[int]) -> int:
+    """The largest threshold that a sign-in on `day` is more than that many days before; 0 if none."""
+    return max((t for t in thresholds if day < today - dt.timedelta(days=t)), default=0)
+
+
 def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
-                    version: str = __version__) -> list[Metric]:
+                    poll_interval: float, version: str = __version__) -> list[Metric]:
     """Build every metric family for one snapshot; `today` drives the over-threshold counts."""
     customers = GaugeMetricFamily(
         "partnercenter_dap_customers",
@@ -31,8 +36,9 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
         labels=["tenant", "date"])
     inactive = GaugeMetricFamily(
         "partnercenter_dap_inactive_customers",
-        f"Customers whose last partner sign-in was on last_signin_date. {_CACHED}",
-        labels=["tenant", "last_signin_date"])
+        "Customers whose last partner sign-in was on last_signin_date; inactive_over_days is the largest "
+        f"configured threshold that date is more than that many days before today, or 0. {_CACHED}",
+        labels=["tenant", "last_signin_date", "inactive_over_days"])
     over = GaugeMetricFamily(
         "partnercenter_dap_inactive_customers_over_threshold",
         "Customers whose last partner sign-in is more than threshold_days days before the current "
@@ -59,6 +65,9 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
     skipped = CounterMetricFamily(
         "partnercenter_exporter_skipped_entries",
         "Response entries skipped because they could not be parsed.", labels=["tenant"])
+    interval = GaugeMetricFamily(
+        "partnercenter_exporter_poll_interval_seconds",
+        "The configured poll_interval; alert rules measure staleness in poll intervals.", labels=["tenant"])
     expiry = GaugeMetricFamily(
         "partnercenter_exporter_token_expiry_timestamp_seconds",
         "Unix time at which the access token in use expires.", labels=["tenant"])
@@ -74,10 +83,12 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
             for day, count in stats.established.items():
                 established.add_metric([name, day.isoformat()], count)
             for day, count in stats.inactive.items():
-                inactive.add_metric([name, day.isoformat()], count)
+                inactive.add_metric([name, day.isoformat(), str(inactive_over_days(day, today, thresholds))],
+                                    count)
             for threshold in thresholds:
                 over.add_metric([name, str(threshold)], stats.inactive_over(threshold, today))
         success.add_metric([name], 1 if tenant.last_poll_success else 0)
+        interval.add_metric([name], poll_interval)
         if tenant.last_success_time is not None:
             last_success.add_metric([name], tenant.last_success_time)
         if tenant.last_duration is not None:
@@ -90,8 +101,8 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
         skipped.add_metric([name], tenant.skipped_entries_total)
         if tenant.token_expires_at is not None:
             expiry.add_metric([name], tenant.token_expires_at)
-    return [customers, established, inactive, over, success, last_success, duration, last_error,
-            errors, requests, skipped, expiry, build]
+    return [customers, established, inactive, over, success, last_success, duration, interval,
+            last_error, errors, requests, skipped, expiry, build]
 
 
 class _Families:
@@ -102,12 +113,12 @@ class _Families:
         return iter(self._families)
 
 
-def render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
+def render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int], poll_interval: float,
            version: str = __version__) -> bytes:
     """The text exposition (format 0.0.4) of one snapshot."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(metric_families(snapshot, today=today, thresholds=thresholds,
-                                                version=version)))
+                                                poll_interval=poll_interval, version=version)))
     return bytes(generate_latest(registry))
 
 
@@ -124,15 +135,17 @@ class Exposition:
 class Publisher:
     """Renders each new snapshot once and swaps the result in for the HTTP server to serve."""
 
-    def __init__(self, thresholds: Sequence[int], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, thresholds: Sequence[int], *, poll_interval: float,
+                 clock: Callable[[], float] = time.time) -> None:
         self._thresholds = tuple(thresholds)
+        self._poll_interval = poll_interval
         self._clock = clock
         self._lock = threading.Lock()
         self.current = self._render(Snapshot())
 
     def _render(self, snapshot: Snapshot) -> Exposition:
         day = utc_date(self._clock())
-        body = render(snapshot, today=day, thresholds=self._thresholds)
+        body = render(snapshot, today=day, thresholds=self._thresholds, poll_interval=self._poll_interval)
         return Exposition(body=body, gzip_body=gzip.compress(body, compresslevel=6, mtime=0),
                           snapshot=snapshot, day=day)
 

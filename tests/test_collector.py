@@ -41,7 +41,8 @@ def sample_snapshot() -> Snapshot:
 
 def test_exposition_matches_golden_file() -> None:
     """The rendered exposition of a known snapshot is byte-identical to the golden file."""
-    body = render(sample_snapshot(), today=TODAY, thresholds=(30, 60, 90), version="1.2.3")
+    body = render(sample_snapshot(), today=TODAY, thresholds=(30, 60, 90), poll_interval=900,
+                  version="1.2.3")
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_bytes(body)
     assert body.decode() == GOLDEN.read_text()
@@ -67,7 +68,7 @@ def test_over_threshold_counts_are_strictly_older_than_threshold() -> None:
 def test_every_reason_is_precreated_at_zero() -> None:
     """A tenant with no errors still exposes every reason at 0."""
     body = render(Snapshot((TenantSnapshot(name="x", attempted=True, last_poll_success=True),)),
-                  today=TODAY, thresholds=(90,)).decode()
+                  today=TODAY, thresholds=(90,), poll_interval=900).decode()
     for reason in REASONS:
         assert f'partnercenter_exporter_poll_errors_total{{reason="{reason}",tenant="x"}} 0.0' in body
 
@@ -77,7 +78,7 @@ def test_failed_poll_keeps_last_good_data_in_exposition() -> None:
     stats = DapStatistics(total_customers=7)
     tenant = TenantSnapshot(name="x", stats=stats, attempted=True, last_poll_success=False,
                             last_error_reason="timeout", last_success_time=1.0)
-    body = render(Snapshot((tenant,)), today=TODAY, thresholds=(90,)).decode()
+    body = render(Snapshot((tenant,)), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert 'partnercenter_dap_customers{tenant="x"} 7.0' in body
     assert 'partnercenter_exporter_poll_success{tenant="x"} 0.0' in body
     assert 'partnercenter_exporter_last_poll_error{reason="timeout",tenant="x"} 1.0' in body
@@ -85,7 +86,7 @@ def test_failed_poll_keeps_last_good_data_in_exposition() -> None:
 
 def test_publisher_prerenders_identity_and_gzip_bodies() -> None:
     """publish() renders once; the gzip body is the same exposition, compressed."""
-    publisher = Publisher((30, 60, 90), clock=lambda: 1795435200.0)
+    publisher = Publisher((30, 60, 90), poll_interval=900, clock=lambda: 1795435200.0)
     publisher.publish(sample_snapshot())
     current = publisher.current
     assert gzip.decompress(current.gzip_body) == current.body
@@ -96,7 +97,7 @@ def test_publisher_rerenders_when_utc_day_changes() -> None:
     """Crossing UTC midnight re-renders, so the over-threshold counts age without a new poll."""
     now = [dt.datetime(2026, 11, 23, 23, 59, tzinfo=dt.UTC).timestamp()]
     stats = DapStatistics(total_customers=1, inactive={TODAY - dt.timedelta(days=90): 1})
-    publisher = Publisher((90,), clock=lambda: now[0])
+    publisher = Publisher((90,), poll_interval=900, clock=lambda: now[0])
     publisher.publish(Snapshot((TenantSnapshot(name="x", stats=stats, attempted=True),)))
     over = 'partnercenter_dap_inactive_customers_over_threshold{tenant="x",threshold_days="90"}'
     assert f"{over} 0.0".encode() in publisher.current.body
@@ -110,5 +111,25 @@ def test_publisher_rerenders_when_utc_day_changes() -> None:
 def test_one_series_per_threshold(thresholds: tuple[int, ...]) -> None:
     """Each configured threshold yields exactly one over-threshold series per tenant."""
     snapshot = Snapshot((TenantSnapshot(name="x", stats=DapStatistics(total_customers=0)),))
-    body = render(snapshot, today=TODAY, thresholds=thresholds).decode()
+    body = render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=900).decode()
     assert body.count("partnercenter_dap_inactive_customers_over_threshold{") == len(thresholds)
+
+
+def test_inactive_dates_carry_the_largest_threshold_they_exceed() -> None:
+    """Each per-date series names the largest threshold its date is past (exactly N days is not past N)."""
+    ages = {0: "0", 30: "0", 31: "30", 61: "60", 90: "60", 91: "90", 900: "90"}
+    stats = DapStatistics(total_customers=7, inactive={TODAY - dt.timedelta(days=a): 1 for a in ages})
+    body = render(Snapshot((TenantSnapshot(name="x", stats=stats),)), today=TODAY, thresholds=(30, 60, 90),
+                  poll_interval=900).decode()
+    for age, bucket in ages.items():
+        day = (TODAY - dt.timedelta(days=age)).isoformat()
+        assert (f'partnercenter_dap_inactive_customers{{inactive_over_days="{bucket}",'
+                f'last_signin_date="{day}",tenant="x"}} 1.0') in body
+
+
+def test_poll_interval_is_exported_per_tenant() -> None:
+    """The configured poll interval is a gauge per tenant, so staleness rules can count intervals."""
+    snapshot = Snapshot((TenantSnapshot(name="x"), TenantSnapshot(name="y")))
+    body = render(snapshot, today=TODAY, thresholds=(90,), poll_interval=600).decode()
+    assert 'partnercenter_exporter_poll_interval_seconds{tenant="x"} 600.0' in body
+    assert 'partnercenter_exporter_poll_interval_seconds{tenant="y"} 600.0' in body

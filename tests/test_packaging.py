@@ -45,7 +45,7 @@ def test_dockerfile_is_hadolint_clean() -> None:
 def test_readme_metrics_table_matches_the_exposition() -> None:
     """The README's metrics table names exactly the metrics the exporter renders."""
     documented = set(re.findall(r"^\| `(partnercenter_[a-z_]+)`", README, re.MULTILINE))
-    body = render(sample_snapshot(), today=TODAY, thresholds=(90,)).decode()
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     # The text format names counters with their _total suffix, as the table does.
     rendered = set(re.findall(r"^# TYPE (\S+)", body, re.MULTILINE))
     assert documented == rendered
@@ -57,3 +57,12 @@ def test_readme_reason_and_error_tables_are_complete() -> None:
         assert re.search(rf"^\| `{reason}` \|", README, re.MULTILINE), reason
     for code in AAD_HINTS:
         assert f"AADSTS{code}" in README, code
+
+
+def test_readme_relative_links_and_images_exist() -> None:
+    """Every relative link or image in the README points at a file or folder in the repository."""
+    targets = re.findall(r"\]\(([^)#\s]+)\)", README)
+    relative = [t for t in targets if not re.match(r"[a-z]+://", t)]
+    assert "docs/dashboard-dap-overview.png" in relative
+    missing = [t for t in relative if not (ROOT / t).exists()]
+    assert missing == []

@@ -31,7 +31,7 @@ def snapshot(attempted: bool = True) -> Snapshot:
 
 @pytest.fixture
 def publisher() -> Publisher:
-    pub = Publisher((30, 60, 90))
+    pub = Publisher((30, 60, 90), poll_interval=900)
     pub.publish(snapshot())
     return pub
 
@@ -136,7 +136,7 @@ def test_readyz_waits_for_every_first_attempt(publisher: Publisher) -> None:
 
 def test_readyz_is_not_ready_before_any_snapshot() -> None:
     """Before the first snapshot with tenants is published, /readyz is 503, not vacuously 200."""
-    srv = start(Publisher((90,)))
+    srv = start(Publisher((90,), poll_interval=900))
     try:
         assert get(srv, "/readyz")[0] == 503
     finally:

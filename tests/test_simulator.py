@@ -78,6 +78,26 @@ def test_revoked_refresh_token_sends_user_to_login(sim: Simulator, http: httpx.C
     assert error.message.endswith("[AADSTS50173]")
 
 
+def test_revoking_one_tenant_leaves_the_others_working(sim: Simulator, http: httpx.Client,
+                                                      tmp_path: Path) -> None:
+    """revoke_refresh_tokens and invalidate_access_tokens with a tenant id touch only that tenant."""
+    other_id = "00000000-0000-0000-0000-0000000000bb"
+    sim.add_tenant(other_id, customers=40)
+    ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
+    other_config = tenant(seed=sim.issue_refresh_token(other_id, CLIENT_ID, "admin@fabrikam.test"),
+                          cache=tmp_path / "other.json", name="fabrikam", tenant_id=other_id)
+    other = DapStatisticsClient("fabrikam", http, ends.dap_statistics_url,
+                                TokenProvider(other_config, ends, http))
+    client = make_client(sim, http, tmp_path)
+    client.fetch()
+    other.fetch()
+    sim.revoke_refresh_tokens(TENANT_ID)
+    sim.invalidate_access_tokens(TENANT_ID)
+    assert reason_of(client).reason == "auth"
+    assert other.fetch().total_customers == 40
+    assert other.requests_by_code == {"200": 2}
+
+
 def test_api_401_with_a_valid_looking_token_recovers_by_refresh(
         sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
     """When the API rejects a token MSAL still considers valid, one forced refresh fixes it."""

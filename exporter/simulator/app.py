@@ -138,16 +138,19 @@ class Simulator:
         with self._lock:
             self._faults.append(fault)
 
-    def revoke_refresh_tokens(self) -> None:
+    def revoke_refresh_tokens(self, tenant_id: str | None = None) -> None:
+        """Revoke every refresh token, or only those of one tenant."""
         with self._lock:
             for token in self._refresh.values():
-                token.valid = False
+                if tenant_id in (None, token.tenant_id):
+                    token.valid = False
 
-    def invalidate_access_tokens(self) -> None:
-        """The API starts refusing issued tokens that the identity platform still thinks fine."""
+    def invalidate_access_tokens(self, tenant_id: str | None = None) -> None:
+        """The API refuses issued tokens (one tenant's, or all) that the identity platform thinks fine."""
         with self._lock:
             for token in self._access.values():
-                token.valid = False
+                if tenant_id in (None, token.tenant_id):
+                    token.valid = False
 
     def count(self, target: str, status: int | None = None) -> int:
         with self._lock:

@@ -1,0 +1,1 @@
+"""Development tools, not part of the exporter: dashboard builder, Grafana-like queries, renderer."""

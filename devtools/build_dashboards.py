@@ -1,0 +1,312 @@
+"""Builds grafana/dashboards/*.json, the one source of truth for both dashboards.
+
+Run `python -m devtools.build_dashboards` after a change; `--check` fails when the JSON files are out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT_DIR = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
+SCHEMA_VERSION = 39
+DS = {"type": "prometheus", "uid": "${datasource}"}
+T = 'tenant=~"$tenant"'
+# Threshold labels at or above 90 days, so a config with 120 or 180 still counts as "over 90".
+OVER_90 = 'inactive_over_days=~"9[0-9]|[1-9][0-9]{2,}"'
+CACHED = "Values are cached by the exporter from its last successful poll of Partner Center."
+
+Json = dict[str, Any]
+
+
+def target(expr: str, *, ref: str = "A", legend: str = "__auto", instant: bool = False,
+           table: bool = False) -> Json:
+    result: Json = {"refId": ref, "datasource": DS, "expr": expr, "legendFormat": legend,
+                    "range": not instant, "instant": instant, "editorMode": "code"}
+    if table:
+        result["format"] = "table"
+    return result
+
+
+def thresholds(*steps: tuple[str, float | None]) -> Json:
+    return {"mode": "absolute", "steps": [{"color": color, "value": value} for color, value in steps]}
+
+
+def panel(kind: str, title: str, description: str, targets: list[Json], grid: tuple[int, int, int, int],
+          *, unit: str, defaults: Json | None = None, options: Json | None = None,
+          overrides: list[Json] | None = None, transformations: list[Json] | None = None) -> Json:
+    x, y, w, h = grid
+    result: Json = {
+        "type": kind, "title": title, "description": description, "datasource": DS,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h}, "targets": targets,
+        "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})}, "overrides": overrides or []},
+        "options": options or {},
+    }
+    if transformations:
+        result["transformations"] = transformations
+    return result
+
+
+def stat(title: str, description: str, expr: str, grid: tuple[int, int, int, int], *, unit: str,
+         steps: tuple[tuple[str, float | None], ...] = (("blue", None),), decimals: int | None = None) -> Json:
+    defaults: Json = {"color": {"mode": "thresholds"}, "thresholds": thresholds(*steps)}
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return panel("stat", title, description, [target(expr, instant=True)], grid, unit=unit, defaults=defaults,
+                 options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                          "colorMode": "background", "graphMode": "none", "textMode": "value",
+                          "justifyMode": "center", "orientation": "auto"})
+
+
+def timeseries(title: str, description: str, targets: list[Json], grid: tuple[int, int, int, int], *,
+               unit: str, draw: str = "line", steps: tuple[tuple[str, float | None], ...] | None = None) -> Json:
+    custom: Json = {"drawStyle": draw, "lineWidth": 2, "fillOpacity": 10, "showPoints": "never",
+                    "spanNulls": True}
+    defaults: Json = {"custom": custom, "color": {"mode": "palette-classic"}}
+    if steps:
+        defaults["thresholds"] = thresholds(*steps)
+        custom["thresholdsStyle"] = {"mode": "line+area"}
+    return panel("timeseries", title, description, targets, grid, unit=unit, defaults=defaults,
+                 options={"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"],
+                                     "showLegend": True},
+                          "tooltip": {"mode": "multi", "sort": "desc"}})
+
+
+def per_tenant(title: str, description: str, expr: str, grid: tuple[int, int, int, int], *, unit: str) -> Json:
+    """A time series panel with one line per tenant."""
+    return timeseries(title, description, [target(expr, legend="{{tenant}}")], grid, unit=unit)
+
+
+def rate_by(title: str, description: str, counter: str, label: str, grid: tuple[int, int, int, int], *,
+            unit: str) -> Json:
+    """Bars of a counter's per-second rate, one series per value of `label`, over the selected tenants."""
+    expr = f"sum by ({label}) (rate({counter}{{{T}}}[$__rate_interval]))"
+    return timeseries(title, description, [target(expr, legend="{{" + label + "}}")], grid, unit=unit, draw="bars")
+
+
+def rename(field: str, name: str, color: str | None = None) -> Json:
+    properties: list[Json] = [{"id": "displayName", "value": name}]
+    if color:
+        properties.append({"id": "color", "value": {"mode": "fixed", "fixedColor": color}})
+    return {"matcher": {"id": "byName", "options": field}, "properties": properties}
+
+
+def barchart(title: str, description: str, targets: list[Json], grid: tuple[int, int, int, int], *,
+             x_field: str, overrides: list[Json], transformations: list[Json]) -> Json:
+    return panel("barchart", title, description, targets, grid, unit="short",
+                 defaults={"color": {"mode": "palette-classic"}, "custom": {"fillOpacity": 90, "lineWidth": 0}},
+                 options={"xField": x_field, "stacking": "normal", "orientation": "vertical",
+                          "showValue": "never", "barWidth": 0.95, "groupWidth": 0.8,
+                          "xTickLabelRotation": -45, "xTickLabelSpacing": 80,
+                          "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                          "tooltip": {"mode": "multi"}},
+                 overrides=overrides, transformations=transformations)
+
+
+def links() -> list[Json]:
+    return [{"type": "dashboards", "title": "Partner Center", "tags": ["partnercenter"], "asDropdown": False,
+             "includeVars": True, "keepTime": True, "targetBlank": False, "icon": "external link"}]
+
+
+def templating(tenant_metric: str) -> Json:
+    definition = f"label_values({tenant_metric}, tenant)"
+    return {"list": [
+        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+         "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": []},
+        {"name": "tenant", "label": "Partner tenant", "type": "query", "datasource": DS,
+         "definition": definition, "query": definition,
+         "multi": True, "includeAll": True, "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+         "refresh": 2, "sort": 1, "hide": 0, "regex": "", "options": []},
+    ]}
+
+
+def dashboard(uid: str, title: str, description: str, tenant_metric: str, time_from: str,
+              panels: list[Json]) -> Json:
+    for number, item in enumerate(panels, start=1):
+        item["id"] = number
+    return {
+        "uid": uid, "title": title, "description": description, "tags": ["partnercenter"],
+        "schemaVersion": SCHEMA_VERSION, "version": 1, "editable": True, "graphTooltip": 1,
+        "timezone": "utc", "refresh": "5m", "time": {"from": time_from, "to": "now"},
+        "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                                  "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+                                  "name": "Annotations & Alerts", "type": "dashboard"}]},
+        "templating": templating(tenant_metric), "links": links(), "panels": panels,
+    }
+
+
+def dap_overview() -> Json:
+    customers = f"sum(partnercenter_dap_customers{{{T}}})"
+    over_90 = f'sum(partnercenter_dap_inactive_customers_over_threshold{{{T},threshold_days="90"}})'
+    by_date_join = [
+        {"id": "joinByField", "options": {"byField": "last_signin_date", "mode": "outer"}},
+        {"id": "organize", "options": {"excludeByName": {"Time": True, "Time 1": True, "Time 2": True}}},
+        {"id": "sortBy", "options": {"sort": [{"field": "last_signin_date", "desc": False}]}},
+    ]
+    tenant_join = [
+        {"id": "joinByField", "options": {"byField": "tenant", "mode": "outer"}},
+        {"id": "organize", "options": {
+            "excludeByName": {"Time": True, "Time 1": True, "Time 2": True, "Time 3": True},
+            "renameByName": {"tenant": "Partner tenant", "Value #A": "DAP customers",
+                             "Value #B": "Inactive over 90 days", "Value #C": "Last successful poll age"}}},
+    ]
+    return dashboard(
+        "partnercenter-dap-overview", "Partner Center DAP overview",
+        "DAP (delegated admin privilege) customers per partner tenant, and the ones inactive for more than "
+        "90 days that must lose DAP and move to GDAP.",
+        "partnercenter_dap_customers", "now-30d",
+        [
+            stat("DAP customers", f"Customers that still have a DAP relationship (totalDapCustomerCount). {CACHED}",
+                 customers, (0, 0, 6, 4), unit="none"),
+            stat("Inactive over 90 days",
+                 "Customers whose last partner sign-in through DAP is more than 90 days old: remove their DAP "
+                 f"relationship and move them to GDAP. {CACHED}",
+                 over_90, (6, 0, 6, 4), unit="none", steps=(("green", None), ("red", 1))),
+            stat("Share inactive over 90 days",
+                 f"Inactive-over-90-days customers as a share of all DAP customers. {CACHED}",
+                 f"{over_90} / clamp_min({customers}, 1)", (12, 0, 6, 4), unit="percentunit",
+                 steps=(("green", None), ("red", 0.000001)), decimals=1),
+            stat("Oldest data", "Age of the oldest last successful poll among the selected tenants. Grows "
+                 "when polls fail; the exporter keeps serving the last good values meanwhile.",
+                 f"max(time() - partnercenter_exporter_last_success_timestamp_seconds{{{T}}})",
+                 (18, 0, 6, 4), unit="s", steps=(("green", None), ("orange", 3600), ("red", 86400))),
+            barchart(
+                "Inactive customers by last sign-in date",
+                "Customers by the date of their last partner sign-in through DAP, summed over the selected "
+                "tenants. Red bars are more than 90 days ago (the 90-day marker): those relationships must be "
+                f"removed. The exporter's UTC date decides which side a date falls on. {CACHED}",
+                [target(f"sum by (last_signin_date) (partnercenter_dap_inactive_customers{{{T},{OVER_90}}})",
+                        ref="A", instant=True, table=True),
+                 target("sum by (last_signin_date) "
+                        f"(partnercenter_dap_inactive_customers{{{T},{OVER_90.replace('=~', '!~')}}})",
+                        ref="B", instant=True, table=True)],
+                (0, 4, 12, 9), x_field="last_signin_date",
+                overrides=[rename("Value #A", "over 90 days ago", "red"),
+                           rename("Value #B", "90 days ago or less", "blue")],
+                transformations=by_date_join),
+            barchart(
+                "Established relationships by date",
+                f"DAP relationships by the date they were established, summed over the selected tenants. {CACHED}",
+                [target(f"sum by (date) (partnercenter_dap_established_relationships{{{T}}})",
+                        instant=True, table=True)],
+                (12, 4, 12, 9), x_field="date",
+                overrides=[rename("Value", "relationships", "purple")],
+                transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}},
+                                 {"id": "sortBy", "options": {"sort": [{"field": "date", "desc": False}]}}]),
+            timeseries(
+                "DAP customers and inactive customers over time",
+                "DAP customers, and the customers whose last sign-in is more than 30, 60 and 90 days old, "
+                f"summed over the selected tenants. Falling lines are the GDAP migration progressing. {CACHED}",
+                [target(customers, ref="A", legend="DAP customers"),
+                 target("sum by (threshold_days) (partnercenter_dap_inactive_customers_over_threshold"
+                        f'{{{T},threshold_days=~"30|60|90"}})', ref="B", legend="inactive over {{threshold_days}} days")],
+                (0, 13, 24, 8), unit="none"),
+            panel("table", "Partner tenants",
+                  "Per partner tenant: DAP customers, customers inactive over 90 days, and the age of the last "
+                  f"successful poll. {CACHED}",
+                  [target(f"sum by (tenant) (partnercenter_dap_customers{{{T}}})", ref="A", instant=True, table=True),
+                   target("sum by (tenant) (partnercenter_dap_inactive_customers_over_threshold"
+                          f'{{{T},threshold_days="90"}})', ref="B", instant=True, table=True),
+                   target(f"max by (tenant) (time() - partnercenter_exporter_last_success_timestamp_seconds{{{T}}})",
+                          ref="C", instant=True, table=True)],
+                  (0, 21, 24, 8), unit="none",
+                  defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                  options={"showHeader": True, "cellHeight": "sm",
+                           "sortBy": [{"displayName": "Inactive over 90 days", "desc": True}]},
+                  overrides=[
+                      {"matcher": {"id": "byName", "options": "Last successful poll age"},
+                       "properties": [{"id": "unit", "value": "s"}]},
+                      {"matcher": {"id": "byName", "options": "Inactive over 90 days"},
+                       "properties": [{"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                                      {"id": "thresholds", "value": thresholds(("green", None), ("red", 1))}]},
+                  ],
+                  transformations=tenant_join),
+        ])
+
+
+def exporter_health() -> Json:
+    return dashboard(
+        "partnercenter-exporter-health", "Partner Center exporter health",
+        "Is partnercenter-exporter polling Partner Center successfully, and if not, why.",
+        "partnercenter_exporter_poll_success", "now-24h",
+        [
+            panel("state-timeline", "Poll success",
+                  "Whether the last poll of each partner tenant succeeded. Red means the DAP figures are the last "
+                  "good ones, not current.",
+                  [target(f"partnercenter_exporter_poll_success{{{T}}}", legend="{{tenant}}")],
+                  (0, 0, 12, 7), unit="none",
+                  defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds(("red", None), ("green", 1)),
+                            "mappings": [{"type": "value", "options": {"0": {"text": "failing", "color": "red"},
+                                                                       "1": {"text": "ok", "color": "green"}}}]},
+                  options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8,
+                           "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}}),
+            per_tenant("Age of the last successful poll",
+                       "Seconds since each tenant's last successful poll. It should stay below the poll interval; "
+                       "the DataStale alert fires past 3 poll intervals.",
+                       f"time() - partnercenter_exporter_last_success_timestamp_seconds{{{T}}}",
+                       (12, 0, 12, 7), unit="s"),
+            rate_by("Poll errors by reason",
+                    "Failed poll attempts per second by reason, over the selected tenants (retries "
+                    "included). auth needs a new login; the others usually recover by themselves.",
+                    "partnercenter_exporter_poll_errors_total", "reason", (0, 7, 12, 7), unit="ops"),
+            per_tenant("Poll duration",
+                       "How long the last poll of each tenant took, retries and Retry-After waits included.",
+                       f"partnercenter_exporter_poll_duration_seconds{{{T}}}", (12, 7, 12, 7), unit="s"),
+            per_tenant("Access token expires in",
+                       "Seconds until the access token in use expires. Tokens live about an hour and are renewed "
+                       "before use from the refresh token; a value far below zero means renewal keeps failing.",
+                       f"partnercenter_exporter_token_expiry_timestamp_seconds{{{T}}} - time()",
+                       (0, 14, 12, 7), unit="s"),
+            rate_by("Partner Center API requests by status code",
+                    "Requests per second to the Partner Center API by HTTP status code. 401 and 403 point to "
+                    "auth, 429 to throttling, 404 or 410 to a retired API.",
+                    "partnercenter_exporter_api_requests_total", "code", (12, 14, 12, 7), unit="reqps"),
+            panel("bargauge", "Poll errors in the time range",
+                  "Failed poll attempts per reason over the dashboard's time range, summed over the selected tenants.",
+                  [target(f"sum by (reason) (increase(partnercenter_exporter_poll_errors_total{{{T}}}[$__range]))",
+                          legend="{{reason}}", instant=True)],
+                  (0, 21, 12, 7), unit="none",
+                  defaults={"color": {"mode": "thresholds"}, "decimals": 0,
+                            "thresholds": thresholds(("green", None), ("orange", 1))},
+                  options={"orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,
+                           "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
+            panel("table", "Build info",
+                  "Exporter instances and the version each runs.",
+                  [target("max by (job, instance, version) (partnercenter_exporter_build_info)", instant=True,
+                          table=True)],
+                  (12, 21, 12, 7), unit="none",
+                  options={"showHeader": True, "cellHeight": "sm"},
+                  transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}]),
+        ])
+
+
+DASHBOARDS = {"partnercenter-dap-overview.json": dap_overview, "partnercenter-exporter-health.json": exporter_health}
+
+
+def render_all() -> dict[str, str]:
+    return {name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the JSON files are out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in render_all().items():
+        path = OUT_DIR / name
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(name)
+        if not args.check:
+            path.write_text(text)
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)}; run python -m devtools.build_dashboards", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""End to end with real Prometheus and Alertmanager: shipped dashboards, rules and routing against live data.
+
+One stack for the module: simulator (two partner tenants), exporter, Prometheus (1s scrape and
+evaluation, our rule files) and Alertmanager (the example config, receivers pointed at a webhook
+the test runs). fabrikam's grant is revoked right after the first poll, so its next poll, a poll
+interval later, fails with reason auth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devtools.grafana import (
+    PrometheusAPI,
+    QueryContext,
+    dashboard_range,
+    load_dashboards,
+    panel_queries,
+    run_query,
+    variable_values,
+)
+from devtools.render import render_dashboard
+from exporter.simulator import Simulator
+from tests.conftest import CLIENT_ID, TENANT_ID, require_binary
+from tests.e2e_helpers import ROOT, ExporterProcess, http_get, write_config
+
+pytestmark = pytest.mark.e2e
+
+FABRIKAM_ID = "00000000-0000-0000-0000-0000000000bb"
+TENANTS = {"contoso": TENANT_ID, "fabrikam": FABRIKAM_ID}
+SHORTENED_ALERTS = ("PartnerCenterDAPInactiveOver90Days", "PartnerCenterExporterAuthFailing")
+SCRAPE_INTERVAL = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+@dataclass
+class Webhook:
+    """An Alertmanager webhook receiver that keeps every notification."""
+
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def alerts(self, alertname: str) -> list[tuple[str, dict[str, Any]]]:
+        """(receiver, alert) for each firing alert of that name received so far."""
+        with self.lock:
+            return [(n["receiver"], a) for n in self.notifications for a in n["alerts"]
+                    if a["labels"].get("alertname") == alertname and a["status"] == "firing"]
+
+    def serve(self) -> http.server.ThreadingHTTPServer:
+        webhook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with webhook.lock:
+                    webhook.notifications.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+def alert_rules_with_short_for(path: Path) -> Path:
+    """The shipped alert rules with `for` cut to 1s for the alerts this test waits for."""
+    rules = yaml.safe_load((ROOT / "prometheus" / "alert_rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule["alert"] in SHORTENED_ALERTS:
+                rule["for"] = "1s"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def prometheus_config(path: Path, exporter_address: str, alertmanager_port: int, alert_rules: Path) -> Path:
+    """The shipped example prometheus.yml, pointed at the test's exporter and Alertmanager, 1s intervals."""
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(ROOT / "prometheus" / "recording_rules.yml"), str(alert_rules)]
+    [alerting] = config["alerting"]["alertmanagers"]
+    alerting["static_configs"] = [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]
+    [job] = config["scrape_configs"]
+    job["scrape_timeout"] = "1s"
+    job["static_configs"] = [{"targets": [exporter_address]}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def alertmanager_config(path: Path, webhook_url: str) -> Path:
+    """The example Alertmanager config: its routes and inhibitions, every receiver to the webhook."""
+    config = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.example.yml").read_text())
+    for receiver in config["receivers"]:
+        for key in [k for k in receiver if k.endswith("_configs")]:
+            del receiver[key]
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": False}]
+
+    def hurry(route: dict[str, Any]) -> None:
+        for key in ("group_wait", "group_interval"):
+            if key in route or route is config["route"]:
+                route[key] = "1s"
+        for child in route.get("routes", []):
+            hurry(child)
+
+    hurry(config["route"])
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass
+class Stack:
+    sim: Simulator
+    exporter: ExporterProcess
+    api: PrometheusAPI
+    alertmanager_url: str
+    webhook: Webhook
+    revoked_at: float
+
+
+def start(args: list[str], log: Path, ready_url: str, what: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited: {log.read_text()[-2000:]}")
+        try:
+            return http_get(ready_url, timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 30, f"{what} to be ready")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus = require_binary("prometheus")
+    alertmanager = shutil.which("prometheus-alertmanager") or require_binary("alertmanager")
+    tmp = tmp_path_factory.mktemp("monitoring")
+    processes: list[subprocess.Popen[bytes]] = []
+    with Simulator() as sim:
+        sim.add_client(CLIENT_ID)
+        sim.add_tenant(TENANT_ID, customers=250)
+        sim.add_tenant(FABRIKAM_ID, customers=120)
+        seed = tmp / "fabrikam.seed"
+        seed.write_text(sim.issue_refresh_token(FABRIKAM_ID, CLIENT_ID, "admin@fabrikam.test"))
+        config = write_config(sim, tmp, extra_tenants=[{
+            "name": "fabrikam", "tenant_id": FABRIKAM_ID, "client_id": CLIENT_ID,
+            "auth": {"token_cache_file": str(tmp / "fabrikam.cache.json"), "refresh_token_file": str(seed)}}])
+        exporter = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
+                                   tmp / "exporter.log")
+        webhook = Webhook()
+        webhook_server = webhook.serve()
+        try:
+            exporter.wait_ready()
+            sim.revoke_refresh_tokens(FABRIKAM_ID)
+            sim.invalidate_access_tokens(FABRIKAM_ID)
+            revoked_at = time.monotonic()
+
+            am_port, prom_port = free_port(), free_port()
+            am_url = f"http://127.0.0.1:{am_port}"
+            hook_url = f"http://127.0.0.1:{webhook_server.server_address[1]}/"
+            processes.append(start(
+                [alertmanager, f"--config.file={alertmanager_config(tmp / 'am.yml', hook_url)}",
+                 f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
+                 "--cluster.listen-address=", "--log.level=warn"],
+                tmp / "alertmanager.log", am_url + "/-/ready", "alertmanager"))
+            prom_config = prometheus_config(tmp / "prometheus.yml", exporter.url.removeprefix("http://"),
+                                            am_port, alert_rules_with_short_for(tmp / "alert_rules.yml"))
+            prom_url = f"http://127.0.0.1:{prom_port}"
+            processes.append(start(
+                [prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp / 'prom-data'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                tmp / "prometheus.log", prom_url + "/-/ready", "prometheus"))
+            yield Stack(sim, exporter, PrometheusAPI(prom_url), am_url, webhook, revoked_at)
+        finally:
+            for proc in processes:
+                proc.terminate()
+            for proc in processes:
+                proc.wait(timeout=10)
+            exporter.kill()
+            webhook_server.shutdown()
+            webhook_server.server_close()
+
+
+def over_90(sim: Simulator, tenant_id: str) -> int:
+    today = dt.datetime.now(dt.UTC).date()
+    return sum(1 for c in sim.tenants[tenant_id].customers if (today - c.last_signin).days > 90)
+
+
+def test_exporter_target_is_up(stack: Stack) -> None:
+    """Prometheus scrapes the exporter (job partnercenter from the example config) and finds it up."""
+    def up() -> list[dict[str, Any]]:
+        return [t for t in stack.api.targets()
+                if t["labels"]["job"] == "partnercenter" and t["health"] == "up"]
+
+    wait_for(up, 20, "the partnercenter target to be up")
+    [sample] = stack.api.instant('up{job="partnercenter"}')
+    assert sample["value"][1] == "1"
+
+
+def test_tenant_variable_lists_every_tenant(stack: Stack) -> None:
+    """Both dashboards' tenant variables (label_values) resolve to the configured tenants."""
+    dashboards = load_dashboards()
+    assert len(dashboards) == 2
+    for dashboard in dashboards.values():
+        wait_for(lambda d=dashboard: variable_values(stack.api, d) == {"tenant": sorted(TENANTS)}, 20,
+                 f"the tenant variable of {dashboard['title']}")
+
+
+def test_every_dashboard_query_returns_data(stack: Stack) -> None:
+    """Each panel query of both dashboards, with variables substituted as Grafana would, returns data."""
+    dashboards = load_dashboards()
+    queries = panel_queries(dashboards)
+    assert len(queries) >= 15, "the dashboard walk found too few queries"
+    contexts = {name: QueryContext({"tenant": sorted(TENANTS)}, dashboard_range(d), SCRAPE_INTERVAL)
+                for name, d in dashboards.items()}
+    empty = []
+    for query in queries:
+        def has_data(q: Any = query) -> bool:
+            result = run_query(stack.api, q, contexts[q.dashboard])
+            return bool(result) and all(s.get("value") or s.get("values") for s in result)
+        try:
+            wait_for(has_data, 20, "data")
+        except AssertionError:
+            empty.append(f"{query.dashboard} / {query.panel} / {query.ref}: {query.expr}")
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+
+
+def test_headline_stats_match_the_simulator(stack: Stack) -> None:
+    """The DAP customers and inactive-over-90 stats add up the simulator's customers across both tenants."""
+    dashboard = load_dashboards()["partnercenter-dap-overview.json"]
+    context = QueryContext({"tenant": sorted(TENANTS)}, dashboard_range(dashboard), SCRAPE_INTERVAL)
+    stats = {q.panel: q for q in panel_queries({"d": dashboard}) if q.panel_type == "stat"}
+
+    def value(title: str) -> float:
+        [sample] = run_query(stack.api, stats[title], context)
+        return float(sample["value"][1])
+
+    customers = sum(len(stack.sim.tenants[t].customers) for t in TENANTS.values())
+    inactive = sum(over_90(stack.sim, t) for t in TENANTS.values())
+    assert inactive > 0
+    wait_for(lambda: value("DAP customers") == customers, 20, "the DAP customers stat")
+    assert value("Inactive over 90 days") == inactive
+    assert value("Share inactive over 90 days") == pytest.approx(inactive / customers)
+
+
+def test_every_recording_rule_produces_data(stack: Stack) -> None:
+    """Each recording rule in prometheus/ evaluates without error and yields series for both tenants."""
+    records = [rule["record"] for group in yaml.safe_load((ROOT / "prometheus" / "recording_rules.yml")
+                                                          .read_text())["groups"]
+               for rule in group["rules"] if "record" in rule]
+    assert records
+    for record in records:
+        wait_for(lambda r=record: {s["metric"]["tenant"] for s in stack.api.instant(r)} == set(TENANTS), 20,
+                 f"{record} for both tenants")
+    health = {rule["name"]: rule["health"] for rule in stack.api.rules()}
+    assert all(h == "ok" for h in health.values()), health
+
+
+def test_inactive_over_90_days_alert_reaches_the_webhook_per_tenant(stack: Stack) -> None:
+    """PartnerCenterDAPInactiveOver90Days takes the warning route, in one notification group per tenant."""
+    def tenants() -> set[str]:
+        return {a["labels"]["tenant"] for _, a in stack.webhook.alerts("PartnerCenterDAPInactiveOver90Days")}
+
+    wait_for(lambda: tenants() == set(TENANTS), 40, "the inactive alert for both tenants")
+    with stack.webhook.lock:
+        groups = [n["groupLabels"] for n in stack.webhook.notifications
+                  if n["commonLabels"].get("alertname") == "PartnerCenterDAPInactiveOver90Days"]
+    assert sorted(g["tenant"] for g in groups) == sorted(TENANTS), "one notification group per tenant"
+    assert all(set(g) == {"tenant"} for g in groups)
+    for receiver, alert in stack.webhook.alerts("PartnerCenterDAPInactiveOver90Days"):
+        assert receiver == "partnercenter-team"
+        assert alert["labels"]["severity"] == "warning"
+        tenant = alert["labels"]["tenant"]
+        assert alert["annotations"]["summary"].startswith(
+            f"Partner tenant {tenant}: {over_90(stack.sim, TENANTS[tenant])} DAP customers inactive")
+        assert alert["annotations"]["runbook_url"].endswith("#partnercenterdapinactiveover90days")
+
+
+def post_alerts(url: str, alerts: list[dict[str, str]]) -> None:
+    body = json.dumps([{"labels": labels} for labels in alerts]).encode()
+    request = urllib.request.Request(url + "/api/v2/alerts", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_alertmanager_inhibits_stale_and_failing_alerts_of_a_down_exporter(stack: Stack) -> None:
+    """Down inhibits DataStale and PollFailing of the same instance only; AuthFailing inhibits PollFailing."""
+    job = {"job": "partnercenter"}
+    post_alerts(stack.alertmanager_url, [
+        {**job, "alertname": "PartnerCenterExporterDown", "instance": "down:9867", "severity": "critical"},
+        {**job, "alertname": "PartnerCenterExporterDataStale", "instance": "down:9867", "tenant": "t1"},
+        {**job, "alertname": "PartnerCenterExporterPollFailing", "instance": "down:9867", "tenant": "t1"},
+        {**job, "alertname": "PartnerCenterExporterDataStale", "instance": "other:9867", "tenant": "t1"},
+        {**job, "alertname": "PartnerCenterExporterAuthFailing", "instance": "other:9867", "tenant": "t2"},
+        {**job, "alertname": "PartnerCenterExporterPollFailing", "instance": "other:9867", "tenant": "t2"},
+        {**job, "alertname": "PartnerCenterExporterPollFailing", "instance": "other:9867", "tenant": "t3"},
+    ])
+
+    def states() -> dict[tuple[str, str, str], bool]:
+        with urllib.request.urlopen(stack.alertmanager_url + "/api/v2/alerts", timeout=5) as response:
+            alerts = json.load(response)
+        return {(a["labels"]["alertname"], a["labels"]["instance"], a["labels"].get("tenant", "")):
+                bool(a["status"]["inhibitedBy"]) for a in alerts if a["labels"].get("instance") != ""
+                and a["labels"]["instance"] in ("down:9867", "other:9867")}
+
+    expected = {
+        ("PartnerCenterExporterDown", "down:9867", ""): False,
+        ("PartnerCenterExporterDataStale", "down:9867", "t1"): True,
+        ("PartnerCenterExporterPollFailing", "down:9867", "t1"): True,
+        ("PartnerCenterExporterDataStale", "other:9867", "t1"): False,
+        ("PartnerCenterExporterAuthFailing", "other:9867", "t2"): False,
+        ("PartnerCenterExporterPollFailing", "other:9867", "t2"): True,
+        ("PartnerCenterExporterPollFailing", "other:9867", "t3"): False,
+    }
+    wait_for(lambda: states() == expected, 10, f"inhibition as expected; last seen {states()}")
+
+
+def test_render_script_draws_every_panel(stack: Stack, tmp_path: Path) -> None:
+    """devtools.render draws each dashboard's panels from the live Prometheus into a PNG."""
+    for name, dashboard in load_dashboards().items():
+        out = tmp_path / name.replace(".json", ".png")
+        drawn = render_dashboard(stack.api, dashboard, name, out, range_seconds=300, scrape_interval=1)
+        assert drawn == [p["title"] for p in dashboard["panels"]]
+        assert out.read_bytes().startswith(b"\x89PNG")
+        assert out.stat().st_size > 20_000
+
+
+def test_auth_failing_alert_reaches_the_webhook_after_the_grant_is_revoked(stack: Stack) -> None:
+    """After fabrikam's grant is revoked, its next poll fails and AuthFailing reaches the critical route."""
+    # The next poll comes one poll interval (1m, +-3% jitter) after the first.
+    remaining = 62 + 30 - (time.monotonic() - stack.revoked_at)
+    def alerts() -> list[tuple[str, dict[str, Any]]]:
+        # Only the exporter's own alerts; the inhibition test posts made-up ones.
+        return [(r, a) for r, a in stack.webhook.alerts("PartnerCenterExporterAuthFailing")
+                if a["labels"]["instance"] == stack.exporter.url.removeprefix("http://")]
+
+    wait_for(alerts, remaining, "the auth alert")
+    assert {a["labels"]["tenant"] for _, a in alerts()} == {"fabrikam"}
+    receiver, alert = alerts()[0]
+    assert receiver == "partnercenter-oncall"
+    assert alert["labels"]["reason"] == "auth"
+    assert "partnercenter-exporter login" in alert["annotations"]["description"]
+    assert 'reason="auth"' in http_get(stack.exporter.url + "/metrics")[1].decode()
