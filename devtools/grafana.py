@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.config import parse_duration
+
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _REGEX_SPECIAL = re.compile(r"[$^*+?.()|\\{}\[\]]")
 # Grafana's default when a panel sets no maxDataPoints: roughly the panel's width in pixels.
 MAX_DATA_POINTS = 1000
@@ -35,13 +36,6 @@ def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             yield from panel.get("panels", [])
         else:
             yield panel
-
-
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+)([smhdwy])", text)
-    if not match:
-        raise ValueError(f"not a Grafana duration: {text!r}")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def dashboard_range(dashboard: Mapping[str, Any]) -> float:
@@ -107,13 +101,11 @@ class PanelQuery:
     ref: str
     expr: str
     instant: bool
-    legend: str
 
 
 def target_query(dashboard: str, panel: Mapping[str, Any], target: Mapping[str, Any]) -> PanelQuery:
     instant = bool(target.get("instant")) and not target.get("range")
-    return PanelQuery(dashboard, panel["title"], panel["type"], target["refId"], target["expr"], instant,
-                      target.get("legendFormat", ""))
+    return PanelQuery(dashboard, panel["title"], panel["type"], target["refId"], target["expr"], instant)
 
 
 def panel_queries(dashboards: Mapping[str, Mapping[str, Any]]) -> list[PanelQuery]:
@@ -149,9 +141,6 @@ class PrometheusAPI:
 
     def label_values(self, label: str, match: str) -> list[str]:
         return list(self._get(f"/api/v1/label/{label}/values", [("match[]", match)]))
-
-    def series(self, match: str) -> list[dict[str, str]]:
-        return list(self._get("/api/v1/series", [("match[]", match)]))
 
     def rules(self) -> list[dict[str, Any]]:
         return [rule for group in self._get("/api/v1/rules")["groups"] for rule in group["rules"]]

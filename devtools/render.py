@@ -29,11 +29,11 @@ from devtools.grafana import (
     dashboard_range,
     iter_panels,
     load_dashboards,
-    parse_duration,
     run_query,
     target_query,
     variable_values,
 )
+from exporter.config import parse_duration
 
 ROW_HEIGHT = 0.42  # inches per Grafana grid row
 COLUMN_WIDTH = 0.85  # inches per Grafana grid column (24 columns)

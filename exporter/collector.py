@@ -13,15 +13,10 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import generate_latest
 
 from exporter import __version__
-from exporter.model import REASONS, Snapshot, utc_date
+from exporter.model import REASONS, Snapshot, largest_threshold_past, utc_date
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CACHED = "Cached from the last successful poll."
-
-
-def inactive_over_days(day: dt.date, today: dt.date, thresholds: Sequence[int]) -> int:
-    """The largest threshold that a sign-in on `day` is more than that many days before; 0 if none."""
-    return max((t for t in thresholds if day < today - dt.timedelta(days=t)), default=0)
 
 
 def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
@@ -83,8 +78,8 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
             for day, count in stats.established.items():
                 established.add_metric([name, day.isoformat()], count)
             for day, count in stats.inactive.items():
-                inactive.add_metric([name, day.isoformat(), str(inactive_over_days(day, today, thresholds))],
-                                    count)
+                bucket = largest_threshold_past(day, thresholds, today)
+                inactive.add_metric([name, day.isoformat(), str(bucket)], count)
             for threshold in thresholds:
                 over.add_metric([name, str(threshold)], stats.inactive_over(threshold, today))
         success.add_metric([name], 1 if tenant.last_poll_success else 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -36,6 +36,16 @@ def _frozen(mapping: Mapping[dt.date, int]) -> Mapping[dt.date, int]:
     return MappingProxyType(dict(sorted(mapping.items())))
 
 
+def is_past(day: dt.date, threshold_days: int, today: dt.date) -> bool:
+    """A sign-in on `day` is more than threshold_days days before today (exactly N days is not past N)."""
+    return day < today - dt.timedelta(days=threshold_days)
+
+
+def largest_threshold_past(day: dt.date, thresholds: Sequence[int], today: dt.date) -> int:
+    """The largest threshold that a sign-in on `day` is past; 0 if none."""
+    return max((t for t in thresholds if is_past(day, t, today)), default=0)
+
+
 @dataclass(frozen=True)
 class DapStatistics:
     """One parsed delegatedAdminStatistics response."""
@@ -51,8 +61,7 @@ class DapStatistics:
 
     def inactive_over(self, threshold_days: int, today: dt.date) -> int:
         """Customers whose last sign-in is more than threshold_days days before today."""
-        cutoff = today - dt.timedelta(days=threshold_days)
-        return sum(count for day, count in self.inactive.items() if day < cutoff)
+        return sum(count for day, count in self.inactive.items() if is_past(day, threshold_days, today))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,13 @@ def sim() -> Iterator[Simulator]:
         simulator.add_client(CLIENT_ID)
         simulator.add_tenant(TENANT_ID, customers=250)
         yield simulator
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def require_binary(name: str) -> str:

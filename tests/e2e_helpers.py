@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -10,9 +11,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import yaml
 
@@ -21,6 +22,24 @@ from tests.conftest import CLIENT_ID, TENANT_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"msg=listening address=(\S+)")
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def inactive_over_90(sim: Simulator, tenant_id: str) -> int:
+    """The simulator's own count of a tenant's customers whose last sign-in is over 90 days ago."""
+    today = dt.datetime.now(dt.UTC).date()
+    return sum(1 for c in sim.tenants[tenant_id].customers if (today - c.last_signin).days > 90)
 
 
 def exporter_command(*args: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from tests.e2e_helpers import (
     ExporterProcess,
     exporter_command,
     http_get,
+    inactive_over_90,
     run_exporter,
     write_config,
 )
@@ -51,8 +51,7 @@ def test_scraped_metrics_match_simulator_data_and_pass_promtool(
     text = body.decode()
     customers = sim.tenants[TENANT_ID].customers
     assert metric(text, 'partnercenter_dap_customers{tenant="contoso"}') == len(customers) == 250
-    today = dt.datetime.now(dt.UTC).date()
-    over_90 = sum(1 for c in customers if (today - c.last_signin).days > 90)
+    over_90 = inactive_over_90(sim, TENANT_ID)
     assert over_90 > 0
     assert metric(text, 'partnercenter_dap_inactive_customers_over_threshold'
                         '{tenant="contoso",threshold_days="90"}') == over_90

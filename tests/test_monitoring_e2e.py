@@ -8,16 +8,14 @@ interval later, fails with reason auth.
 
 from __future__ import annotations
 
-import datetime as dt
 import http.server
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,8 @@ from devtools.grafana import (
 )
 from devtools.render import render_dashboard
 from exporter.simulator import Simulator
-from tests.conftest import CLIENT_ID, TENANT_ID, require_binary
-from tests.e2e_helpers import ROOT, ExporterProcess, http_get, write_config
+from tests.conftest import CLIENT_ID, TENANT_ID, free_port, require_binary
+from tests.e2e_helpers import ROOT, ExporterProcess, http_get, inactive_over_90, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -45,24 +43,6 @@ FABRIKAM_ID = "00000000-0000-0000-0000-0000000000bb"
 TENANTS = {"contoso": TENANT_ID, "fabrikam": FABRIKAM_ID}
 SHORTENED_ALERTS = ("PartnerCenterDAPInactiveOver90Days", "PartnerCenterExporterAuthFailing")
 SCRAPE_INTERVAL = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 @dataclass
@@ -219,11 +199,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             webhook_server.server_close()
 
 
-def over_90(sim: Simulator, tenant_id: str) -> int:
-    today = dt.datetime.now(dt.UTC).date()
-    return sum(1 for c in sim.tenants[tenant_id].customers if (today - c.last_signin).days > 90)
-
-
 def test_exporter_target_is_up(stack: Stack) -> None:
     """Prometheus scrapes the exporter (job partnercenter from the example config) and finds it up."""
     def up() -> list[dict[str, Any]]:
@@ -274,7 +249,7 @@ def test_headline_stats_match_the_simulator(stack: Stack) -> None:
         return float(sample["value"][1])
 
     customers = sum(len(stack.sim.tenants[t].customers) for t in TENANTS.values())
-    inactive = sum(over_90(stack.sim, t) for t in TENANTS.values())
+    inactive = sum(inactive_over_90(stack.sim, t) for t in TENANTS.values())
     assert inactive > 0
     wait_for(lambda: value("DAP customers") == customers, 20, "the DAP customers stat")
     assert value("Inactive over 90 days") == inactive
@@ -310,7 +285,7 @@ def test_inactive_over_90_days_alert_reaches_the_webhook_per_tenant(stack: Stack
         assert alert["labels"]["severity"] == "warning"
         tenant = alert["labels"]["tenant"]
         assert alert["annotations"]["summary"].startswith(
-            f"Partner tenant {tenant}: {over_90(stack.sim, TENANTS[tenant])} DAP customers inactive")
+            f"Partner tenant {tenant}: {inactive_over_90(stack.sim, TENANTS[tenant])} DAP customers inactive")
         assert alert["annotations"]["runbook_url"].endswith("#partnercenterdapinactiveover90days")
 
 

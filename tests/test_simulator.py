@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from exporter.auth import TokenProvider, device_code_login
 from exporter.client import DapStatisticsClient
 from exporter.model import PollError
 from exporter.simulator import Fault, Simulator
-from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, tenant
+from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, free_port, tenant
 
 
 @pytest.fixture
@@ -120,10 +119,7 @@ def test_unknown_tenant_is_auth(sim: Simulator, http: httpx.Client, tmp_path: Pa
 
 def test_connection_refused_and_dns_failure(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
     """A closed port and an unresolvable host are both reason connection."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
-    refused = make_client(sim, http, tmp_path, authority_host=f"https://127.0.0.1:{closed}")
+    refused = make_client(sim, http, tmp_path, authority_host=f"https://127.0.0.1:{free_port()}")
     assert reason_of(refused).reason == "connection"
     unresolvable = make_client(sim, http, tmp_path,
                                authority_host="https://login.nonexistent.invalid")
