@@ -277,20 +277,33 @@ def render_dashboard(api: PrometheusAPI, dashboard: Mapping[str, Any], name: str
     return drawn
 
 
+def duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus base URL")
     parser.add_argument("--out", type=Path, default=Path("."), help="directory for the PNG files")
-    parser.add_argument("--range", dest="range_", help="time range such as 1h instead of the dashboard's")
-    parser.add_argument("--scrape-interval", default="60s", help="the data source's scrape interval")
+    parser.add_argument("--range", dest="range_seconds", type=duration,
+                        help="time range such as 1h instead of the dashboard's")
+    parser.add_argument("--scrape-interval", type=duration, default="60s",
+                        help="the data source's scrape interval")
     args = parser.parse_args(argv)
     api = PrometheusAPI(args.prometheus)
     args.out.mkdir(parents=True, exist_ok=True)
-    range_seconds = parse_duration(args.range_) if args.range_ else None
     for name, dashboard in load_dashboards().items():
         path = args.out / name.replace(".json", ".png")
-        render_dashboard(api, dashboard, name, path, range_seconds, parse_duration(args.scrape_interval))
+        try:
+            render_dashboard(api, dashboard, name, path, args.range_seconds, args.scrape_interval)
+        except OSError as err:
+            print(f"--prometheus: cannot query {args.prometheus}: {err}; is Prometheus running there?",
+                  file=sys.stderr)
+            return 1
         print(path)
     return 0
 

@@ -12,8 +12,9 @@ import yaml
 
 from devtools import build_dashboards
 from devtools.grafana import iter_panels, load_dashboards
+from devtools.render import main as render_main
 from exporter.collector import render
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 from tests.test_collector import TODAY, sample_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,3 +194,16 @@ def test_every_metric_in_dashboards_and_rules_is_exported_or_recorded() -> None:
     used = {name for expr in exprs for name in names.findall(re.sub(r'"[^"]*"', "", expr))}
     assert used
     assert used - known == set()
+
+
+def test_render_script_explains_a_bad_range_and_an_unreachable_prometheus(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """devtools.render answers a bad --range and a closed Prometheus port with one line each."""
+    with pytest.raises(SystemExit) as exit_info:
+        render_main(["--range", "5x"])
+    assert exit_info.value.code == 2
+    assert "argument --range: invalid duration '5x'" in capsys.readouterr().err
+    assert render_main([f"--prometheus=http://127.0.0.1:{free_port()}", f"--out={tmp_path}"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("--prometheus: cannot query http://127.0.0.1:")
+    assert line.endswith("is Prometheus running there?")
