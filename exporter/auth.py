@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -10,7 +12,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -100,9 +102,55 @@ class AtomicFilePersistence(msal_extensions.FilePersistence):  # type: ignore[mi
             os.close(dir_fd)
 
 
+class TokenCacheLockTimeout(OSError):
+    """Another process held the token cache lock for too long."""
+
+
+# As long as msal-extensions waits for its own lock.
+TOKEN_CACHE_LOCK_TIMEOUT = 5.0
+
+
+@contextlib.contextmanager
+def _flock(path: str) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        timeout = TOKEN_CACHE_LOCK_TIMEOUT
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TokenCacheLockTimeout(
+                        0, f"another process held {path} for over {timeout:.0f}s") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class FlockTokenCache(msal_extensions.PersistedTokenCache):  # type: ignore[misc]
+    """PersistedTokenCache whose cross-process lock survives SIGKILL.
+
+    msal-extensions locks by creating `<cache>.lockfile` and deleting it afterwards. A process
+    killed in between leaves the file behind, and every later write then waits 5 s for it. An
+    flock on a file that stays in place is dropped by the kernel when its holder dies.
+    """
+
+    def modify(self, credential_type: str, old_entry: dict[str, Any],
+               new_key_value_pairs: dict[str, Any] | None = None) -> None:
+        # The same steps as PersistedTokenCache.modify (msal-extensions 1.3), under flock.
+        with _flock(self._lock_location):
+            self._reload_if_necessary()
+            msal.SerializableTokenCache.modify(self, credential_type, old_entry, new_key_value_pairs)
+            self._persistence.save(self.serialize())
+            self._last_sync = time.time()
+
+
 def open_token_cache(path: Path) -> msal.SerializableTokenCache:
     """A cross-process, file-locked token cache that is rewritten whenever MSAL changes it."""
-    return msal_extensions.PersistedTokenCache(AtomicFilePersistence(str(path)))
+    return FlockTokenCache(AtomicFilePersistence(str(path)))
 
 
 def build_msal_app(tenant: TenantConfig, endpoints: Endpoints, http: RecordingHttp,
@@ -169,8 +217,21 @@ class TokenProvider:
         self._on_token = on_token
         self._app: msal.ClientApplication | None = None
         self._seed_imported = False
+        # Held while a token request is in flight; shutdown waits for it (see wait_idle).
+        self._in_flight = threading.Lock()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no token request is in flight, so a rotated refresh token reaches the cache."""
+        if not self._in_flight.acquire(timeout=max(0.0, timeout)):
+            return False
+        self._in_flight.release()
+        return True
 
     def get_token(self, *, force_refresh: bool = False) -> str:
+        with self._in_flight:
+            return self._get_token(force_refresh)
+
+    def _get_token(self, force_refresh: bool) -> str:
         self._http.reset()
         try:
             if self._app is None:
@@ -190,7 +251,7 @@ class TokenProvider:
         except json.JSONDecodeError:
             raise PollError("invalid_response", "the identity platform answered with a body that is "
                                                 "not JSON; check endpoints.authority_host") from None
-        except (OSError, msal_extensions.LockError) as err:
+        except OSError as err:
             raise PollError("auth", f"cannot use token cache {self.tenant.auth.token_cache_file}: "
                                     f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
         except ValueError as err:
@@ -293,6 +354,9 @@ def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
         result = app.acquire_token_by_device_flow(flow)
     except httpx.TransportError as err:
         raise LoginError(describe_transport_error(err, "the identity platform").message) from None
+    except OSError as err:
+        raise LoginError(f"cannot use token cache {auth.token_cache_file}: "
+                         f"{err.strerror or type(err).__name__}") from None
     except ValueError as err:
         raise LoginError(f"sign-in could not start for tenant {tenant.tenant_id}: "
                          f"{str(err).splitlines()[0][:200]}") from None
@@ -301,4 +365,9 @@ def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
             result, tenant=tenant, config_path=config_path, status=recording.last_status,
             retry_after=None).message)
     claims = result.get("id_token_claims") or {}
-    return str(claims.get("preferred_username") or claims.get("name") or "the signed-in user")
+    user = claims.get("preferred_username")
+    for account in app.get_accounts():
+        if account.get("username") != user:
+            # The exporter uses the cache's one account; an older sign-in must not shadow this one.
+            app.remove_account(account)
+    return str(user or claims.get("name") or "the signed-in user")

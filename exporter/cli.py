@@ -6,25 +6,20 @@ import argparse
 import errno
 import logging
 import signal
-import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-import certifi
-import httpx
-
 from exporter import __version__
-from exporter.auth import LoginError, TokenProvider, device_code_login
-from exporter.client import DapStatisticsClient
+from exporter.app import App, build_http_client, build_poller, run_until
+from exporter.auth import LoginError, device_code_login
 from exporter.collector import Publisher
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import LEVELS, REDACTOR, setup_logging
 from exporter.model import Snapshot
-from exporter.poller import Poller
 from exporter.server import DEFAULT_LISTEN_ADDRESS, ExporterServer
-from exporter.webconfig import WebConfig, load_web_config
+from exporter.webconfig import WebConfigFile, WebConfigProvider
 
 log = logging.getLogger("exporter")
 
@@ -62,30 +57,8 @@ def _run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_http_client(config: Config) -> httpx.Client:
-    """The one outbound client: shared by MSAL and the API calls, with timeouts and ca_file."""
-    context = ssl.create_default_context(cafile=certifi.where())
-    if config.endpoints.ca_file is not None:
-        context.load_verify_locations(cafile=str(config.endpoints.ca_file))
-    pool = config.poll_concurrency * 2 + 4
-    return httpx.Client(
-        timeout=httpx.Timeout(config.request_timeout), verify=context,
-        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-        headers={"User-Agent": f"partnercenter-exporter/{__version__}"})
-
-
-def build_poller(config: Config, http: httpx.Client, config_path: str, publisher: Publisher) -> Poller:
-    """One DapStatisticsClient per tenant, polled on the config's interval into the publisher."""
-    sources = [DapStatisticsClient(
-        tenant.name, http, config.endpoints.dap_statistics_url,
-        TokenProvider(tenant, config.endpoints, http, config_path=config_path,
-                      on_token=REDACTOR.add_token))
-        for tenant in config.tenants]
-    return Poller(sources, interval=config.poll_interval, concurrency=config.poll_concurrency,
-                  on_snapshot=publisher.publish, on_tick=publisher.refresh_if_new_day)
-
-
-def load_configs(config_file: str, web_config_file: str | None) -> tuple[Config, WebConfig | None]:
+def load_configs(config_file: str, web_config_file: str | None,
+                 ) -> tuple[Config, WebConfigFile | None]:
     errors: list[str] = []
     config = web = None
     try:
@@ -94,7 +67,7 @@ def load_configs(config_file: str, web_config_file: str | None) -> tuple[Config,
         errors += err.errors
     if web_config_file:
         try:
-            web = load_web_config(web_config_file)
+            web = WebConfigFile(web_config_file)
         except ConfigError as err:
             errors += [f"web.config.file: {line}" if not line.startswith("web.config.file")
                        else line for line in err.errors]
@@ -105,40 +78,44 @@ def load_configs(config_file: str, web_config_file: str | None) -> tuple[Config,
     return config, web
 
 
-def stop_on_signals(stop: threading.Event) -> None:
+def stop_on_signals(stop: threading.Event, reload: threading.Event | None = None) -> None:
+    """SIGTERM and SIGINT set `stop`; SIGHUP sets `reload`, as Prometheus does."""
     def handle(signum: int, frame: FrameType | None) -> None:
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
+    def handle_reload(signum: int, frame: FrameType | None) -> None:
+        log.info("reloading config", extra={"signal": "SIGHUP"})
+        assert reload is not None
+        reload.set()
+
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    if reload is not None:
+        signal.signal(signal.SIGHUP, handle_reload)
 
 
-def serve(config: Config, *, config_path: str, listen_address: str, web: WebConfig | None,
-          stop: threading.Event, on_listening: Callable[[ExporterServer], None] | None = None) -> int:
-    """Run the poller and the HTTP server until `stop` is set."""
-    http = build_http_client(config)
-    publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-    poller = build_poller(config, http, config_path, publisher)
-    publisher.publish(poller.snapshot())
+def serve(config: Config, *, config_path: str, listen_address: str, web: WebConfigProvider | None,
+          stop: threading.Event, reload: threading.Event | None = None,
+          on_listening: Callable[[ExporterServer], None] | None = None) -> int:
+    """Run the poller and the HTTP server until `stop` is set; reload the config on `reload`."""
     try:
-        server = ExporterServer(listen_address, publisher, web=web,
-                                thresholds=config.inactive_thresholds_days)
+        app = App(config, config_path=config_path, listen_address=listen_address, web=web)
     except OSError as err:
         reason = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be used: {err.strerror}"
         print(f"--web.listen-address: {listen_address} {reason}; choose another address",
               file=sys.stderr)
         return 1
-    server.start()
-    log.info("listening", extra={"address": server.url, "tenants": len(config.tenants),
+    app.start()
+    log.info("listening", extra={"address": app.server.url, "tenants": len(config.tenants),
                                  "version": __version__})
     if on_listening is not None:
-        on_listening(server)
-    threading.Thread(target=poller.run, name="poller", daemon=True).start()
-    while not stop.wait(0.5):
-        pass
-    poller.stop()
-    server.shutdown()
+        on_listening(app.server)
+    try:
+        run_until(app, stop, reload or threading.Event(),
+                  lambda: load_configs(config_path, None)[0])
+    finally:
+        app.stop()
     return 0
 
 
@@ -169,10 +146,10 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if args.once:
         return _once(config, args.config_file)
-    stop = threading.Event()
-    stop_on_signals(stop)
+    stop, reload = threading.Event(), threading.Event()
+    stop_on_signals(stop, reload)
     return serve(config, config_path=args.config_file, listen_address=args.listen_address,
-                 web=web, stop=stop)
+                 web=web, stop=stop, reload=reload)
 
 
 def login(argv: Sequence[str]) -> int:

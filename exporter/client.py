@@ -30,6 +30,8 @@ class TokenSource(Protocol):
 
     def get_token(self, *, force_refresh: bool = False) -> str: ...
 
+    def wait_idle(self, timeout: float) -> bool: ...
+
 
 def parse_date(text: str) -> dt.date:
     """Parse `M/D/YYYY` (the documented form) or an ISO 8601 date or timestamp."""
@@ -135,19 +137,19 @@ class DapStatisticsClient:
         self.name = name
         self._http = http
         self._url = url
-        self._tokens = tokens
+        self.tokens = tokens
         self._clock = clock
         self.requests_by_code: dict[str, int] = {}
 
     @property
     def token_expires_at(self) -> float | None:
-        return self._tokens.expires_at
+        return self.tokens.expires_at
 
     def fetch(self) -> DapStatistics:
-        response = self._get(self._tokens.get_token())
+        response = self._get(self.tokens.get_token())
         if response.status_code == 401:
             # The identity platform may still think a revoked or rotated token is fine: one fresh try.
-            response = self._get(self._tokens.get_token(force_refresh=True))
+            response = self._get(self.tokens.get_token(force_refresh=True))
         return self._interpret(response)
 
     def _get(self, token: str) -> httpx.Response:
@@ -190,7 +192,7 @@ class DapStatisticsClient:
                                         f"{response.reason_phrase}")
 
     def _refused_message(self, status: int) -> str:
-        if self._tokens.method == "client_credentials":
+        if self.tokens.method == "client_credentials":
             return (f"Partner Center refused the app-only token ({status}): delegatedAdminStatistics "
                     f"accepts App+User tokens only; switch to method refresh_token and run login")
         if status == 403:

@@ -148,6 +148,13 @@ class Publisher:
         with self._lock:
             self.current = self._render(snapshot)
 
+    def reconfigure(self, thresholds: Sequence[int], *, poll_interval: float) -> None:
+        """New thresholds or interval from a reloaded config, applied to the current snapshot."""
+        with self._lock:
+            self._thresholds = tuple(thresholds)
+            self._poll_interval = poll_interval
+            self.current = self._render(self.current.snapshot)
+
     def refresh_if_new_day(self) -> bool:
         """Re-render when the UTC date moved on, so over-threshold counts age without a poll."""
         with self._lock:

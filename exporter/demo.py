@@ -65,8 +65,8 @@ def demo(argv: Sequence[str]) -> int:
         with Simulator(cert_dir=workdir / "certs") as sim:
             config_path = write_demo_config(sim, workdir)
             config, _ = load_configs(str(config_path), None)
-            stop = threading.Event()
-            stop_on_signals(stop)
+            stop, reload = threading.Event(), threading.Event()
+            stop_on_signals(stop, reload)
 
             def banner(server: ExporterServer) -> None:
                 print(f"""
@@ -81,7 +81,7 @@ Press Ctrl+C to stop.
 """, flush=True)
 
             return serve(config, config_path=str(config_path), listen_address=args.listen_address,
-                         web=None, stop=stop, on_listening=banner)
+                         web=None, stop=stop, reload=reload, on_listening=banner)
 
 
 if __name__ == "__main__":

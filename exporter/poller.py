@@ -74,6 +74,19 @@ class Poller:
         self._states = [_TenantState(source=s, view=TenantSnapshot(name=s.name), next_due=now,
                                      regular_next=now) for s in sources]
 
+    def reconfigure(self, sources: Sequence[Source], *, interval: float, concurrency: int) -> None:
+        """Poll these sources from now on; a source polled before keeps its state and schedule."""
+        now = self._monotonic()
+        with self._lock:
+            known = {id(state.source): state for state in self._states}
+            self._states = [known.get(id(source)) or _TenantState(
+                source=source, view=TenantSnapshot(name=source.name), next_due=now, regular_next=now)
+                for source in sources]
+            self._interval = interval
+            self._concurrency = concurrency
+            self._dirty = True
+        self._wake.set()
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(tuple(state.view for state in self._states))

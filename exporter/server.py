@@ -18,7 +18,7 @@ from exporter import __version__
 from exporter.collector import CONTENT_TYPE, Publisher
 from exporter.logs import REDACTOR
 from exporter.model import Snapshot, TenantSnapshot, utc_date
-from exporter.webconfig import WebConfig
+from exporter.webconfig import WebConfig, WebConfigProvider
 
 log = logging.getLogger("exporter.server")
 
@@ -63,8 +63,11 @@ class TLSThreadingHTTPServer(ThreadingHTTPServer):
         log.log(level, "error while serving a request", extra={
             "client": client_address[0], "error": f"{type(error).__name__}: {error}"})
 
+    def current_ssl_context(self) -> ssl.SSLContext | None:
+        return self.ssl_context
+
     def finish_request(self, request: Any, client_address: Any) -> None:
-        context = self.ssl_context
+        context = self.current_ssl_context()
         if context is None:
             super().finish_request(request, client_address)
             return
@@ -140,26 +143,42 @@ def _tenant_row(tenant: TenantSnapshot, *, now: float, threshold: int,
             f"<td>{customers}</td><td>{over}</td><td>{error}</td></tr>\n")
 
 
+class _WebConfiguredHTTPServer(TLSThreadingHTTPServer):
+    """Asks the web config for the TLS context on every connection, so certificates can rotate."""
+
+    web_config: WebConfigProvider = WebConfig()
+
+    def current_ssl_context(self) -> ssl.SSLContext | None:
+        return self.web_config.current().ssl_context
+
+
 class ExporterServer:
     """Serves the publisher's current exposition; nothing here ever calls upstream."""
 
     def __init__(self, listen_address: str, publisher: Publisher, *, thresholds: tuple[int, ...],
-                 web: WebConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+                 web: WebConfigProvider | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         host, port = parse_listen_address(listen_address)
         self._publisher = publisher
-        self._web = web or WebConfig()
-        handler = _make_handler(self, thresholds, clock)
-        self._httpd = TLSThreadingHTTPServer((host, port), handler)
-        self._httpd.ssl_context = self._web.ssl_context
+        self._web: WebConfigProvider = web or WebConfig()
+        self.thresholds = thresholds
+        handler = _make_handler(self, clock)
+        self._httpd = _WebConfiguredHTTPServer((host, port), handler)
+        self._httpd.web_config = self._web
         self._thread: threading.Thread | None = None
 
     @property
     def publisher(self) -> Publisher:
         return self._publisher
 
+    @publisher.setter
+    def publisher(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
     @property
     def web(self) -> WebConfig:
-        return self._web
+        """The web config in force now (re-read from its file when that changed)."""
+        return self._web.current()
 
     @property
     def port(self) -> int:
@@ -172,7 +191,7 @@ class ExporterServer:
             host = "localhost"
         elif ":" in host:
             host = f"[{host}]"
-        scheme = "https" if self._web.ssl_context else "http"
+        scheme = "https" if self.web.ssl_context else "http"
         return f"{scheme}://{host}:{self.port}"
 
     def start(self) -> None:
@@ -185,14 +204,14 @@ class ExporterServer:
         self._httpd.server_close()
 
 
-def _make_handler(server: ExporterServer, thresholds: tuple[int, ...],
-                  clock: Callable[[], float]) -> type[BaseHTTPRequestHandler]:
+def _make_handler(server: ExporterServer, clock: Callable[[], float]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # keep-alive stalls ~40 ms per request without it
         timeout = IDLE_TIMEOUT
         server_version = f"partnercenter-exporter/{__version__}"
         sys_version = ""
+        web: WebConfig = WebConfig()  # the config in force for the current request
 
         def do_GET(self) -> None:
             self._dispatch(head=False)
@@ -206,8 +225,9 @@ def _make_handler(server: ExporterServer, thresholds: tuple[int, ...],
 
         def _dispatch(self, *, head: bool) -> None:
             path = urlsplit(self.path).path
-            if path not in _OPEN_PATHS and server.web.basic_auth \
-                    and not server.web.basic_auth.check(self.headers.get("Authorization")):
+            web = self.web = server.web
+            if path not in _OPEN_PATHS and web.basic_auth \
+                    and not web.basic_auth.check(self.headers.get("Authorization")):
                 self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", head=head,
                            extra={"WWW-Authenticate": 'Basic realm="partnercenter-exporter"'})
                 return
@@ -227,7 +247,7 @@ def _make_handler(server: ExporterServer, thresholds: tuple[int, ...],
                            b"OK\n" if ready else b"waiting for the first poll of every tenant\n",
                            "text/plain; charset=utf-8", head=head)
             elif path == "/":
-                body = landing_page(exposition.snapshot, now=clock(), thresholds=thresholds)
+                body = landing_page(exposition.snapshot, now=clock(), thresholds=server.thresholds)
                 self._send(200, body, "text/html; charset=utf-8", head=head)
             else:
                 self._send(404, b"Not found; try /metrics\n", "text/plain; charset=utf-8", head=head)
@@ -237,7 +257,7 @@ def _make_handler(server: ExporterServer, thresholds: tuple[int, ...],
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            for name, value in {**server.web.headers, **(extra or {})}.items():
+            for name, value in {**self.web.headers, **(extra or {})}.items():
                 self.send_header(name, value)
             self.end_headers()
             if not head:

@@ -6,17 +6,21 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
+import os
 import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import bcrypt
 import yaml
 
 from exporter.config import ConfigError
+
+log = logging.getLogger("exporter.webconfig")
 
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version",
              "max_version"}
@@ -69,11 +73,78 @@ class BasicAuth:
         return True
 
 
+class WebConfigProvider(Protocol):
+    def current(self) -> WebConfig: ...
+
+
 @dataclass(frozen=True)
 class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     basic_auth: BasicAuth = field(default_factory=lambda: BasicAuth({}))
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The certificate, key and CA files it was built from; a change to any of them reloads it.
+    files: tuple[Path, ...] = ()
+
+    def current(self) -> WebConfig:
+        """A fixed config is its own provider (see WebConfigFile)."""
+        return self
+
+
+_Fingerprint = tuple[tuple[int, int, int, int] | None, ...]
+
+
+def _fingerprint(paths: tuple[Path, ...]) -> _Fingerprint:
+    prints: list[tuple[int, int, int, int] | None] = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            prints.append(None)
+            continue
+        prints.append((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(prints)
+
+
+class WebConfigFile:
+    """The `--web.config.file`, re-read whenever it or a file it names changes.
+
+    As in exporter-toolkit, a certificate or password can be rotated without a restart. The check
+    is a few stat() calls per connection and request. A broken edit is logged once and the
+    previous good config stays in force, so a half-written file never opens or closes the door.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._config = load_web_config(self.path)  # the first load must succeed
+        self._seen = self._fingerprint(self._config)
+
+    def _fingerprint(self, config: WebConfig) -> _Fingerprint:
+        return _fingerprint((self.path, *config.files))
+
+    def current(self) -> WebConfig:
+        config = self._config
+        if self._fingerprint(config) == self._seen:
+            return config
+        with self._lock:
+            config = self._config
+            seen = self._fingerprint(config)
+            if seen == self._seen:
+                return config
+            self._seen = seen
+            try:
+                config = load_web_config(self.path)
+            except ConfigError as err:
+                log.error("web config reload failed; keeping the previous one", extra={
+                    "file": str(self.path), "errors": "; ".join(err.errors)})
+                return self._config
+            self._config = config
+            # Stat after loading, so a file that changed mid-load is read again next time.
+            self._seen = self._fingerprint(config)
+            log.info("web config reloaded", extra={"file": str(self.path),
+                                                   "tls": config.ssl_context is not None,
+                                                   "basic_auth": bool(config.basic_auth)})
+            return config
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -93,12 +164,14 @@ def load_web_config(path: str | Path) -> WebConfig:
         if key not in {"tls_server_config", "http_server_config", "basic_auth_users"}:
             errors.append(f"{key}: unknown key; allowed keys: basic_auth_users, http_server_config, "
                           f"tls_server_config")
-    context = _tls(raw.get("tls_server_config"), where.parent, errors)
+    files: list[Path] = []
+    context = _tls(raw.get("tls_server_config"), where.parent, errors, files)
     users = _users(raw.get("basic_auth_users"), errors)
     headers = _headers(raw.get("http_server_config"), errors)
     if errors:
         raise ConfigError(errors)
-    return WebConfig(ssl_context=context, basic_auth=BasicAuth(users), headers=headers)
+    return WebConfig(ssl_context=context, basic_auth=BasicAuth(users), headers=headers,
+                     files=tuple(files))
 
 
 def _file(value: Any, base: Path, where: str, errors: list[str]) -> Path | None:
@@ -113,7 +186,7 @@ def _file(value: Any, base: Path, where: str, errors: list[str]) -> Path | None:
     return candidate
 
 
-def _tls(value: Any, base: Path, errors: list[str]) -> ssl.SSLContext | None:
+def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SSLContext | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -146,6 +219,7 @@ def _tls(value: Any, base: Path, errors: list[str]) -> ssl.SSLContext | None:
                           f"got {version!r}")
             version = default
         versions.append(_TLS_VERSIONS[version])
+    files += [path for path in (cert, key, ca) if path is not None]
     if cert is None or key is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"msg=listening address=(\S+)")
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -33,7 +34,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
+        time.sleep(interval)
 
 
 def inactive_over_90(sim: Simulator, tenant_id: str) -> int:
@@ -50,6 +51,23 @@ def run_exporter(*args: str, timeout: float = 60, env: dict[str, str] | None = N
                  ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(exporter_command(*args), capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
+
+
+def seeded_tenant(sim: Simulator, directory: Path, name: str, tenant_id: str,
+                  customers: int = 120) -> dict[str, object]:
+    """Register another tenant in the simulator; return its config entry with a fresh seed."""
+    sim.add_tenant(tenant_id, customers=customers)
+    seed = directory / f"{name}.seed"
+    seed.write_text(sim.issue_refresh_token(tenant_id, CLIENT_ID, f"admin@{name}.test"))
+    return {"name": name, "tenant_id": tenant_id, "client_id": CLIENT_ID,
+            "auth": {"token_cache_file": str(directory / f"{name}.cache.json"),
+                     "refresh_token_file": str(seed)}}
+
+
+def cached_refresh_tokens(path: Path) -> list[str]:
+    """The refresh tokens in an MSAL token cache file; fails if the file does not parse."""
+    cache = json.loads(path.read_text())
+    return [entry["secret"] for entry in cache.get("RefreshToken", {}).values()]
 
 
 def write_config(sim: Simulator, directory: Path, *, seed: bool = True, name: str = "contoso",

@@ -268,3 +268,31 @@ def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         persistence.save(json.dumps({"rt": "new"}))
     assert json.loads(target.read_text()) == {"rt": "old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json"]
+
+
+def test_lock_left_by_a_killed_process_does_not_block_the_cache(aad: Any, tmp_path: Path) -> None:
+    """A lock file left behind by a killed process does not stop the next one saving tokens."""
+    cache = tmp_path / "cache.json"
+    Path(f"{cache}.lockfile").write_text("12345 partnercenter-exporter")  # its holder is gone
+    aad.token.mock(return_value=httpx.Response(200, json=token_body("at-1", "rt-2")))
+    assert provider(tenant(seed="seed-rt", cache=cache)).get_token() == "at-1"
+    assert "rt-2" in cache.read_text()
+
+
+def test_cache_lock_held_by_another_process_is_a_clear_error(aad: Any, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache locked by a live process for too long fails the poll with auth, naming the file."""
+    import fcntl
+
+    cache = tmp_path / "cache.json"
+    holder = os.open(f"{cache}.lockfile", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    monkeypatch.setattr("exporter.auth.TOKEN_CACHE_LOCK_TIMEOUT", 0.05)
+    aad.token.mock(return_value=httpx.Response(200, json=token_body("at-1", "rt-2")))
+    try:
+        with pytest.raises(PollError) as caught:
+            provider(tenant(seed="seed-rt", cache=cache)).get_token()
+    finally:
+        os.close(holder)
+    assert caught.value.reason == "auth"
+    assert f"cannot use token cache {cache}: another process held" in caught.value.message

@@ -35,7 +35,15 @@ from devtools.grafana import (
 from devtools.render import render_dashboard
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID, free_port, require_binary
-from tests.e2e_helpers import ROOT, ExporterProcess, http_get, inactive_over_90, wait_for, write_config
+from tests.e2e_helpers import (
+    ROOT,
+    ExporterProcess,
+    http_get,
+    inactive_over_90,
+    seeded_tenant,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -157,12 +165,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Simulator() as sim:
         sim.add_client(CLIENT_ID)
         sim.add_tenant(TENANT_ID, customers=250)
-        sim.add_tenant(FABRIKAM_ID, customers=120)
-        seed = tmp / "fabrikam.seed"
-        seed.write_text(sim.issue_refresh_token(FABRIKAM_ID, CLIENT_ID, "admin@fabrikam.test"))
-        config = write_config(sim, tmp, extra_tenants=[{
-            "name": "fabrikam", "tenant_id": FABRIKAM_ID, "client_id": CLIENT_ID,
-            "auth": {"token_cache_file": str(tmp / "fabrikam.cache.json"), "refresh_token_file": str(seed)}}])
+        config = write_config(sim, tmp, extra_tenants=[seeded_tenant(sim, tmp, "fabrikam", FABRIKAM_ID)])
         exporter = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
                                    tmp / "exporter.log")
         webhook = Webhook()

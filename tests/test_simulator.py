@@ -15,6 +15,7 @@ from exporter.client import DapStatisticsClient
 from exporter.model import PollError
 from exporter.simulator import Fault, Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, free_port, tenant
+from tests.e2e_helpers import cached_refresh_tokens
 
 
 @pytest.fixture
@@ -138,3 +139,17 @@ def test_device_code_login_fills_the_cache(sim: Simulator, http: httpx.Client, t
     assert "enter the code" in out.getvalue()
     provider = TokenProvider(tenant(cache=cache), ends, http)
     assert provider.get_token().startswith("sim-at-")
+
+
+def test_login_replaces_an_earlier_sign_in(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """After login as another user, the cache holds only the new account, which the exporter uses."""
+    client = make_client(sim, http, tmp_path)
+    client.fetch()
+    sim.revoke_refresh_tokens()
+    ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
+    user = device_code_login(tenant(cache=tmp_path / "cache.json"), ends, http, config_path="c.yml",
+                             out=io.StringIO())
+    assert user != "admin@contoso.test"
+    assert cached_refresh_tokens(tmp_path / "cache.json") == [sim.live_refresh_tokens()[-1]]
+    sim.invalidate_access_tokens()
+    assert make_client(sim, http, tmp_path).fetch().total_customers == 250

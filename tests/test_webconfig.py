@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import shutil
 import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bcrypt
 import pytest
 
+from exporter.collector import Publisher
 from exporter.config import ConfigError
+from exporter.server import ExporterServer
 from exporter.simulator.certs import generate_certs
-from exporter.webconfig import BasicAuth, load_web_config
+from exporter.webconfig import BasicAuth, WebConfigFile, load_web_config
 
 HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
 
@@ -91,3 +96,102 @@ def test_basic_auth_rejects_wrong_unknown_and_malformed() -> None:
     assert not auth.check("Basic !!!not-base64")
     assert not auth.check("Bearer abc")
     assert not auth.check(None)
+
+
+# --- Reload while running, over real sockets -------------------------------------------------
+
+def scrape(port: int, context: ssl.SSLContext | None = None,
+           headers: dict[str, str] | None = None) -> int:
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5) if context
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+    try:
+        conn.request("GET", "/metrics", headers=headers or {})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def serve_web() -> Iterator[Callable[[Path], ExporterServer]]:
+    servers: list[ExporterServer] = []
+
+    def start(path: Path) -> ExporterServer:
+        server = ExporterServer("127.0.0.1:0", Publisher((90,), poll_interval=60), thresholds=(90,),
+                                web=WebConfigFile(path))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def client_context(ca_file: Path, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    return context
+
+
+def test_mutual_tls_refuses_clients_without_a_certificate(
+        tmp_path: Path, serve_web: Callable[[Path], ExporterServer]) -> None:
+    """RequireAndVerifyClientCert: a scrape without a client certificate fails, with one it works."""
+    certs = generate_certs(tmp_path)
+    server = serve_web(write(tmp_path, "tls_server_config:\n  cert_file: server.pem\n"
+                                       "  key_file: server-key.pem\n"
+                                       "  client_auth_type: RequireAndVerifyClientCert\n"
+                                       "  client_ca_file: ca.pem\n"))
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        scrape(server.port, client_context(certs.ca_file))
+    assert scrape(server.port, client_context(
+        certs.ca_file, (certs.client_cert_file, certs.client_key_file))) == 200
+
+
+def test_rotated_certificate_is_served_without_restart(
+        tmp_path: Path, serve_web: Callable[[Path], ExporterServer]) -> None:
+    """Replacing cert_file and key_file on disk changes the certificate of the next connection."""
+    old = generate_certs(tmp_path / "old")
+    new = generate_certs(tmp_path / "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("server.pem", "server-key.pem"):
+        shutil.copy(old.ca_file.parent / name, live / name)
+    server = serve_web(write(live, "tls_server_config:\n  cert_file: server.pem\n"
+                                   "  key_file: server-key.pem\n"))
+    assert scrape(server.port, client_context(old.ca_file)) == 200
+    for name in ("server.pem", "server-key.pem"):
+        shutil.copy(new.ca_file.parent / name, live / f".{name}")
+        (live / f".{name}").replace(live / name)  # how cert-manager and certbot swap files
+    assert scrape(server.port, client_context(new.ca_file)) == 200
+    with pytest.raises(ssl.SSLCertVerificationError):
+        scrape(server.port, client_context(old.ca_file))
+
+
+def test_changed_password_applies_to_the_next_request(
+        tmp_path: Path, serve_web: Callable[[Path], ExporterServer]) -> None:
+    """Editing basic_auth_users takes effect on the next request, without a restart."""
+    path = write(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n")
+    server = serve_web(path)
+    assert scrape(server.port, headers={"Authorization": basic("prometheus", "pw")}) == 200
+    path.write_text("basic_auth_users:\n  prometheus: "
+                    + bcrypt.hashpw(b"new-pw", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    assert scrape(server.port, headers={"Authorization": basic("prometheus", "pw")}) == 401
+    assert scrape(server.port, headers={"Authorization": basic("prometheus", "new-pw")}) == 200
+
+
+def test_broken_edit_keeps_the_previous_config_and_logs_once(
+        tmp_path: Path, serve_web: Callable[[Path], ExporterServer],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A web config edited into an invalid state is logged once; the last good one stays in force."""
+    path = write(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n")
+    server = serve_web(path)
+    path.write_text("basic_auth_users:\n  prometheus: plain-text-password\n")
+    for _ in range(3):
+        assert scrape(server.port) == 401
+        assert scrape(server.port, headers={"Authorization": basic("prometheus", "pw")}) == 200
+    failures = [r for r in caplog.records if r.getMessage().startswith("web config reload failed")]
+    assert len(failures) == 1
+    assert "basic_auth_users.prometheus: must be a bcrypt hash" in failures[0].__dict__["errors"]
+    assert "plain-text-password" not in caplog.text

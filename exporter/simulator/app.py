@@ -162,6 +162,11 @@ class Simulator:
         with self._lock:
             return [*self._access, *self._refresh]
 
+    def refresh_token_history(self, tenant_id: str) -> list[str]:
+        """A tenant's refresh tokens in the order they were issued (the newest last)."""
+        with self._lock:
+            return [t for t, info in self._refresh.items() if info.tenant_id == tenant_id]
+
     def live_refresh_tokens(self) -> list[str]:
         with self._lock:
             return [t for t, info in self._refresh.items() if info.valid]

@@ -1,0 +1,145 @@
+"""The running exporter: one config's pipeline (HTTP client, sources, poller, publisher, server)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import certifi
+import httpx
+
+from exporter import __version__
+from exporter.auth import TokenProvider
+from exporter.client import DapStatisticsClient
+from exporter.collector import Publisher
+from exporter.config import Config, TenantConfig
+from exporter.logs import REDACTOR
+from exporter.poller import Poller
+from exporter.server import ExporterServer
+from exporter.webconfig import WebConfigProvider
+
+log = logging.getLogger("exporter")
+
+# How long shutdown waits for token requests in flight: a refresh token the platform already
+# rotated is lost unless its response is saved. SIGTERM must still end within 5 s.
+TOKEN_SHUTDOWN_GRACE = 3.0
+
+
+def build_http_client(config: Config) -> httpx.Client:
+    """The one outbound client: shared by MSAL and the API calls, with timeouts and ca_file."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if config.endpoints.ca_file is not None:
+        context.load_verify_locations(cafile=str(config.endpoints.ca_file))
+    pool = config.poll_concurrency * 2 + 4
+    return httpx.Client(
+        timeout=httpx.Timeout(config.request_timeout), verify=context,
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        headers={"User-Agent": f"partnercenter-exporter/{__version__}"})
+
+
+def build_source(tenant: TenantConfig, config: Config, http: httpx.Client,
+                 config_path: str) -> DapStatisticsClient:
+    return DapStatisticsClient(
+        tenant.name, http, config.endpoints.dap_statistics_url,
+        TokenProvider(tenant, config.endpoints, http, config_path=config_path,
+                      on_token=REDACTOR.add_token))
+
+
+def build_poller(config: Config, http: httpx.Client, config_path: str, publisher: Publisher,
+                 *, retry_initial: float = 15.0) -> Poller:
+    """One DapStatisticsClient per tenant, polled on the config's interval into the publisher."""
+    sources = [build_source(tenant, config, http, config_path) for tenant in config.tenants]
+    return Poller(sources, interval=config.poll_interval, concurrency=config.poll_concurrency,
+                  on_snapshot=publisher.publish, on_tick=publisher.refresh_if_new_day,
+                  retry_initial=retry_initial)
+
+
+def _shared_settings(config: Config) -> tuple[object, ...]:
+    # What the HTTP client and every source are built from; a change means rebuilding them all.
+    return config.endpoints, config.request_timeout, config.poll_concurrency
+
+
+class App:
+    """Polls in the background and serves /metrics; `reload` swaps in a new config while running."""
+
+    def __init__(self, config: Config, *, config_path: str, listen_address: str,
+                 web: WebConfigProvider | None = None, retry_initial: float = 15.0) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._retry_initial = retry_initial
+        self._http = build_http_client(config)
+        self.publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
+        self._sources = {tenant.name: (tenant, build_source(tenant, config, self._http, config_path))
+                         for tenant in config.tenants}
+        self.poller = Poller([source for _, source in self._sources.values()],
+                             interval=config.poll_interval, concurrency=config.poll_concurrency,
+                             on_snapshot=self.publisher.publish,
+                             on_tick=self.publisher.refresh_if_new_day, retry_initial=retry_initial)
+        self.publisher.publish(self.poller.snapshot())
+        try:
+            self.server = ExporterServer(listen_address, self.publisher, web=web,
+                                         thresholds=config.inactive_thresholds_days)
+        except OSError:
+            self._http.close()
+            raise
+        self._poll_thread = threading.Thread(target=self.poller.run, name="poller", daemon=True)
+        self._retired: list[httpx.Client] = []
+
+    def start(self) -> None:
+        self.server.start()
+        self._poll_thread.start()
+
+    def reload(self, config: Config) -> None:
+        """Apply a new config. Unchanged tenants keep their tokens, data and schedule."""
+        rebuild = _shared_settings(config) != _shared_settings(self.config)
+        if rebuild:
+            # Polls still running finish on the old client; it is closed at stop().
+            self._retired.append(self._http)
+            self._http = build_http_client(config)
+        sources = {}
+        for tenant in config.tenants:
+            old = self._sources.get(tenant.name)
+            if old is not None and old[0] == tenant and not rebuild:
+                sources[tenant.name] = old
+            else:
+                sources[tenant.name] = (tenant, build_source(tenant, config, self._http,
+                                                             self._config_path))
+        kept = sum(1 for name, entry in sources.items() if self._sources.get(name) is entry)
+        self._sources = sources
+        self.config = config
+        self.publisher.reconfigure(config.inactive_thresholds_days, poll_interval=config.poll_interval)
+        self.server.thresholds = config.inactive_thresholds_days
+        self.poller.reconfigure([source for _, source in sources.values()],
+                                interval=config.poll_interval, concurrency=config.poll_concurrency)
+        log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})
+
+    def stop(self) -> None:
+        self.poller.stop()
+        deadline = time.monotonic() + TOKEN_SHUTDOWN_GRACE
+        for _, source in self._sources.values():
+            if not source.tokens.wait_idle(deadline - time.monotonic()):
+                log.warning("stopped while a token request was in flight; if the refresh token "
+                            "was rotated, run login again", extra={"tenant": source.name})
+        self.server.shutdown()
+        for client in (*self._retired, self._http):
+            client.close()
+
+
+def run_until(app: App, stop: threading.Event, reload: threading.Event,
+              load: Callable[[], Config]) -> None:
+    """Serve until `stop`; on `reload`, load the config again, keeping the old one if it is bad."""
+    while not stop.wait(0.2):
+        if not reload.is_set():
+            continue
+        reload.clear()
+        try:
+            config = load()
+        except Exception as err:
+            errors = getattr(err, "errors", None) or [str(err)]
+            log.error("config reload failed; still running the previous config",
+                      extra={"errors": "; ".join(errors)})
+            continue
+        app.reload(config)
