@@ -24,7 +24,7 @@ from msal.exceptions import MsalServiceError
 
 from exporter.client import describe_transport_error, parse_retry_after
 from exporter.config import Endpoints, TenantConfig
-from exporter.model import PollError, Reason
+from exporter.model import PollError
 
 log = logging.getLogger("exporter.auth")
 
@@ -239,13 +239,9 @@ class TokenProvider:
             result = self._acquire(self._app, force_refresh)
         except PollError:
             raise
-        except MsalServiceError:
+        except MsalServiceError as err:
             # MSAL raises for 5xx from the token endpoint instead of returning the error body.
-            status = self._http.last_status
-            retry_after = parse_retry_after(self._http.last_retry_after, self._clock())
-            reason: Reason = "throttled" if status == 429 else "server_error"
-            raise PollError(reason, f"the identity platform answered {status or 'an HTTP error'}",
-                            retry_after=retry_after) from None
+            raise self._service_error(str(err)) from None
         except httpx.TransportError as err:
             raise describe_transport_error(err, "the identity platform") from None
         except json.JSONDecodeError:
@@ -266,6 +262,20 @@ class TokenProvider:
         if self._on_token is not None:
             self._on_token(token)
         return token
+
+    def _service_error(self, text: str) -> PollError:
+        status = self._http.last_status
+        if status is None:
+            # No request went out: MSAL replayed a recent 429/5xx from its throttle cache, which
+            # it keeps for Retry-After, or 60 s (public clients) or 5 s without one.
+            match = re.search(r"HTTP Error: (\d+)", text)
+            code = match.group(1) if match else "an error"
+            return PollError("throttled" if code == "429" else "server_error",
+                             f"the identity platform answered {code} a moment ago, and MSAL waits up to "
+                             f"60s before it asks again")
+        retry_after = parse_retry_after(self._http.last_retry_after, self._clock())
+        return PollError("throttled" if status == 429 else "server_error",
+                         f"the identity platform answered {status}", retry_after=retry_after)
 
     def _build(self) -> msal.ClientApplication:
         auth = self.tenant.auth
@@ -291,7 +301,8 @@ class TokenProvider:
         if accounts:
             result = app.acquire_token_silent_with_error(
                 self._scopes, account=accounts[0], force_refresh=force_refresh)
-            if result is not None:
+            # With a password at hand, a refresh token that stopped working is no dead end.
+            if result is not None and ("access_token" in result or auth.method != "username_password"):
                 return dict(result)
         if auth.method == "username_password":
             assert auth.username is not None

@@ -17,6 +17,9 @@ from exporter.model import DapStatistics, PollError, utc_date
 log = logging.getLogger("exporter.client")
 
 MAX_RETRY_AFTER = 24 * 3600.0
+# getaddrinfo's messages on Linux (glibc, musl) and macOS.
+_DNS_FAILURES = ("Name or service not known", "Temporary failure in name resolution",
+                 "nodename nor servname", "No address associated with hostname", "Try again")
 # Tolerates time-zone skew between Partner Center's dates and our UTC "today".
 FUTURE_DATE_SLACK = dt.timedelta(days=1)
 
@@ -126,7 +129,12 @@ def describe_transport_error(err: httpx.TransportError, what: str) -> PollError:
         return PollError("timeout", f"{what} at {host} did not answer in time ({type(err).__name__}); "
                                     f"raise request_timeout if it is just slow")
     detail = str(err).strip() or type(err).__name__
-    return PollError("connection", f"cannot reach {what} at {host}: {detail}")
+    if isinstance(err, httpx.ConnectError) and any(text in detail for text in _DNS_FAILURES):
+        return PollError("connection", f"cannot resolve the host name {host} of {what} (DNS): check "
+                                       f"the endpoint URL and this machine's DNS [{detail}]")
+    if isinstance(err, httpx.ConnectError):
+        return PollError("connection", f"cannot reach {what} at {host}: {detail}")
+    return PollError("connection", f"the connection to {what} at {host} broke off mid-request: {detail}")
 
 
 class DapStatisticsClient:

@@ -69,7 +69,7 @@ class TLSThreadingHTTPServer(ThreadingHTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         context = self.current_ssl_context()
         if context is None:
-            super().finish_request(request, client_address)
+            self.serve_connection(request, client_address)
             return
         request.settimeout(HANDSHAKE_TIMEOUT)
         try:
@@ -78,9 +78,13 @@ class TLSThreadingHTTPServer(ThreadingHTTPServer):
             log.debug("TLS handshake failed", extra={"client": client_address[0], "error": str(err)})
             return
         try:
-            super().finish_request(tls, client_address)
+            self.serve_connection(tls, client_address)
         finally:
             tls.close()
+
+    def serve_connection(self, connection: socket.socket, client_address: Any) -> None:
+        """Run the handler on a connection that is ready (with TLS: after the handshake)."""
+        super().finish_request(connection, client_address)
 
 
 def _accepts_gzip(header: str | None) -> bool:

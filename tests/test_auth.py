@@ -152,6 +152,23 @@ def test_username_password_uses_ropc_then_the_cache(aad: Any) -> None:
         ("password", "admin@contoso.onmicrosoft.com", "pw-secret")
 
 
+def test_username_password_signs_in_again_when_its_refresh_token_is_revoked(aad: Any) -> None:
+    """For username_password, a revoked cached refresh token leads to a new password grant."""
+    aad.get(url__regex=r"/common/userrealm/").mock(
+        return_value=httpx.Response(200, json={"account_type": "Managed", "ver": "1.0"}))
+    aad.token.mock(side_effect=[
+        httpx.Response(200, json=token_body("at-1", "rt-1", expires_in=60)),
+        httpx.Response(400, json=aad_error("invalid_grant", 50173, "revoked")),
+        httpx.Response(200, json=token_body("at-2", "rt-2")),
+    ])
+    tokens = provider(tenant("username_password", username="admin@contoso.onmicrosoft.com",
+                             password="pw"))
+    assert tokens.get_token() == "at-1"
+    assert tokens.get_token() == "at-2"
+    assert [form(call.request)["grant_type"] for call in aad.token.calls] == \
+        ["password", "refresh_token", "password"]
+
+
 def test_ropc_mfa_required_points_to_refresh_token_and_login(aad: Any) -> None:
     """AADSTS50076 on ROPC explains that ROPC cannot do MFA and names the way out."""
     aad.get(url__regex=r"/common/userrealm/").mock(
@@ -205,6 +222,19 @@ def test_token_endpoint_5xx_is_server_error(aad: Any) -> None:
     with pytest.raises(PollError) as caught:
         provider(tenant("client_credentials", secret="s")).get_token()
     assert caught.value.reason == "server_error"
+
+
+def test_replayed_5xx_says_msal_holds_off(aad: Any) -> None:
+    """A retry that MSAL answers from its throttle cache says so, instead of a vague HTTP error."""
+    aad.token.mock(return_value=httpx.Response(503, text="down"))
+    tokens = provider(tenant("client_credentials", secret="s"))
+    for _ in range(2):
+        with pytest.raises(PollError) as caught:
+            tokens.get_token()
+    assert aad.token.call_count == 1
+    assert caught.value.reason == "server_error"
+    assert caught.value.message == ("the identity platform answered 503 a moment ago, and MSAL waits "
+                                    "up to 60s before it asks again")
 
 
 def test_token_endpoint_html_is_invalid_response(aad: Any) -> None:

@@ -62,7 +62,9 @@ def test_slow_upstream_is_timeout(sim: Simulator, http: httpx.Client, tmp_path: 
 def test_reset_mid_body_is_connection(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
     """A connection dropped halfway through the body is reason connection."""
     sim.inject(Fault("api", status=200, body={"totalDapCustomerCount": 1, "x": "y" * 200}, reset=True))
-    assert reason_of(make_client(sim, http, tmp_path)).reason == "connection"
+    error = reason_of(make_client(sim, http, tmp_path))
+    assert error.reason == "connection"
+    assert "the connection to Partner Center at 127.0.0.1 broke off mid-request" in error.message
 
 
 def test_revoked_refresh_token_sends_user_to_login(sim: Simulator, http: httpx.Client,
@@ -126,7 +128,8 @@ def test_connection_refused_and_dns_failure(sim: Simulator, http: httpx.Client, 
                                authority_host="https://login.nonexistent.invalid")
     error = reason_of(unresolvable)
     assert error.reason == "connection"
-    assert "login.nonexistent.invalid" in error.message
+    assert "cannot resolve the host name login.nonexistent.invalid of the identity platform (DNS)" \
+        in error.message
 
 
 def test_device_code_login_fills_the_cache(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:

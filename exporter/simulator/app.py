@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import secrets
@@ -44,6 +45,7 @@ class Fault:
     delay: float = 0.0
     reset: bool = False
     times: int = 1
+    tenant: str | None = None  # only requests for this tenant id (None: any)
 
 
 @dataclass
@@ -67,6 +69,32 @@ class RequestRecord:
     target: str
     detail: str
     status: int
+    at: float  # the simulator's clock when it answered
+    tenant: str | None = None  # the tenant id in the path, or of the API call's token
+
+
+class _SimServer(TLSThreadingHTTPServer):
+    """Keeps track of open connections, so an outage can cut them as a real one would."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def serve_connection(self, connection: socket.socket, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(connection)
+        try:
+            super().serve_connection(connection, client_address)
+        finally:
+            with self.connections_lock:
+                self.connections.discard(connection)
+
+    def drop_connections(self) -> None:
+        with self.connections_lock:
+            for connection in self.connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
 
 class Simulator:
@@ -94,11 +122,15 @@ class Simulator:
         self._refresh: dict[str, _Token] = {}
         self._devices: dict[str, tuple[str, str]] = {}  # device_code -> (tenant, client_id)
         self._lock = threading.Lock()
-        self._httpd = TLSThreadingHTTPServer((host, port), _make_handler(self))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(self.certs.cert_file), str(self.certs.key_file))
-        self._httpd.ssl_context = context
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(str(self.certs.cert_file), str(self.certs.key_file))
+        self._httpd = self._listen((host, port))
         self._thread: threading.Thread | None = None
+
+    def _listen(self, address: tuple[str, int]) -> _SimServer:
+        httpd = _SimServer(address, _make_handler(self))
+        httpd.ssl_context = self._context
+        return httpd
 
     # --- set-up -------------------------------------------------------------------------
     @property
@@ -138,6 +170,11 @@ class Simulator:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self, target: str | None = None) -> None:
+        """Remove injected faults that have not run out yet (all, or one target's)."""
+        with self._lock:
+            self._faults = [f for f in self._faults if target not in (None, f.target)]
+
     def revoke_refresh_tokens(self, tenant_id: str | None = None) -> None:
         """Revoke every refresh token, or only those of one tenant."""
         with self._lock:
@@ -151,6 +188,21 @@ class Simulator:
             for token in self._access.values():
                 if tenant_id in (None, token.tenant_id):
                     token.valid = False
+
+    def go_down(self) -> None:
+        """Stop listening and cut open connections: new connections are refused until come_back()."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._httpd.drop_connections()
+
+    def come_back(self) -> None:
+        """Listen again on the same address after go_down()."""
+        self._httpd = self._listen(self._httpd.server_address[:2])  # type: ignore[arg-type]
+        self.start()
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (clients must reconnect, and resolve the host again)."""
+        self._httpd.drop_connections()
 
     def count(self, target: str, status: int | None = None) -> int:
         with self._lock:
@@ -171,19 +223,24 @@ class Simulator:
         with self._lock:
             return [t for t, info in self._refresh.items() if info.valid]
 
-    def _take_fault(self, target: str) -> Fault | None:
+    def _take_fault(self, target: str, tenant: str | None) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.target == target:
+                if fault.target == target and fault.tenant in (None, tenant):
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
                     return fault
         return None
 
-    def _record(self, target: str, detail: str, status: int) -> None:
+    def _record(self, target: str, detail: str, status: int, tenant: str | None) -> None:
         with self._lock:
-            self.requests.append(RequestRecord(target, detail, status))
+            self.requests.append(RequestRecord(target, detail, status, self.clock(), tenant))
+
+    def _tenant_of(self, authorization: str | None) -> str | None:
+        with self._lock:
+            info = self._access.get((authorization or "").removeprefix("Bearer "))
+        return info.tenant_id if info is not None else None
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> Simulator:
@@ -195,6 +252,7 @@ class Simulator:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.drop_connections()
         if self._tempdir is not None:
             self._tempdir.cleanup()
 
@@ -401,15 +459,16 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, b'{"error":"not_found"}', {"Content-Type": "application/json"})
                 return
-            fault = sim._take_fault(target)
+            tenant = sim._tenant_of(self.headers.get("Authorization")) if target == "api" else parts[0]
+            fault = sim._take_fault(target, tenant)
             if fault is not None:
                 time.sleep(fault.delay)
                 if fault.status is not None:
-                    sim._record(target, "fault", fault.status)
+                    sim._record(target, "fault", fault.status, tenant)
                     self._fault(fault)
                     return
             status, body = call()
-            sim._record(target, form.get("grant_type", ""), status)
+            sim._record(target, form.get("grant_type", ""), status, tenant)
             self._send(status, json.dumps(body).encode(),
                        {"Content-Type": "application/json; charset=utf-8"})
 
