@@ -39,12 +39,16 @@ _DURATION_PART_RE = re.compile(r"(\d+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+# Control characters and line separators (from odd keys or values) would break one line per error.
+_CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in [*range(32), 127, 0x85, 0x2028, 0x2029]}
+
+
 class ConfigError(Exception):
     """Raised with every problem found in a config; each line is `path: message`."""
 
     def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
+        self.errors = [line.translate(_CONTROL_ESCAPES) for line in errors]
+        super().__init__("\n".join(self.errors))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,171 @@
+"""Property-based: random configs end in a one-line error per problem, random payloads never crash."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter import cli
+from exporter.client import DapStatisticsClient
+from exporter.collector import render
+from exporter.config import ConfigError
+from exporter.model import PollError, Snapshot, TenantSnapshot
+from exporter.webconfig import load_web_config
+
+TODAY = dt.date(2026, 11, 23)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+CONFIG_KEYS = ["poll_interval", "request_timeout", "inactive_thresholds_days", "poll_concurrency",
+               "endpoints", "tenants", "authority_host", "dap_statistics_url", "scope", "ca_file",
+               "name", "tenant_id", "client_id", "auth", "method", "token_cache_file",
+               "refresh_token_file", "client_secret_file", "client_secret_env", "username",
+               "password_file", "client_secret", "refresh_token", "password"]
+WEB_KEYS = ["tls_server_config", "http_server_config", "basic_auth_users", "cert_file", "key_file",
+            "client_auth_type", "client_ca_file", "min_version", "max_version", "headers", "http2",
+            "X-Frame-Options", "prometheus"]
+SCALARS = (st.none() | st.booleans() | st.integers(-10**12, 10**12)
+           | st.floats(allow_nan=True, allow_infinity=True)
+           | st.sampled_from(["1m", "15m", "0s", "-5m", "1h30m", "30", "refresh_token",
+                              "client_credentials", "username_password", "contoso", "TLS13",
+                              "RequireAndVerifyClientCert", "https://login.microsoftonline.com",
+                              "http://x", "/nonexistent/file", "$2b$10$" + "a" * 53, ""])
+           | st.text(max_size=20))
+
+
+def documents(keys: list[str]) -> st.SearchStrategy[Any]:
+    """Nested YAML-able values whose keys are mostly the real ones, so validation goes deep."""
+    return st.recursive(SCALARS, lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(keys) | st.text(max_size=8), children, max_size=6), max_leaves=30)
+
+
+@contextlib.contextmanager
+def written(text: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "config.yaml"
+        path.write_text(text, encoding="utf-8")
+        yield path
+
+
+def config_check(path: Path) -> tuple[int, str, str]:
+    """Run `--config.check` in-process, as the CLI does, and capture what it prints."""
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["--config.file", str(path), "--config.check"])
+    finally:
+        root.handlers[:], root.level = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_clear_errors(code: int, out: str, err: str) -> None:
+    assert code in (0, 2), err
+    if code == 0:
+        assert out.strip() == "OK"
+        return
+    lines = err.splitlines()
+    assert lines, "exit code 2 without an error"
+    for line in lines:
+        assert "Traceback" not in line
+        assert ": " in line.strip(), f"error without a field or cause: {line!r}"
+
+
+@SETTINGS
+@given(documents(CONFIG_KEYS))
+def test_random_config_documents_end_in_clear_errors(document: Any) -> None:
+    """Any YAML document as config: OK, or exit 2 with one `field: problem` line per error."""
+    with written(yaml.safe_dump(document)) as path:
+        assert_clear_errors(*config_check(path))
+
+
+@SETTINGS
+@given(st.text(max_size=200))
+def test_random_text_as_config_ends_in_clear_errors(text: str) -> None:
+    """Any text as config (broken YAML included): exit 2 with clear lines, never a traceback."""
+    with written(text) as path:
+        assert_clear_errors(*config_check(path))
+
+
+@SETTINGS
+@given(documents(WEB_KEYS) | st.text(max_size=100).map(lambda t: {"raw": t}))
+def test_random_web_config_raises_only_config_error(document: Any) -> None:
+    """Any web config document loads or raises ConfigError with one-line messages."""
+    errors: list[str] = []
+    with written(yaml.safe_dump(document)) as path:
+        try:
+            load_web_config(path)
+        except ConfigError as err:
+            errors = err.errors or ["(ConfigError without a line)"]
+    assert all("\n" not in line and ": " in line for line in errors)
+
+
+DATES = (st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)).map(lambda d: f"{d.month}/{d.day}/{d.year}")
+         | st.dates().map(dt.date.isoformat) | st.text(max_size=12)
+         | st.sampled_from(["13/45/2020", "0/0/0", "6/18/2021 12:00:00 AM", "2021-06-18T00:00:00Z"]))
+COUNTS = st.integers(-5, 10**15) | st.floats() | st.text(max_size=5) | st.none() | st.booleans()
+ENTRY = st.fixed_dictionaries({}, optional={"date": DATES | COUNTS, "count": COUNTS}) | SCALARS
+PAYLOADS = (st.fixed_dictionaries({}, optional={
+    "totalDapCustomerCount": COUNTS,
+    "establishedDapCount": st.lists(ENTRY, max_size=20) | SCALARS,
+    "inactiveDapCount": st.lists(ENTRY, max_size=20) | SCALARS,
+}) | documents(["totalDapCustomerCount", "establishedDapCount", "inactiveDapCount", "date", "count"]))
+
+
+class StaticToken:
+    method = "refresh_token"
+    expires_at = None
+
+    def get_token(self, *, force_refresh: bool = False) -> str:
+        return "token"
+
+    def wait_idle(self, timeout: float) -> bool:
+        return True
+
+
+def fetch_body(body: bytes) -> TenantSnapshot:
+    """Serve `body` as the API's 200 answer and turn the fetch into a tenant snapshot."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, content=body, headers={"Content-Type": "application/json"}))
+    with httpx.Client(transport=transport) as http:
+        client = DapStatisticsClient("contoso", http, "https://pc.test/stats", StaticToken(),
+                                     clock=lambda: 1_795_400_000.0)
+        try:
+            stats = client.fetch()
+        except PollError as err:
+            error = err
+        else:
+            return TenantSnapshot(name="contoso", stats=stats, attempted=True, last_poll_success=True)
+    assert error.message
+    assert "\n" not in error.message
+    return TenantSnapshot(name="contoso", attempted=True, last_error_reason=error.reason,
+                          last_error_message=error.message)
+
+
+@SETTINGS
+@given(PAYLOADS)
+def test_random_payloads_end_in_a_snapshot_or_a_classified_error(payload: Any) -> None:
+    """Any JSON answer yields statistics or a PollError, and the snapshot always renders."""
+    tenant = fetch_body(json.dumps(payload).encode())
+    body = render(Snapshot((tenant,)), today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
+    assert b'partnercenter_exporter_poll_success{tenant="contoso"}' in body
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_random_bytes_end_in_a_classified_error(body: bytes) -> None:
+    """Any non-JSON or odd bytes with status 200 is a classified error, never an exception."""
+    tenant = fetch_body(body)
+    assert tenant.last_poll_success or tenant.last_error_reason == "invalid_response"
