@@ -131,7 +131,7 @@ def describe_transport_error(err: httpx.TransportError, what: str) -> PollError:
     detail = str(err).strip() or type(err).__name__
     if isinstance(err, httpx.ConnectError) and any(text in detail for text in _DNS_FAILURES):
         return PollError("connection", f"cannot resolve the host name {host} of {what} (DNS): check "
-                                       f"the endpoint URL and this machine's DNS [{detail}]")
+                                       f"the endpoint URL and this machine's DNS ({detail})")
     if isinstance(err, httpx.ConnectError):
         return PollError("connection", f"cannot reach {what} at {host}: {detail}")
     return PollError("connection", f"the connection to {what} at {host} broke off mid-request: {detail}")

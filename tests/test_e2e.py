@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -274,3 +275,22 @@ def test_config_check_reports_web_config_errors_too(sim: Simulator, tmp_path: Pa
     assert result.returncode == 2
     assert result.stderr.startswith("web.config.file: basic_auth_users.prometheus: must be a bcrypt hash")
     assert "plaintext" not in result.stderr
+
+
+def test_runs_with_a_read_only_root_filesystem(sim: Simulator, tmp_path: Path) -> None:
+    """As in `docker run --read-only`: only the token cache directory is writable, and a poll works."""
+    unshare = require_binary("unshare")
+    state = tmp_path / "state"
+    state.mkdir()
+    config = write_config(sim, state)
+    # The state directory becomes its own writable mount; everything else turns read-only.
+    script = (f'mount --bind "{state}" "{state}" && mount -o remount,bind,ro / && '
+              f'touch /probe-read-only 2>/dev/null && exit 99; exec "$@"')
+    result = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                             *exporter_command("--config.file", str(config), "--once")],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    if result.returncode != 0 and "Operation not permitted" in result.stderr and not os.environ.get("CI"):
+        pytest.skip("needs a mount namespace (root); CI runs it")
+    assert result.returncode == 0, result.stderr
+    assert 'partnercenter_exporter_poll_success{tenant="contoso"} 1.0' in result.stdout
+    assert sim.live_refresh_tokens()[0] in (state / "contoso.cache.json").read_text()

@@ -29,7 +29,7 @@ def test_readme_first_two_commands_are_demo_and_test() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run calls scripts/test, and every script is executable."""
     assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
-    for path in [ROOT / ".ci" / "run", *sorted((ROOT / "scripts").iterdir())]:
+    for path in [ROOT / ".ci" / "run", ROOT / "bench" / "run", *sorted((ROOT / "scripts").iterdir())]:
         assert os.access(path, os.X_OK), f"{path} is not executable"
 
 
@@ -40,6 +40,37 @@ def test_dockerfile_is_hadolint_clean() -> None:
     result = subprocess.run([binary, str(ROOT / "Dockerfile")], capture_output=True, text=True,
                             timeout=60, check=False)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_image_runs_as_non_root_without_a_shell_and_with_state_on_a_volume() -> None:
+    """The Dockerfile's final stage: numeric non-root USER, exec-form ENTRYPOINT, state VOLUME."""
+    final = (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
+    user = re.search(r"^USER (\d+)(?::(\d+))?$", final, re.MULTILINE)
+    assert user
+    assert int(user.group(1)) != 0
+    assert re.search(r'^ENTRYPOINT \["partnercenter-exporter"\]$', final, re.MULTILINE)
+    assert 'VOLUME ["/var/lib/partnercenter-exporter"]' in final
+    # With a read-only root filesystem Python must not try to write bytecode at run time.
+    assert "PYTHONDONTWRITEBYTECODE=1" in final
+
+
+def test_readme_links_the_security_and_reliability_docs() -> None:
+    """The README links docs/security.md and docs/reliability.md, and both exist."""
+    for doc in ("docs/security.md", "docs/reliability.md"):
+        assert f"]({doc})" in README
+        assert (ROOT / doc).is_file()
+
+
+def test_soak_benchmark_runs_and_reports_its_targets() -> None:
+    """bench.soak, scaled down, runs end to end and prints RSS and fd figures with PASS/MISS."""
+    result = subprocess.run([sys.executable, "-m", "bench.soak", "--polls", "40", "--scrapes", "200",
+                             "--seed", "1"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^RSS growth after warm-up: [+-]\d+\.\d MiB .* (PASS|MISS)$", result.stdout,
+                     re.MULTILINE)
+    assert re.search(r"^open fds after warm-up: \d+ -> \d+ .* (PASS|MISS)$", result.stdout, re.MULTILINE)
+    assert re.search(r"^\d+ faults injected; 0 failed scrapes$", result.stdout, re.MULTILINE)
 
 
 def test_readme_metrics_table_matches_the_exposition() -> None:
