@@ -6,7 +6,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import certifi
 import httpx
@@ -17,7 +17,7 @@ from exporter.client import DapStatisticsClient
 from exporter.collector import Publisher
 from exporter.config import Config, TenantConfig
 from exporter.logs import REDACTOR
-from exporter.poller import Poller
+from exporter.poller import Poller, Source
 from exporter.server import ExporterServer
 from exporter.webconfig import WebConfigProvider
 
@@ -48,10 +48,9 @@ def build_source(tenant: TenantConfig, config: Config, http: httpx.Client,
                       on_token=REDACTOR.add_token))
 
 
-def build_poller(config: Config, http: httpx.Client, config_path: str, publisher: Publisher,
-                 *, retry_initial: float = 15.0) -> Poller:
-    """One DapStatisticsClient per tenant, polled on the config's interval into the publisher."""
-    sources = [build_source(tenant, config, http, config_path) for tenant in config.tenants]
+def build_poller(config: Config, sources: Sequence[Source], publisher: Publisher, *,
+                 retry_initial: float = 15.0) -> Poller:
+    """Poll these sources on the config's interval and concurrency, publishing every change."""
     return Poller(sources, interval=config.poll_interval, concurrency=config.poll_concurrency,
                   on_snapshot=publisher.publish, on_tick=publisher.refresh_if_new_day,
                   retry_initial=retry_initial)
@@ -69,15 +68,12 @@ class App:
                  web: WebConfigProvider | None = None, retry_initial: float = 15.0) -> None:
         self.config = config
         self._config_path = config_path
-        self._retry_initial = retry_initial
         self._http = build_http_client(config)
         self.publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
         self._sources = {tenant.name: (tenant, build_source(tenant, config, self._http, config_path))
                          for tenant in config.tenants}
-        self.poller = Poller([source for _, source in self._sources.values()],
-                             interval=config.poll_interval, concurrency=config.poll_concurrency,
-                             on_snapshot=self.publisher.publish,
-                             on_tick=self.publisher.refresh_if_new_day, retry_initial=retry_initial)
+        self.poller = build_poller(config, [source for _, source in self._sources.values()],
+                                   self.publisher, retry_initial=retry_initial)
         self.publisher.publish(self.poller.snapshot())
         try:
             self.server = ExporterServer(listen_address, self.publisher, web=web,

@@ -247,3 +247,19 @@ def test_loop_wakes_just_after_utc_midnight() -> None:
     assert 30 < poller._seconds_to_utc_midnight() <= 32
     clock.wall = midnight + 1
     assert poller._seconds_to_utc_midnight() > 86000
+
+
+def test_reconfigure_keeps_known_sources_and_polls_new_ones_at_once() -> None:
+    """After reconfigure, a kept source keeps its data and schedule; a new one polls at once."""
+    clock = Clock()
+    kept, dropped, added = (FakeSource(n, clock, DapStatistics(total_customers=i))
+                            for i, n in enumerate(("kept", "dropped", "added"), start=1))
+    published: list[Snapshot] = []
+    poller = make(clock, kept, dropped, published=published)
+    poller.step()
+    clock.advance(60)
+    poller.reconfigure([kept, added], interval=INTERVAL, concurrency=16)
+    poller.step()
+    assert (kept.calls, added.calls, len(dropped.calls)) == ([1000.0], [1060.0], 1)
+    assert [(t.name, t.stats.total_customers if t.stats else None) for t in published[-1].tenants] \
+        == [("kept", 1), ("added", 3)]
