@@ -186,7 +186,8 @@ def classify_identity_error(result: Mapping[str, Any], *, tenant: TenantConfig, 
         return PollError("throttled", f"the identity platform throttled the token request (429){wait}",
                          retry_after=retry_after)
     if status is not None and status >= 500:
-        return PollError("server_error", f"the identity platform answered {status}: {first_line}",
+        detail = f": {first_line}" if result else ""
+        return PollError("server_error", f"the identity platform answered {status}{detail}",
                          retry_after=retry_after)
     fields = {"client_id": tenant.client_id, "tenant_id": tenant.tenant_id,
               "username": tenant.auth.username or "the user", "config": config_path,
@@ -273,9 +274,10 @@ class TokenProvider:
             return PollError("throttled" if code == "429" else "server_error",
                              f"the identity platform answered {code} a moment ago, and MSAL waits up to "
                              f"60s before it asks again")
-        retry_after = parse_retry_after(self._http.last_retry_after, self._clock())
-        return PollError("throttled" if status == 429 else "server_error",
-                         f"the identity platform answered {status}", retry_after=retry_after)
+        # MSAL raised instead of returning the body; the status alone decides, as for any answer.
+        return classify_identity_error(
+            {}, tenant=self.tenant, config_path=self._config_path, status=status,
+            retry_after=parse_retry_after(self._http.last_retry_after, self._clock()))
 
     def _build(self) -> msal.ClientApplication:
         auth = self.tenant.auth
