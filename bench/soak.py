@@ -2,8 +2,8 @@
 
     python -m bench.soak [--polls 2000] [--scrapes 50000]
 
-The exporter runs in a child process (the same App that `serve` runs, polling 10 tenants every
-0.2 s instead of the config's 1m minimum). This process runs the simulator, injects a fault
+The exporter runs in a child process (bench.child: the same App that `serve` runs, polling 10
+tenants every 0.2 s instead of the config's 1m minimum). This process runs the simulator, injects a fault
 every few polls and scrapes /metrics on keep-alive connections. The child's RSS and open file
 descriptors are read from /proc after start, after a warm-up (a tenth of the load), and at the
 end. Targets: RSS growth after warm-up under 5 MiB; no growth in file descriptors.
@@ -16,16 +16,14 @@ import dataclasses
 import http.client
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from bench.report import Report, Row
+from bench.tools import TenantSpec, exporter, write_config
 from exporter.simulator import Fault, Simulator
 
 TENANTS = 10
@@ -33,7 +31,6 @@ INTERVAL = 0.2
 REQUEST_TIMEOUT = 0.5
 SCRAPERS = 4
 RSS_GROWTH_TARGET_MIB = 5.0
-CLIENT_ID = "11111111-1111-1111-1111-111111111111"
 FAULTS = [
     Fault("api", status=500), Fault("api", status=503, headers={"Retry-After": "0"}),
     Fault("api", status=429, headers={"Retry-After": "0"}),
@@ -53,41 +50,6 @@ class Sample:
     scrapes: int
     rss_kib: int
     fds: int
-
-
-def child(config_path: str) -> None:
-    """Run the exporter pipeline with a soak-speed poll interval; print its URL, then serve."""
-    from exporter.app import App
-    from exporter.cli import load_configs
-    from exporter.logs import setup_logging
-
-    setup_logging("error")  # poll failures are the point here; a summary is printed instead
-    config, _ = load_configs(config_path, None)
-    app = App(dataclasses.replace(config, poll_interval=INTERVAL), config_path=config_path,
-              listen_address="127.0.0.1:0", retry_initial=0.05)
-    app.start()
-    print(app.server.url, flush=True)
-    sys.stdin.read()  # the parent closes stdin to stop us
-    app.stop()
-
-
-def write_config(sim: Simulator, directory: Path) -> Path:
-    sim.add_client(CLIENT_ID)
-    tenants: list[dict[str, Any]] = []
-    for i in range(TENANTS):
-        tenant_id = f"00000000-0000-0000-0000-{i:012d}"
-        sim.add_tenant(tenant_id, customers=200)
-        seed = directory / f"t{i}.seed"
-        seed.write_text(sim.issue_refresh_token(tenant_id, CLIENT_ID, f"admin@t{i}.test"))
-        tenants.append({"name": f"t{i}", "tenant_id": tenant_id, "client_id": CLIENT_ID,
-                        "auth": {"token_cache_file": str(directory / f"t{i}.cache.json"),
-                                 "refresh_token_file": str(seed)}})
-    path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "request_timeout": "1s", "endpoints": {
-            "authority_host": sim.authority_host, "dap_statistics_url": sim.dap_statistics_url,
-            "ca_file": str(sim.certs.ca_file)}, "tenants": tenants}))
-    return path
 
 
 def measure(pid: int, label: str, polls: int, scrapes: int) -> Sample:
@@ -146,16 +108,12 @@ def soak(polls: int, scrapes: int, seed: int) -> list[Sample]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="pcx-soak-") as tmp, \
             Simulator(cert_dir=Path(tmp) / "certs", token_lifetime=60) as sim:
-        config = write_config(sim, Path(tmp))
-        proc = subprocess.Popen([sys.executable, "-m", "bench.soak", "--child", str(config)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                cwd=Path(__file__).resolve().parent.parent)
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().strip()
+        config = write_config(sim, Path(tmp), [TenantSpec(customers=200)] * TENANTS, request_timeout="1s")
+        with exporter(config, interval=INTERVAL) as child:
+            url, pid = child.url, child.pid
             while sim.count("api") < TENANTS:
                 time.sleep(0.05)
-            samples = [measure(proc.pid, "after start", sim.count("api"), 0)]
+            samples = [measure(pid, "after start", sim.count("api"), 0)]
             scrapers = Scrapers(url)
             scrapers.start()
             warmed = False
@@ -166,21 +124,20 @@ def soak(polls: int, scrapes: int, seed: int) -> list[Sample]:
                     sim.inject(dataclasses.replace(rng.choice(FAULTS)))
                     next_fault = done + rng.randint(3, 12)
                 if not warmed and done >= polls // 10 and scrapers.count >= scrapes // 10:
-                    samples.append(measure(proc.pid, "after warm-up", done, scrapers.count))
+                    samples.append(measure(pid, "after warm-up", done, scrapers.count))
                     warmed = True
                 time.sleep(0.01)
             scrapers.stop()
-            samples.append(measure(proc.pid, "end", sim.count("api"), scrapers.count))
+            samples.append(measure(pid, "end", sim.count("api"), scrapers.count))
             faults = sum(1 for r in sim.requests if r.detail == "fault")
             print(f"{faults} faults injected; {scrapers.failures} failed scrapes")
-        finally:
-            if proc.stdin:
-                proc.stdin.close()
-            proc.wait(timeout=10)
     return samples
 
 
-def report(samples: list[Sample], started: float) -> bool:
+SECTION = "Soak: polls with injected faults and keep-alive gzip scrapes (RSS, open files)"
+
+
+def report(samples: list[Sample], started: float, table: Report | None = None) -> bool:
     print(f"{'':<14} {'polls':>6} {'scrapes':>8} {'RSS MiB':>8} {'fds':>4}")
     for s in samples:
         print(f"{s.label:<14} {s.polls:>6} {s.scrapes:>8} {s.rss_kib / 1024:>8.1f} {s.fds:>4}")
@@ -193,6 +150,14 @@ def report(samples: list[Sample], started: float) -> bool:
     print(f"open fds after warm-up: {warm.fds} -> {end.fds} (target: no growth) "
           f"{'PASS' if fds_ok else 'MISS'}")
     print(f"wall time {time.monotonic() - started:.0f}s")
+    if table is not None:
+        start = samples[0]
+        table.add(Row(SECTION, f"{end.polls:,} polls, {end.scrapes:,} scrapes: RSS growth after warm-up",
+                      f"{growth:+.1f} MiB", f"{warm.rss_kib / 1024:.1f} MiB after warm-up "
+                      f"({start.rss_kib / 1024:.1f} after start)", "",
+                      f"< {RSS_GROWTH_TARGET_MIB:.0f} MiB", rss_ok))
+        table.add(Row(SECTION, "open file descriptors", f"{end.fds} at the end",
+                      f"{warm.fds} after warm-up", "", "no growth", fds_ok))
     return rss_ok and fds_ok
 
 
@@ -201,11 +166,7 @@ def main() -> int:
     parser.add_argument("--polls", type=int, default=2000)
     parser.add_argument("--scrapes", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child)
-        return 0
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     print(f"soak: {args.polls} polls of {TENANTS} tenants with injected faults, {args.scrapes} "
           f"scrapes on {SCRAPERS} keep-alive connections (seed {seed})")

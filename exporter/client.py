@@ -50,6 +50,21 @@ def parse_date(text: str) -> dt.date:
         raise ValueError(f"expected M/D/YYYY or ISO 8601, got {text!r}") from None
 
 
+# Dates repeat across entries, tenants and polls; parsing each text once keeps large payloads cheap.
+_DATES: dict[str, dt.date] = {}
+_DATES_KEPT = 100_000
+
+
+def _cached_date(text: str) -> dt.date:
+    day = _DATES.get(text)
+    if day is None:
+        day = parse_date(text)
+        if len(_DATES) >= _DATES_KEPT:
+            _DATES.clear()
+        _DATES[text] = day
+    return day
+
+
 def _count_list(payload: dict[str, Any], key: str, today: dt.date,
                 skipped: list[str]) -> dict[dt.date, int]:
     entries = payload.get(key)
@@ -58,26 +73,26 @@ def _count_list(payload: dict[str, Any], key: str, today: dt.date,
     if not isinstance(entries, list):
         skipped.append(f"{key} is {type(entries).__name__}, not a list")
         return {}
+    latest = today + FUTURE_DATE_SLACK
     counts: dict[dt.date, int] = {}
     for i, entry in enumerate(entries):
-        where = f"{key}[{i}]"
         if not isinstance(entry, dict):
-            skipped.append(f"{where}: not an object")
+            skipped.append(f"{key}[{i}]: not an object")
             continue
         raw_date, count = entry.get("date"), entry.get("count")
         if not isinstance(raw_date, str):
-            skipped.append(f"{where}.date: missing or not a string")
+            skipped.append(f"{key}[{i}].date: missing or not a string")
             continue
         try:
-            day = parse_date(raw_date)
+            day = _cached_date(raw_date)
         except ValueError as err:
-            skipped.append(f"{where}.date: {err}")
+            skipped.append(f"{key}[{i}].date: {err}")
             continue
-        if day > today + FUTURE_DATE_SLACK:
-            skipped.append(f"{where}.date: {day.isoformat()} is in the future")
+        if day > latest:
+            skipped.append(f"{key}[{i}].date: {day.isoformat()} is in the future")
             continue
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            skipped.append(f"{where}.count: must be a whole number >= 0, got {count!r}")
+        if type(count) is not int or count < 0:
+            skipped.append(f"{key}[{i}].count: must be a whole number >= 0, got {count!r}")
             continue
         counts[day] = counts.get(day, 0) + count
     return counts

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
+import functools
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__
-from exporter.model import REASONS, Snapshot, largest_threshold_past, utc_date
+from exporter.model import REASONS, Snapshot, TenantSnapshot, ThresholdBuckets, utc_date
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CACHED = "Cached from the last successful poll."
@@ -70,6 +72,7 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
         "partnercenter_exporter_build_info", "Build information; always 1.", labels=["version"])
     build.add_metric([version], 1)
 
+    buckets = ThresholdBuckets(thresholds, today)
     for tenant in sorted(snapshot.tenants, key=lambda t: t.name):
         name = tenant.name
         stats = tenant.stats
@@ -78,7 +81,7 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
             for day, count in stats.established.items():
                 established.add_metric([name, day.isoformat()], count)
             for day, count in stats.inactive.items():
-                bucket = largest_threshold_past(day, thresholds, today)
+                bucket = buckets(day)
                 inactive.add_metric([name, day.isoformat(), str(bucket)], count)
             for threshold in thresholds:
                 over.add_metric([name, str(threshold)], stats.inactive_over(threshold, today))
@@ -108,23 +111,183 @@ class _Families:
         return iter(self._families)
 
 
-def render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int], poll_interval: float,
-           version: str = __version__) -> bytes:
-    """The text exposition (format 0.0.4) of one snapshot."""
+def reference_render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
+                     poll_interval: float, version: str = __version__) -> bytes:
+    """The exposition as prometheus_client renders metric_families: what render() must equal."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(metric_families(snapshot, today=today, thresholds=thresholds,
                                                 poll_interval=poll_interval, version=version)))
     return bytes(generate_latest(registry))
 
 
+_HEADERS: tuple[bytes, ...] = tuple(
+    f"# HELP {f.name}{'_total' if f.type == 'counter' else ''} {f.documentation}\n"
+    f"# TYPE {f.name}{'_total' if f.type == 'counter' else ''} {f.type}\n".encode()
+    for f in metric_families(Snapshot(), today=dt.date(2000, 1, 1), thresholds=(), poll_interval=0))
+def _go_string(value: float) -> str:
+    """A value as prometheus_client writes it (Go's float formatting)."""
+    return str(_go_float(value))  # type: ignore[no-untyped-call]
+
+
+@functools.lru_cache(maxsize=65536)
+def _count_text(value: int) -> str:
+    return _go_string(value)
+
+
+def _number(value: float) -> str:
+    # Counts repeat a lot, so their text is remembered; timestamps and durations hardly repeat.
+    return _count_text(value) if type(value) is int else _go_string(value)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _tenant_lines(tenant: TenantSnapshot, *, today: dt.date, buckets: ThresholdBuckets,
+                  thresholds: Sequence[int], poll_interval: float) -> tuple[bytes, ...]:
+    """One tenant's samples of each family (except build_info), in metric_families' order."""
+    t = f'tenant="{_label(tenant.name)}"'
+    num = _number
+    customers = established = inactive = over = ""
+    stats = tenant.stats
+    if stats is not None:
+        customers = f"partnercenter_dap_customers{{{t}}} {num(stats.total_customers)}\n"
+        established = "".join([
+            f'partnercenter_dap_established_relationships{{date="{day.isoformat()}",{t}}} {num(n)}\n'
+            for day, n in stats.established.items()])
+        per_bucket: dict[int, int] = {}
+        lines = []
+        for day, n in stats.inactive.items():
+            bucket = buckets(day)
+            per_bucket[bucket] = per_bucket.get(bucket, 0) + n
+            lines.append(f'partnercenter_dap_inactive_customers{{inactive_over_days="{bucket}",'
+                         f'last_signin_date="{day.isoformat()}",{t}}} {num(n)}\n')
+        inactive = "".join(lines)
+        # Past a threshold means in its bucket or in the bucket of a larger one.
+        over = "".join([
+            f'partnercenter_dap_inactive_customers_over_threshold{{{t},threshold_days="{threshold}"}} '
+            f"{num(sum(n for b, n in per_bucket.items() if b >= threshold > 0))}\n"
+            for threshold in thresholds])
+    success = f"partnercenter_exporter_poll_success{{{t}}} {num(1 if tenant.last_poll_success else 0)}\n"
+    last_success = "" if tenant.last_success_time is None else (
+        f"partnercenter_exporter_last_success_timestamp_seconds{{{t}}} {num(tenant.last_success_time)}\n")
+    duration = "" if tenant.last_duration is None else (
+        f"partnercenter_exporter_poll_duration_seconds{{{t}}} {num(tenant.last_duration)}\n")
+    interval = f"partnercenter_exporter_poll_interval_seconds{{{t}}} {num(poll_interval)}\n"
+    last_error = "".join([
+        f'partnercenter_exporter_last_poll_error{{reason="{reason}",{t}}} '
+        f"{num(1 if tenant.last_error_reason == reason else 0)}\n" for reason in REASONS])
+    errors = "".join([
+        f'partnercenter_exporter_poll_errors_total{{reason="{reason}",{t}}} '
+        f"{num(tenant.errors_total.get(reason, 0))}\n" for reason in REASONS])
+    requests = "".join([
+        f'partnercenter_exporter_api_requests_total{{code="{_label(code)}",{t}}} {num(count)}\n'
+        for code, count in sorted(tenant.api_requests_total.items())])
+    skipped = f"partnercenter_exporter_skipped_entries_total{{{t}}} {num(tenant.skipped_entries_total)}\n"
+    expiry = "" if tenant.token_expires_at is None else (
+        f"partnercenter_exporter_token_expiry_timestamp_seconds{{{t}}} {num(tenant.token_expires_at)}\n")
+    return tuple(text.encode() for text in (
+        customers, established, inactive, over, success, last_success, duration, interval, last_error,
+        errors, requests, skipped, expiry))
+
+
+class Renderer:
+    """Renders snapshots to the text exposition, byte for byte what reference_render gives.
+
+    Each tenant's lines are kept, so a publish after one tenant's poll renders that tenant only
+    and joins the others' bytes: with hundreds of tenants a poll round stays cheap.
+    """
+
+    def __init__(self, version: str = __version__) -> None:
+        self._build = (f'partnercenter_exporter_build_info{{version="{_label(version)}"}} 1.0\n').encode()
+        self._kept: dict[str, tuple[TenantSnapshot, tuple[object, ...], tuple[bytes, ...]]] = {}
+
+    def render(self, snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
+               poll_interval: float) -> list[bytes]:
+        """The exposition in pieces, in order: family headers and each tenant's lines."""
+        settings = (today, tuple(thresholds), poll_interval)
+        buckets = ThresholdBuckets(thresholds, today)
+        kept: dict[str, tuple[TenantSnapshot, tuple[object, ...], tuple[bytes, ...]]] = {}
+        per_tenant = []
+        for tenant in sorted(snapshot.tenants, key=lambda t: t.name):
+            previous = self._kept.get(tenant.name)
+            if previous is not None and previous[0] is tenant and previous[1] == settings:
+                lines = previous[2]
+            else:
+                lines = _tenant_lines(tenant, today=today, buckets=buckets, thresholds=thresholds,
+                                      poll_interval=poll_interval)
+            kept[tenant.name] = (tenant, settings, lines)
+            per_tenant.append(lines)
+        self._kept = kept
+        pieces: list[bytes] = []
+        for index, header in enumerate(_HEADERS[:-1]):
+            pieces.append(header)
+            pieces.extend(lines[index] for lines in per_tenant)
+        pieces.append(_HEADERS[-1])
+        pieces.append(self._build)
+        return [piece for piece in pieces if piece]
+
+
+def render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int], poll_interval: float,
+           version: str = __version__) -> bytes:
+    """The text exposition (format 0.0.4) of one snapshot."""
+    return b"".join(Renderer(version).render(snapshot, today=today, thresholds=thresholds,
+                                             poll_interval=poll_interval))
+
+
+# A body smaller than this is kept as one bytes object. A larger one keeps each tenant's big
+# pieces as they are and joins only runs of small ones, so it is never held twice in memory.
+JOIN_WHOLE_BELOW = 4 * 1024 * 1024
+_SEGMENT = 64 * 1024
+
+
+def segments(pieces: Sequence[bytes]) -> tuple[bytes, ...]:
+    """Group pieces into few, large segments: a handful of writes per scrape, little copying."""
+    if sum(len(piece) for piece in pieces) < JOIN_WHOLE_BELOW:
+        return (b"".join(pieces),)
+    result: list[bytes] = []
+    run: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        if len(piece) >= _SEGMENT:
+            if run:
+                result.append(b"".join(run))
+                run, size = [], 0
+            result.append(piece)
+            continue
+        run.append(piece)
+        size += len(piece)
+        if size >= _SEGMENT:
+            result.append(b"".join(run))
+            run, size = [], 0
+    if run:
+        result.append(b"".join(run))
+    return tuple(result)
+
+
+def gzip_pieces(pieces: Sequence[bytes], level: int = 6) -> bytes:
+    """gzip the pieces as one stream, without joining them first."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: with the gzip header and trailer
+    return b"".join([*(compressor.compress(piece) for piece in pieces), compressor.flush()])
+
+
 @dataclass(frozen=True)
 class Exposition:
     """Bodies served as they are; rendered once per poll, never per scrape."""
 
-    body: bytes
+    segments: tuple[bytes, ...]  # the text body, in order; see segments()
     gzip_body: bytes
     snapshot: Snapshot
     day: dt.date
+
+    @property
+    def length(self) -> int:
+        return sum(len(segment) for segment in self.segments)
+
+    @property
+    def body(self) -> bytes:
+        """The text body in one piece: a copy when it is large, so the server sends segments."""
+        return self.segments[0] if len(self.segments) == 1 else b"".join(self.segments)
 
 
 class Publisher:
@@ -136,13 +299,15 @@ class Publisher:
         self._poll_interval = poll_interval
         self._clock = clock
         self._lock = threading.Lock()
+        self._renderer = Renderer()
         self.current = self._render(Snapshot())
 
     def _render(self, snapshot: Snapshot) -> Exposition:
         day = utc_date(self._clock())
-        body = render(snapshot, today=day, thresholds=self._thresholds, poll_interval=self._poll_interval)
-        return Exposition(body=body, gzip_body=gzip.compress(body, compresslevel=6, mtime=0),
-                          snapshot=snapshot, day=day)
+        pieces = self._renderer.render(snapshot, today=day, thresholds=self._thresholds,
+                                       poll_interval=self._poll_interval)
+        return Exposition(segments=segments(pieces), gzip_body=gzip_pieces(pieces), snapshot=snapshot,
+                          day=day)
 
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:

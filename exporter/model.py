@@ -36,14 +36,33 @@ def _frozen(mapping: Mapping[dt.date, int]) -> Mapping[dt.date, int]:
     return MappingProxyType(dict(sorted(mapping.items())))
 
 
+def cutoff(threshold_days: int, today: dt.date) -> dt.date:
+    """The earliest date that is not more than threshold_days days before today."""
+    return today - dt.timedelta(days=threshold_days)
+
+
 def is_past(day: dt.date, threshold_days: int, today: dt.date) -> bool:
     """A sign-in on `day` is more than threshold_days days before today (exactly N days is not past N)."""
-    return day < today - dt.timedelta(days=threshold_days)
+    return day < cutoff(threshold_days, today)
+
+
+class ThresholdBuckets:
+    """For each day, the largest threshold it is past (0 if none): is_past, worked out once per day."""
+
+    def __init__(self, thresholds: Sequence[int], today: dt.date) -> None:
+        # Earliest cutoff first, which is the largest threshold: the first one a day is before wins.
+        self._cutoffs = sorted((cutoff(t, today), t) for t in set(thresholds))
+
+    def __call__(self, day: dt.date) -> int:
+        for limit, threshold in self._cutoffs:
+            if day < limit:
+                return threshold
+        return 0
 
 
 def largest_threshold_past(day: dt.date, thresholds: Sequence[int], today: dt.date) -> int:
     """The largest threshold that a sign-in on `day` is past; 0 if none."""
-    return max((t for t in thresholds if is_past(day, t, today)), default=0)
+    return ThresholdBuckets(thresholds, today)(day)
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,8 @@ class DapStatistics:
 
     def inactive_over(self, threshold_days: int, today: dt.date) -> int:
         """Customers whose last sign-in is more than threshold_days days before today."""
-        return sum(count for day, count in self.inactive.items() if is_past(day, threshold_days, today))
+        limit = cutoff(threshold_days, today)
+        return sum(count for day, count in self.inactive.items() if day < limit)
 
 
 @dataclass(frozen=True)

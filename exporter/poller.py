@@ -56,8 +56,14 @@ class Poller:
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  spawn: Callable[[Callable[[], None]], None] = _spawn_daemon,
-                 rng: random.Random | None = None, retry_initial: float = 15.0) -> None:
+                 rng: random.Random | None = None, retry_initial: float = 15.0,
+                 publish_spacing: float = 0.0) -> None:
         self._interval = interval
+        # While other polls are still running, publish at most this often: each publish renders
+        # and gzips the whole exposition, and a round of hundreds of tenants need not do that
+        # hundreds of times. The last poll of a round always publishes at once.
+        self._publish_spacing = publish_spacing
+        self._last_publish = float("-inf")
         self._concurrency = concurrency
         self._on_snapshot = on_snapshot
         self._on_tick = on_tick
@@ -103,15 +109,15 @@ class Poller:
                 state.running = True
         for state in starting:
             self._spawn(lambda state=state: self._poll(state))  # type: ignore[misc]
-        self._publish_if_dirty()
+        publish_wait = self._publish_if_dirty()
         now = self._monotonic()
         with self._lock:
             running = sum(1 for s in self._states if s.running)
             soonest = min((s.next_due for s in self._states if not s.running), default=None)
         if soonest is None or (soonest <= now and running >= self._concurrency):
             # Nothing can start before a running poll finishes, and finishing wakes the loop.
-            return self._interval
-        return max(0.0, soonest - now)
+            return min(self._interval, publish_wait)
+        return min(max(0.0, soonest - now), publish_wait)
 
     def run(self) -> None:
         """Poll until stop(); each tenant starts at once, then every interval."""
@@ -145,11 +151,19 @@ class Poller:
         self._publish_if_dirty()
         return self.snapshot()
 
-    def _publish_if_dirty(self) -> None:
+    def _publish_if_dirty(self) -> float:
+        """Publish what changed, unless that is too soon; return seconds until it may publish."""
+        now = self._monotonic()
         with self._lock:
-            dirty, self._dirty = self._dirty, False
-        if dirty:
-            self._on_snapshot(self.snapshot())
+            if not self._dirty:
+                return float("inf")
+            wait = self._last_publish + self._publish_spacing - now
+            if wait > 0 and any(s.running for s in self._states):
+                return wait
+            self._dirty = False
+            self._last_publish = now
+        self._on_snapshot(self.snapshot())
+        return float("inf")
 
     def _seconds_to_utc_midnight(self) -> float:
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)

@@ -1,16 +1,25 @@
-"""HTTP server: /metrics (pre-rendered bytes), /healthz, /readyz, landing page, TLS, basic auth."""
+"""HTTP server: /metrics (pre-rendered bytes), /healthz, /readyz, landing page, TLS, basic auth.
+
+One asyncio event loop in its own thread serves every connection. A scrape is a header line or
+ten and the body bytes the publisher rendered at poll time, so its Python work is a few
+microseconds and no big object is built per request. TLS is negotiated per connection with
+the web config in force at that moment; bcrypt runs in a worker thread, never on the loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import email.utils
+import functools
 import html
 import logging
+import re
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,8 +35,22 @@ DEFAULT_PORT = 9867
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 120.0
+# A request head must arrive in full within this long of its first byte (slow-loris guard).
+REQUEST_HEAD_TIMEOUT = 30.0
+MAX_REQUEST_HEAD = 16 * 1024
+# Stop reading from a client that pipelines faster than it reads its answers.
+MAX_PENDING_INPUT = 64 * 1024
+# Smaller bodies are copied behind the header and sent in one write; larger ones are not copied.
+_JOIN_BELOW = 64 * 1024
+# Large bodies go out this much at a time, as the client reads: a slow scraper of a 20 MB body
+# holds about this much of our memory, not a copy of the whole body.
+_WRITE_CHUNK = 1024 * 1024
 # Probes must work without credentials, as with Go exporters' health endpoints.
 _OPEN_PATHS = {"/healthz", "/readyz"}
+_TEXT = "text/plain; charset=utf-8"
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+            505: "HTTP Version Not Supported"}
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -39,55 +62,8 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - the documented default
 
 
-class TLSThreadingHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that does the TLS handshake in the connection's own thread.
-
-    Wrapping the listening socket would handshake in the accept loop, where one idle client
-    stalls every other scrape.
-    """
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    ssl_context: ssl.SSLContext | None = None
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-response is routine; anything else deserves a log line.
-        error = sys.exc_info()[1]
-        level = logging.DEBUG if isinstance(error, (ConnectionError, ssl.SSLError, TimeoutError)) \
-            else logging.ERROR
-        log.log(level, "error while serving a request", extra={
-            "client": client_address[0], "error": f"{type(error).__name__}: {error}"})
-
-    def current_ssl_context(self) -> ssl.SSLContext | None:
-        return self.ssl_context
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        context = self.current_ssl_context()
-        if context is None:
-            self.serve_connection(request, client_address)
-            return
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            tls = context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as err:
-            log.debug("TLS handshake failed", extra={"client": client_address[0], "error": str(err)})
-            return
-        try:
-            self.serve_connection(tls, client_address)
-        finally:
-            tls.close()
-
-    def serve_connection(self, connection: socket.socket, client_address: Any) -> None:
-        """Run the handler on a connection that is ready (with TLS: after the handshake)."""
-        super().finish_request(connection, client_address)
-
-
-def _accepts_gzip(header: str | None) -> bool:
+@functools.lru_cache(maxsize=64)  # scrapers send the same header every time
+def accepts_gzip(header: str | None) -> bool:
     for part in (header or "").split(","):
         name, _, params = part.strip().partition(";")
         if name.strip().lower() in ("gzip", "*"):
@@ -147,17 +123,286 @@ def _tenant_row(tenant: TenantSnapshot, *, now: float, threshold: int,
             f"<td>{customers}</td><td>{over}</td><td>{error}</td></tr>\n")
 
 
-class _WebConfiguredHTTPServer(TLSThreadingHTTPServer):
-    """Asks the web config for the TLS context on every connection, so certificates can rotate."""
+class _HttpDate:
+    """The Date header, formatted once a second rather than once a request."""
 
-    web_config: WebConfigProvider = WebConfig()
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
 
-    def current_ssl_context(self) -> ssl.SSLContext | None:
-        return self.web_config.current().ssl_context
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._value, self._second = email.utils.formatdate(now, usegmt=True), now
+        return self._value
+
+
+class _Request:
+    __slots__ = ("headers", "keep_alive", "method", "path")
+
+    def __init__(self, method: str, path: str, headers: dict[str, str], keep_alive: bool) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.keep_alive = keep_alive
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Header lines as RFC 9110 allows them: a token, a colon, a value without CR or LF. No
+# whitespace before the colon, no obsolete line folding.
+_HEADER_LINES = re.compile(r"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*)*")
+# Only these headers matter here; the rest are checked for form and otherwise ignored.
+_USED_HEADERS = re.compile(
+    r"\r\n(authorization|accept-encoding|connection|content-length|transfer-encoding):[ \t]*([^\r\n]*)",
+    re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=256)  # a scraper sends the same request head every time
+def parse_request_head(head: bytes) -> _Request:
+    """Request line and headers (without the blank line); raises _BadRequest for bad input.
+
+    The result is shared between calls with the same head, so it must not be changed."""
+    text = head.decode("latin-1")
+    line_end = text.find("\r\n")
+    request_line, fields = (text, "") if line_end < 0 else (text[:line_end], text[line_end:])
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
+        raise _BadRequest(400, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    if not _HEADER_LINES.fullmatch(fields):
+        raise _BadRequest(400, "malformed header line")
+    headers = {name.lower(): value.rstrip(" \t") for name, value in _USED_HEADERS.findall(fields)}
+    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
+        # Nothing here takes a body; refusing one keeps request framing unambiguous.
+        raise _BadRequest(400, "request bodies are not accepted")
+    connection = headers.get("connection", "").lower()
+    keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+    path = target.partition("?")[0] if target.startswith("/") else urlsplit(target).path
+    return _Request(method, path, headers, keep_alive)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses pipelined requests in order and answers each."""
+
+    def __init__(self, server: ExporterServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._input = bytearray()
+        self._busy = False  # TLS handshake or a bcrypt check under way: hold further requests
+        self._write_paused = False
+        # The rest of a large body, written as the client drains it rather than all at once.
+        self._outgoing: collections.deque[memoryview] = collections.deque()
+        self._close_when_sent = False
+        self._closing = False
+        self._web: WebConfig = WebConfig()
+        self.client = "?"
+        self.deadline = time.monotonic() + IDLE_TIMEOUT
+
+    # --- asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Without it, keep-alive answers stall ~40 ms on delayed ACKs (Nagle's algorithm).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "?"
+        self._server.connections.add(self)
+        context = self._server.web.ssl_context
+        transport.set_write_buffer_limits(high=_WRITE_CHUNK)
+        if context is not None:
+            self._busy = True
+            self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            transport.pause_reading()
+            self._handshake = asyncio.ensure_future(self._start_tls(transport, context))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._server.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._input:
+            self.deadline = time.monotonic() + REQUEST_HEAD_TIMEOUT
+        self._input += data
+        self._process()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        # asyncio calls this from inside its write-ready handler; a write that fails there makes
+        # it close the transport twice (CPython 3.11). Writing on the next turn avoids that.
+        self._write_paused = False
+        asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self._pump()
+        self._process()
+
+    def close(self) -> None:
+        """Close after what is already written has gone out."""
+        if self._transport is not None and not self._closing:
+            self._closing = True
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping anything unsent (shutdown)."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    # --- internals -------------------------------------------------------------------------
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(transport, self, context, server_side=True,
+                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (TimeoutError, ssl.SSLError, OSError) as err:
+            log.debug("TLS handshake failed", extra={"client": self.client, "error": str(err)})
+            transport.abort()
+            return
+        if tls is None:  # the connection went away during the handshake
+            return
+        # Application data that came with the handshake's last flight is already in _input.
+        tls.set_write_buffer_limits(high=_WRITE_CHUNK)
+        self._transport = tls
+        self._busy = False
+        self.deadline = time.monotonic() + IDLE_TIMEOUT
+        self._process()
+
+    def _process(self) -> None:
+        transport = self._transport
+        while not (self._busy or self._write_paused or self._outgoing or self._closing):
+            end = self._input.find(b"\r\n\r\n", 0, MAX_REQUEST_HEAD + 4)
+            if end < 0:
+                if len(self._input) >= MAX_REQUEST_HEAD + 4:
+                    self._refuse(_BadRequest(431, "request head too large"))
+                break
+            head = bytes(self._input[:end])
+            del self._input[:end + 4]
+            try:
+                request = parse_request_head(head)
+            except _BadRequest as err:
+                self._refuse(err)
+                break
+            self._handle(request)
+        if transport is None or self._closing:
+            return
+        reading = transport.is_reading()
+        if len(self._input) > MAX_PENDING_INPUT and reading:
+            transport.pause_reading()
+        elif len(self._input) <= MAX_PENDING_INPUT and not reading and not self._busy:
+            transport.resume_reading()
+        if not self._input and not self._busy:
+            self.deadline = time.monotonic() + IDLE_TIMEOUT
+
+    def _refuse(self, err: _BadRequest) -> None:
+        log.debug("bad request", extra={"client": self.client, "error": str(err)})
+        self._web = self._server.web
+        self._send(err.status, f"{err}\n".encode(), _TEXT, head=False, keep_alive=False)
+
+    def _handle(self, request: _Request) -> None:
+        web = self._web = self._server.web
+        if request.method not in ("GET", "HEAD"):
+            self._send(405, b"Only GET and HEAD are served\n", _TEXT, head=False,
+                       keep_alive=request.keep_alive, extra=(("Allow", "GET, HEAD"),))
+            return
+        if request.path not in _OPEN_PATHS and web.basic_auth:
+            header = request.headers.get("authorization")
+            if not web.basic_auth.verified_before(header):
+                self._busy = True
+                future = asyncio.get_running_loop().run_in_executor(None, web.basic_auth.check, header)
+                future.add_done_callback(lambda done: self._authorized(request, done))
+                return
+        self._answer(request)
+
+    def _authorized(self, request: _Request, done: asyncio.Future[bool]) -> None:
+        self._busy = False
+        if self._closing:
+            return
+        if done.result():
+            self._answer(request)
+        else:
+            self._send(401, b"Unauthorized\n", _TEXT, head=request.method == "HEAD",
+                       keep_alive=request.keep_alive,
+                       extra=(("WWW-Authenticate", 'Basic realm="partnercenter-exporter"'),))
+        self._process()
+
+    def _answer(self, request: _Request) -> None:
+        head = request.method == "HEAD"
+        keep_alive = request.keep_alive
+        path = request.path
+        if path == "/metrics":
+            exposition = self._server.publisher.current
+            if accepts_gzip(request.headers.get("accept-encoding")):
+                self._send(200, exposition.gzip_body, CONTENT_TYPE, head=head, keep_alive=keep_alive,
+                           extra=(("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")))
+            else:
+                self._send(200, exposition.segments, CONTENT_TYPE, head=head, keep_alive=keep_alive,
+                           extra=(("Vary", "Accept-Encoding"),))
+        elif path == "/healthz":
+            self._send(200, b"OK\n", _TEXT, head=head, keep_alive=keep_alive)
+        elif path == "/readyz":
+            ready = self._server.publisher.current.snapshot.ready
+            self._send(200 if ready else 503,
+                       b"OK\n" if ready else b"waiting for the first poll of every tenant\n",
+                       _TEXT, head=head, keep_alive=keep_alive)
+        elif path == "/":
+            body = landing_page(self._server.publisher.current.snapshot, now=self._server.clock(),
+                                thresholds=self._server.thresholds)
+            self._send(200, body, "text/html; charset=utf-8", head=head, keep_alive=keep_alive)
+        else:
+            self._send(404, b"Not found; try /metrics\n", _TEXT, head=head, keep_alive=keep_alive)
+
+    def _send(self, status: int, body: bytes | tuple[bytes, ...], content_type: str, *, head: bool,
+              keep_alive: bool, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        parts = (body,) if isinstance(body, bytes) else body
+        length = sum(len(part) for part in parts)
+        header = self._server.response_head(self._web, status, content_type, length, extra, keep_alive)
+        if head or not length:
+            transport.write(header)
+        elif len(parts) == 1 and length < _JOIN_BELOW:
+            transport.write(header + parts[0])  # one segment, one syscall
+        else:
+            transport.write(header)
+            self._outgoing.extend(memoryview(part) for part in parts)
+            self._pump()
+        if not keep_alive:
+            self._close_when_sent = True
+            self._pump()
+
+    def _pump(self) -> None:
+        """Write body segments until the transport's buffer is full; resume_writing calls again."""
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        outgoing = self._outgoing
+        while outgoing and not self._write_paused:
+            segment = outgoing.popleft()
+            if len(segment) > _WRITE_CHUNK:
+                outgoing.appendleft(segment[_WRITE_CHUNK:])
+                segment = segment[:_WRITE_CHUNK]
+            transport.write(segment)
+        if not outgoing and self._close_when_sent:
+            self.close()
 
 
 class ExporterServer:
     """Serves the publisher's current exposition; nothing here ever calls upstream."""
+
+    server_version = f"partnercenter-exporter/{__version__}"
 
     def __init__(self, listen_address: str, publisher: Publisher, *, thresholds: tuple[int, ...],
                  web: WebConfigProvider | None = None,
@@ -166,9 +411,27 @@ class ExporterServer:
         self._publisher = publisher
         self._web: WebConfigProvider = web or WebConfig()
         self.thresholds = thresholds
-        handler = _make_handler(self, clock)
-        self._httpd = _WebConfiguredHTTPServer((host, port), handler)
-        self._httpd.web_config = self._web
+        self.clock = clock
+        self.http_date = _HttpDate()
+        self.connections: set[_Connection] = set()
+        # Response heads of this second and web config, built on the event loop thread only.
+        self._heads: dict[tuple[object, ...], bytes] = {}
+        self._heads_date = ""
+        self._heads_web: WebConfig | None = None
+        # Bind here, so a taken port fails at start-up in the caller's thread.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, port))
+            self._socket.listen(128)
+            self._socket.setblocking(False)
+        except OSError:
+            self._socket.close()
+            raise
+        self._address = self._socket.getsockname()
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._loop_error)
         self._thread: threading.Thread | None = None
 
     @property
@@ -179,6 +442,27 @@ class ExporterServer:
     def publisher(self, publisher: Publisher) -> None:
         self._publisher = publisher
 
+    def response_head(self, web: WebConfig, status: int, content_type: str, length: int,
+                      extra: tuple[tuple[str, str], ...], keep_alive: bool) -> bytes:
+        """Status line and headers; scrapes repeat them, so they are built once a second."""
+        date = self.http_date()
+        if date is not self._heads_date or web is not self._heads_web:
+            self._heads.clear()
+            self._heads_date, self._heads_web = date, web
+        key = (status, content_type, length, extra, keep_alive)
+        head = self._heads.get(key)
+        if head is None:
+            lines = [f"HTTP/1.1 {status} {_REASONS[status]}\r\nServer: {self.server_version}\r\n"
+                     f"Date: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"]
+            lines.extend(f"{name}: {value}\r\n" for name, value in (*web.headers.items(), *extra))
+            if not keep_alive:
+                lines.append("Connection: close\r\n")
+            lines.append("\r\n")
+            head = "".join(lines).encode("latin-1")
+            if len(self._heads) < 256:
+                self._heads[key] = head
+        return head
+
     @property
     def web(self) -> WebConfig:
         """The web config in force now (re-read from its file when that changed)."""
@@ -186,11 +470,11 @@ class ExporterServer:
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return int(self._address[1])
 
     @property
     def url(self) -> str:
-        host = str(self._httpd.server_address[0])
+        host = str(self._address[0])
         if host in ("0.0.0.0", "::"):  # noqa: S104 - only to print a usable URL
             host = "localhost"
         elif ":" in host:
@@ -199,72 +483,50 @@ class ExporterServer:
         return f"{scheme}://{host}:{self.port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.1,), name="http",
-                                        daemon=True)
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="http", daemon=True)
         self._thread.start()
+        started.wait()
 
     def shutdown(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        if self._thread is None:
+            self._socket.close()
+            self._loop.close()
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
 
+    def _run(self, started: threading.Event) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self._socket))
+        sweeper = loop.call_later(1.0, self._close_idle)
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            sweeper.cancel()
+            server.close()
+            for connection in list(self.connections):
+                connection.abort()
+            loop.run_until_complete(asyncio.sleep(0))  # lets the transports finish closing
+            loop.run_until_complete(server.wait_closed())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
 
-def _make_handler(server: ExporterServer, clock: Callable[[], float]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # keep-alive stalls ~40 ms per request without it
-        timeout = IDLE_TIMEOUT
-        server_version = f"partnercenter-exporter/{__version__}"
-        sys_version = ""
-        web: WebConfig = WebConfig()  # the config in force for the current request
+    def _close_idle(self) -> None:
+        # One sweep a second rather than a timer per request keeps the scrape path lean.
+        now = time.monotonic()
+        for connection in [c for c in self.connections if c.deadline < now]:
+            log.debug("closing an idle or stalled connection", extra={"client": connection.client})
+            connection.close()
+        self._loop.call_later(1.0, self._close_idle)
 
-        def do_GET(self) -> None:
-            self._dispatch(head=False)
-
-        def do_HEAD(self) -> None:
-            self._dispatch(head=True)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("http request", extra={"client": self.client_address[0],
-                                             "request": format % args})
-
-        def _dispatch(self, *, head: bool) -> None:
-            path = urlsplit(self.path).path
-            web = self.web = server.web
-            if path not in _OPEN_PATHS and web.basic_auth \
-                    and not web.basic_auth.check(self.headers.get("Authorization")):
-                self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", head=head,
-                           extra={"WWW-Authenticate": 'Basic realm="partnercenter-exporter"'})
-                return
-            exposition = server.publisher.current
-            if path == "/metrics":
-                if _accepts_gzip(self.headers.get("Accept-Encoding")):
-                    self._send(200, exposition.gzip_body, CONTENT_TYPE, head=head,
-                               extra={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
-                else:
-                    self._send(200, exposition.body, CONTENT_TYPE, head=head,
-                               extra={"Vary": "Accept-Encoding"})
-            elif path == "/healthz":
-                self._send(200, b"OK\n", "text/plain; charset=utf-8", head=head)
-            elif path == "/readyz":
-                ready = exposition.snapshot.ready
-                self._send(200 if ready else 503,
-                           b"OK\n" if ready else b"waiting for the first poll of every tenant\n",
-                           "text/plain; charset=utf-8", head=head)
-            elif path == "/":
-                body = landing_page(exposition.snapshot, now=clock(), thresholds=server.thresholds)
-                self._send(200, body, "text/html; charset=utf-8", head=head)
-            else:
-                self._send(404, b"Not found; try /metrics\n", "text/plain; charset=utf-8", head=head)
-
-        def _send(self, status: int, body: bytes, content_type: str, *, head: bool,
-                  extra: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in {**self.web.headers, **(extra or {})}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-
-    return Handler
+    @staticmethod
+    def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        # A client that hangs up mid-response is routine; anything else deserves a log line.
+        level = logging.DEBUG if isinstance(error, (ConnectionError, ssl.SSLError, TimeoutError)) \
+            else logging.ERROR
+        log.log(level, "error while serving a request", extra={
+            "error": f"{type(error).__name__}: {error}" if error else context.get("message", "")})

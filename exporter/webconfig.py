@@ -10,7 +10,8 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,23 +50,45 @@ class BasicAuth:
     def __bool__(self) -> bool:
         return bool(self._users)
 
-    def check(self, header: str | None) -> bool:
+    @staticmethod
+    def _credentials(header: str | None) -> tuple[str, str] | None:
         if not header or not header.startswith("Basic "):
-            return False
+            return None
         try:
             user, _, password = base64.b64decode(header[6:].strip(), validate=True) \
                 .decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return False
+            return None
+        return user, password
+
+    def _key(self, user: str, password: str) -> bytes | None:
         hashed = self._users.get(user)
         if hashed is None:
+            return None
+        return hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
+
+    def verified_before(self, header: str | None) -> bool:
+        """True if these credentials passed bcrypt before: the fast path, with no bcrypt at all."""
+        credentials = self._credentials(header)
+        key = self._key(*credentials) if credentials else None
+        if key is None:
+            return False
+        with self._lock:
+            return any(hmac.compare_digest(key, known) for known in self._verified)
+
+    def check(self, header: str | None) -> bool:
+        """The full check; slow (bcrypt) unless the credentials were verified before."""
+        credentials = self._credentials(header)
+        if credentials is None:
+            return False
+        user, password = credentials
+        key = self._key(user, password)
+        if key is None:
             bcrypt.checkpw(password.encode(), self._dummy)
             return False
-        key = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
-        with self._lock:
-            if any(hmac.compare_digest(key, known) for known in self._verified):
-                return True
-        if not bcrypt.checkpw(password.encode(), hashed):
+        if self.verified_before(header):
+            return True
+        if not bcrypt.checkpw(password.encode(), self._users[user]):
             return False
         with self._lock:
             if len(self._verified) < 1024:
@@ -108,22 +131,31 @@ def _fingerprint(paths: tuple[Path, ...]) -> _Fingerprint:
 class WebConfigFile:
     """The `--web.config.file`, re-read whenever it or a file it names changes.
 
-    As in exporter-toolkit, a certificate or password can be rotated without a restart. The check
-    is a few stat() calls per connection and request. A broken edit is logged once and the
-    previous good config stays in force, so a half-written file never opens or closes the door.
+    As in exporter-toolkit, a certificate or password can be rotated without a restart. The
+    files are stat()ed at most once per `recheck_interval` (a second), not on every request, so
+    a rotation takes effect within a second. A broken edit is logged once and the previous good
+    config stays in force, so a half-written file never opens or closes the door.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, recheck_interval: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._recheck_interval = recheck_interval
+        self._monotonic = monotonic
         self._config = load_web_config(self.path)  # the first load must succeed
         self._seen = self._fingerprint(self._config)
+        self._next_check = monotonic() + recheck_interval
 
     def _fingerprint(self, config: WebConfig) -> _Fingerprint:
         return _fingerprint((self.path, *config.files))
 
     def current(self) -> WebConfig:
         config = self._config
+        now = self._monotonic()
+        if now < self._next_check:
+            return config
+        self._next_check = now + self._recheck_interval
         if self._fingerprint(config) == self._seen:
             return config
         with self._lock:

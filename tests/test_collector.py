@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter import collector
 from exporter.collector import Publisher, render
 from exporter.model import REASONS, DapStatistics, Snapshot, TenantSnapshot
 from tests.conftest import require_binary
@@ -133,3 +135,49 @@ def test_poll_interval_is_exported_per_tenant() -> None:
     body = render(snapshot, today=TODAY, thresholds=(90,), poll_interval=600).decode()
     assert 'partnercenter_exporter_poll_interval_seconds{tenant="x"} 600.0' in body
     assert 'partnercenter_exporter_poll_interval_seconds{tenant="y"} 600.0' in body
+
+
+def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After one tenant's poll, the next render renders that tenant's lines only and reuses the
+    others', and the result equals a render from scratch."""
+    calls: list[str] = []
+    original = collector._tenant_lines
+
+    def counting(tenant: TenantSnapshot, **kwargs: object) -> tuple[bytes, ...]:
+        calls.append(tenant.name)
+        return original(tenant, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(collector, "_tenant_lines", counting)
+    renderer = collector.Renderer(version="1.2.3")
+    first = sample_snapshot()
+    renderer.render(first, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
+    assert sorted(calls) == ["contoso", "fabrikam", "northwind"]
+    calls.clear()
+    changed = dataclasses.replace(first.tenants[0], errors_total={"auth": 4})
+    second = Snapshot((changed, *first.tenants[1:]))
+    pieces = renderer.render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
+    assert calls == ["fabrikam"]
+    assert b"".join(pieces) == render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900,
+                                      version="1.2.3")
+    calls.clear()
+    renderer.render(second, today=TODAY + dt.timedelta(days=1), thresholds=(30, 60, 90), poll_interval=900)
+    assert len(calls) == 3  # a new day changes every tenant's over-threshold counts
+
+
+def test_large_bodies_keep_big_pieces_without_copying_them() -> None:
+    """Above JOIN_WHOLE_BELOW, pieces of 64 KiB or more are kept as the same objects, small runs
+    are joined, and the segments still add up to the whole body; below it, one segment."""
+    big = [bytes([65 + i % 26]) * 300_000 for i in range(15)]
+    small = [b"x" * 100 for _ in range(2000)]
+    pieces = [*small[:1000], *big, *small[1000:]]
+    result = collector.segments(pieces)
+    assert b"".join(result) == b"".join(pieces)
+    assert sum(1 for segment in result if any(segment is piece for piece in big)) == len(big)
+    assert len(result) < len(pieces) / 50
+    assert collector.segments(small) == (b"".join(small),)
+
+
+def test_gzip_of_pieces_is_the_gzip_of_the_whole() -> None:
+    """gzip_pieces compresses the pieces as one stream that decompresses to their concatenation."""
+    pieces = [b"# HELP a\n", b"a 1.0\n" * 1000, b"", b"b 2.0\n"]
+    assert gzip.decompress(collector.gzip_pieces(pieces)) == b"".join(pieces)

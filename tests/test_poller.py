@@ -46,11 +46,11 @@ class FakeSource:
 
 def make(clock: Clock, *sources: FakeSource, concurrency: int = 16,
          spawn: Callable[[Callable[[], None]], None] = lambda fn: fn(),
-         published: list[Snapshot] | None = None) -> Poller:
+         published: list[Snapshot] | None = None, publish_spacing: float = 0.0) -> Poller:
     return Poller(list(sources), interval=INTERVAL, concurrency=concurrency,
                   on_snapshot=(published if published is not None else []).append,
                   clock=lambda: clock.wall, monotonic=lambda: clock.mono, spawn=spawn,
-                  rng=random.Random(7), retry_initial=15.0)
+                  rng=random.Random(7), retry_initial=15.0, publish_spacing=publish_spacing)
 
 
 def run_until(poller: Poller, clock: Clock, seconds: float) -> None:
@@ -263,3 +263,25 @@ def test_reconfigure_keeps_known_sources_and_polls_new_ones_at_once() -> None:
     assert (kept.calls, added.calls, len(dropped.calls)) == ([1000.0], [1060.0], 1)
     assert [(t.name, t.stats.total_customers if t.stats else None) for t in published[-1].tenants] \
         == [("kept", 1), ("added", 3)]
+
+
+def test_polls_ending_close_together_are_published_together() -> None:
+    """With a publish spacing, a poll that ends while others still run waits for the spacing;
+    the last poll of the round publishes at once, and step() wakes in time for a held one."""
+    clock = Clock()
+    pending: list[Callable[[], None]] = []
+    published: list[Snapshot] = []
+    poller = make(clock, *[FakeSource(f"t{i}", clock) for i in range(3)], spawn=pending.append,
+                  published=published, publish_spacing=1.0)
+    poller.step()
+    pending.pop(0)()
+    poller.step()
+    assert len(published) == 1  # the first to finish: nothing was published for a while
+    clock.advance(0.2)
+    pending.pop(0)()
+    assert poller.step() == pytest.approx(0.8)  # held back, and the loop knows when to come back
+    assert len(published) == 1
+    pending.pop(0)()  # the last one: nothing is running any more
+    poller.step()
+    assert len(published) == 2
+    assert all(t.attempted for t in published[-1].tenants)

@@ -19,9 +19,17 @@ from hypothesis import strategies as st
 
 from exporter import cli
 from exporter.client import DapStatisticsClient
-from exporter.collector import render
+from exporter.collector import reference_render, render
 from exporter.config import ConfigError
-from exporter.model import PollError, Snapshot, TenantSnapshot
+from exporter.model import (
+    REASONS,
+    DapStatistics,
+    PollError,
+    Snapshot,
+    TenantSnapshot,
+    ThresholdBuckets,
+    is_past,
+)
 from exporter.webconfig import load_web_config
 
 TODAY = dt.date(2026, 11, 23)
@@ -169,3 +177,41 @@ def test_random_bytes_end_in_a_classified_error(body: bytes) -> None:
     """Any non-JSON or odd bytes with status 200 is a classified error, never an exception."""
     tenant = fetch_body(body)
     assert tenant.last_poll_success or tenant.last_error_reason == "invalid_response"
+
+
+# --- The fast renderer against prometheus_client's -------------------------------------------
+
+DAYS = st.dates(min_value=dt.date(2015, 1, 1), max_value=TODAY)
+COUNTS = st.integers(0, 10**9)  # large counts switch Go's formatting to exponents
+NAMES = st.text(st.sampled_from('ab-_."\\\n é'), min_size=1, max_size=12)
+TIMES = st.none() | st.floats(0, 4e9, allow_nan=False)
+TENANTS = st.builds(
+    TenantSnapshot, name=NAMES,
+    stats=st.none() | st.builds(DapStatistics, total_customers=COUNTS,
+                                established=st.dictionaries(DAYS, COUNTS, max_size=20),
+                                inactive=st.dictionaries(DAYS, COUNTS, max_size=20)),
+    attempted=st.booleans(), last_poll_success=st.booleans(), last_success_time=TIMES,
+    last_duration=TIMES, last_error_reason=st.none() | st.sampled_from(REASONS),
+    errors_total=st.dictionaries(st.sampled_from(REASONS), COUNTS, max_size=3),
+    api_requests_total=st.dictionaries(st.sampled_from(["200", "401", "429", "500"]), COUNTS, max_size=3),
+    skipped_entries_total=COUNTS, token_expires_at=TIMES)
+
+
+@SETTINGS
+@given(st.lists(TENANTS, max_size=4, unique_by=lambda t: t.name),
+       st.lists(st.integers(1, 3650), min_size=1, max_size=4, unique=True),
+       st.sampled_from([60.0, 900.0, 86400.0, 1e7]))
+def test_fast_renderer_is_byte_identical_to_prometheus_client(
+        tenants: list[TenantSnapshot], thresholds: list[int], interval: float) -> None:
+    """For any snapshot, render() gives exactly the bytes prometheus_client's generate_latest gives."""
+    snapshot = Snapshot(tuple(tenants))
+    assert render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval) == \
+        reference_render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval)
+
+
+@SETTINGS
+@given(DAYS, st.lists(st.integers(1, 3650), max_size=5))
+def test_threshold_buckets_agree_with_is_past(day: dt.date, thresholds: list[int]) -> None:
+    """The bucket of a day is the largest threshold is_past says it is past, or 0."""
+    expected = max((t for t in thresholds if is_past(day, t, TODAY)), default=0)
+    assert ThresholdBuckets(thresholds, TODAY)(day) == expected

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import gzip
 import http.client
+import logging
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import bcrypt
 import pytest
@@ -233,3 +237,191 @@ def test_parse_listen_address_rejects(address: str) -> None:
     """An address without a numeric port is refused with the flag's name."""
     with pytest.raises(ValueError, match=r"--web\.listen-address"):
         parse_listen_address(address)
+
+
+# --- The event-loop server: framing, bad input, flow control, timeouts -------------------------
+
+def raw_exchange(srv: ExporterServer, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, then read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Reader:
+    """One buffered reader for several responses on a socket (HTTPResponse would read ahead
+    into a buffer of its own and close it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+
+    def makefile(self, mode: str) -> Any:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def close(self) -> None:
+        pass
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[http.client.HTTPResponse, bytes]]:
+    reader = _Reader(sock)
+    responses = []
+    for _ in range(count):
+        response = http.client.HTTPResponse(reader)  # type: ignore[arg-type]
+        response.begin()
+        responses.append((response, response.read()))
+    return responses
+
+
+def test_pipelined_requests_are_answered_in_order(server: ExporterServer) -> None:
+    """Three requests sent in one write get three answers, in the order asked."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert [r.status for r, _ in read_responses(sock, 3)] == [200, 404, 200]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
+    (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 400),
+    (b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+], ids=["request-line", "version", "header", "body", "chunked", "too-large"])
+def test_malformed_requests_get_an_error_and_the_connection_closes(
+        server: ExporterServer, request_bytes: bytes, status: int) -> None:
+    """Bad framing is answered with its status, Connection: close, and the socket is closed."""
+    answer = raw_exchange(server, request_bytes)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_other_methods_get_405_with_allow(server: ExporterServer) -> None:
+    """POST is answered 405 with `Allow: GET, HEAD`, and the connection stays usable."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        (first, _), (second, _) = read_responses(sock, 2)
+    assert (first.status, first.getheader("Allow"), second.status) == (405, "GET, HEAD", 200)
+
+
+def test_http_1_0_without_keep_alive_is_closed_after_the_answer(server: ExporterServer) -> None:
+    """An HTTP/1.0 request gets one answer with Connection: close, then the server hangs up."""
+    answer = raw_exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\nOK\n")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_absolute_form_and_query_string_still_find_the_path(server: ExporterServer,
+                                                            publisher: Publisher) -> None:
+    """`GET http://host/metrics?x=1` serves /metrics, as proxies and some clients send it."""
+    answer = raw_exchange(server, b"GET http://example/metrics?x=1 HTTP/1.1\r\nHost: example\r\n"
+                                  b"Connection: close\r\n\r\n")
+    assert answer.endswith(publisher.current.body)
+
+
+def big_publisher(tenants: int) -> Publisher:
+    """A publisher whose body is about 0.4 MB per tenant, in many segments."""
+    publisher = Publisher((90,), poll_interval=60)
+    publisher.publish(Snapshot(tuple(
+        TenantSnapshot(name=f"t{i:02d}", attempted=True, last_poll_success=True,
+                       stats=DapStatistics(total_customers=1, established={
+                           dt.date(2000, 1, 1) + dt.timedelta(days=d): d for d in range(5000)}))
+        for i in range(tenants))))
+    return publisher
+
+
+def test_large_body_is_streamed_not_buffered_for_a_slow_reader() -> None:
+    """A client that pipelines 40 scrapes of a 6 MB body and reads nothing holds at most a few MB
+    in the server's buffers; when it reads, every byte of all 40 answers arrives intact."""
+    publisher = big_publisher(15)
+    body = publisher.current.body
+    assert len(body) > 5_000_000
+    assert len(publisher.current.segments) > 1
+    srv = start(publisher)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 40)
+            time.sleep(0.5)
+            buffered = [c._transport.get_write_buffer_size() for c in srv.connections
+                        if c._transport is not None]
+            assert buffered
+            assert max(buffered) <= 2 * 1024 * 1024
+            answers = read_responses(sock, 40)
+        assert all(response.status == 200 and received == body for response, received in answers)
+    finally:
+        srv.shutdown()
+
+
+def test_a_bcrypt_check_does_not_hold_up_other_connections(publisher: Publisher) -> None:
+    """While one client's wrong password is checked with bcrypt (slow), a client whose credentials
+    were verified before gets its scrape first."""
+    slow_hash = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=14))  # about a second
+    srv = start(publisher, WebConfig(basic_auth=BasicAuth({"prometheus": slow_hash})))
+    good = "Basic " + base64.b64encode(b"prometheus:scrape-pass").decode()
+    bad = "Basic " + base64.b64encode(b"prometheus:wrong").decode()
+    try:
+        assert get(srv, "/healthz", {"Authorization": good})[0] == 200
+        assert srv.web.basic_auth.check(good)  # verified once, as an earlier scrape would have
+        finished: list[str] = []
+        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        slow.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {bad}\r\n\r\n".encode())
+        time.sleep(0.05)
+        assert get(srv, "/metrics", {"Authorization": good})[0] == 200
+        finished.append("verified")
+        assert read_responses(slow, 1)[0][0].status == 401
+        finished.append("bcrypt")
+        slow.close()
+        assert finished == ["verified", "bcrypt"]
+    finally:
+        srv.shutdown()
+
+
+def test_idle_and_half_sent_connections_are_closed(publisher: Publisher,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection idle past the idle timeout, or stuck mid-request-head past the head timeout,
+    is closed by the server."""
+    monkeypatch.setattr("exporter.server.IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr("exporter.server.REQUEST_HEAD_TIMEOUT", 0.3)
+    srv = start(publisher)
+    try:
+        idle = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        half = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        assert idle.recv(1) == b""  # closed by the server within the sweep (about a second)
+        assert half.recv(1) == b""
+        idle.close()
+        half.close()
+    finally:
+        srv.shutdown()
+
+
+def test_clients_resetting_mid_body_are_routine(caplog: pytest.LogCaptureFixture) -> None:
+    """Scrapers that reset their connections halfway through a large body cause no error log,
+    and the server goes on serving."""
+    publisher = big_publisher(40)
+    srv = start(publisher)
+    try:
+        for _ in range(3):
+            socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(10)]
+            for sock in socks:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            for sock in socks:
+                received = 0
+                while received < 3_000_000:
+                    received += len(sock.recv(1 << 20))
+                # Close with a reset, as a scraper that gives up or is killed does.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+        time.sleep(0.3)
+        assert get(srv, "/healthz")[0] == 200
+    finally:
+        srv.shutdown()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

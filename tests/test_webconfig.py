@@ -118,7 +118,7 @@ def serve_web() -> Iterator[Callable[[Path], ExporterServer]]:
 
     def start(path: Path) -> ExporterServer:
         server = ExporterServer("127.0.0.1:0", Publisher((90,), poll_interval=60), thresholds=(90,),
-                                web=WebConfigFile(path))
+                                web=WebConfigFile(path, recheck_interval=0))
         server.start()
         servers.append(server)
         return server
@@ -195,3 +195,17 @@ def test_broken_edit_keeps_the_previous_config_and_logs_once(
     assert len(failures) == 1
     assert "basic_auth_users.prometheus: must be a bcrypt hash" in failures[0].__dict__["errors"]
     assert "plain-text-password" not in caplog.text
+
+
+def test_files_are_checked_at_most_once_per_recheck_interval(tmp_path: Path) -> None:
+    """An edit is seen only once recheck_interval has passed since the last check, so requests
+    do not stat the files every time."""
+    now = [100.0]
+    path = write(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n")
+    web = WebConfigFile(path, recheck_interval=1.0, monotonic=lambda: now[0])
+    first = web.current()
+    path.write_text("http_server_config:\n  headers:\n    X-Frame-Options: DENY\n")
+    now[0] += 0.5
+    assert web.current() is first
+    now[0] += 0.6
+    assert web.current().headers == {"X-Frame-Options": "DENY"}

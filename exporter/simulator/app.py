@@ -15,14 +15,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from exporter.server import TLSThreadingHTTPServer
 from exporter.simulator.certs import generate_certs
-from exporter.simulator.data import Customer, generate_customers, statistics_payload
+from exporter.simulator.data import Customer, generate_customers, spread_customers, statistics_payload
 
 STATISTICS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
 PARTNER_API_RESOURCE = "https://api.partnercustomeradministration.microsoft.com"
@@ -73,22 +72,41 @@ class RequestRecord:
     tenant: str | None = None  # the tenant id in the path, or of the API call's token
 
 
-class _SimServer(TLSThreadingHTTPServer):
-    """Keeps track of open connections, so an outage can cut them as a real one would."""
+class _SimServer(ThreadingHTTPServer):
+    """HTTPS in a thread per connection, handshake included, so one idle client stalls nobody.
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    Keeps track of open connections, so an outage can cut them as a real one would.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 context: ssl.SSLContext) -> None:
         super().__init__(address, handler)
+        self.ssl_context = context
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
 
-    def serve_connection(self, connection: socket.socket, client_address: Any) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up, as the tests' faults make them do, are routine here
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(10)
+        try:
+            connection = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        # wrap_socket detaches the plain socket, so track (and later cut) the wrapped one.
         with self.connections_lock:
             self.connections.add(connection)
         try:
-            super().serve_connection(connection, client_address)
+            super().finish_request(connection, client_address)
         finally:
             with self.connections_lock:
                 self.connections.discard(connection)
+            connection.close()
 
     def drop_connections(self) -> None:
         with self.connections_lock:
@@ -105,13 +123,15 @@ class Simulator:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None,
                  today: dt.date | None = None, accept_app_only: bool = False,
-                 token_lifetime: int = 3600,
+                 token_lifetime: int = 3600, latency: float = 0.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._tempdir = None if cert_dir else tempfile.TemporaryDirectory(prefix="pcsim-")
         self.certs = generate_certs(cert_dir or Path(self._tempdir.name))  # type: ignore[union-attr]
         self.today = today or dt.datetime.now(dt.UTC).date()
         self.accept_app_only = accept_app_only
         self.token_lifetime = token_lifetime
+        # Seconds added to every answer, as a distant Microsoft data centre would (benchmarks).
+        self.latency = latency
         self.clock = clock
         self.tenants: dict[str, SimTenant] = {}
         self.clients: dict[str, str | None] = {}  # client_id -> secret (None: public client)
@@ -128,9 +148,7 @@ class Simulator:
         self._thread: threading.Thread | None = None
 
     def _listen(self, address: tuple[str, int]) -> _SimServer:
-        httpd = _SimServer(address, _make_handler(self))
-        httpd.ssl_context = self._context
-        return httpd
+        return _SimServer(address, _make_handler(self), self._context)
 
     # --- set-up -------------------------------------------------------------------------
     @property
@@ -146,8 +164,11 @@ class Simulator:
     def dap_statistics_url(self) -> str:
         return self.base_url + STATISTICS_PATH
 
-    def add_tenant(self, tenant_id: str, *, customers: int | None = None) -> SimTenant:
-        tenant = SimTenant(tenant_id, generate_customers(tenant_id, self.today, customers))
+    def add_tenant(self, tenant_id: str, *, customers: int | None = None,
+                   dates: int | None = None) -> SimTenant:
+        """A partner tenant with seeded customers, or with `dates` distinct dates in each list."""
+        tenant = SimTenant(tenant_id, spread_customers(dates, self.today) if dates is not None
+                           else generate_customers(tenant_id, self.today, customers))
         self.tenants[tenant_id] = tenant
         return tenant
 
@@ -459,6 +480,8 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, b'{"error":"not_found"}', {"Content-Type": "application/json"})
                 return
+            if sim.latency:
+                time.sleep(sim.latency)
             tenant = sim._tenant_of(self.headers.get("Authorization")) if target == "api" else parts[0]
             fault = sim._take_fault(target, tenant)
             if fault is not None:

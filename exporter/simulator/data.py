@@ -34,6 +34,12 @@ def generate_customers(seed: str, today: dt.date, count: int | None = None) -> l
     return customers
 
 
+def spread_customers(dates: int, today: dt.date) -> list[Customer]:
+    """One customer a day: `dates` distinct establishment dates and as many sign-in dates."""
+    return [Customer(established=today - dt.timedelta(days=30 + i), last_signin=today - dt.timedelta(days=i))
+            for i in range(dates)]
+
+
 def _us_date(day: dt.date) -> str:
     return f"{day.month}/{day.day}/{day.year}"
 

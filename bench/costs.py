@@ -1,0 +1,149 @@
+"""What data costs: parse and render time per tenant for large payloads, and the process's RSS."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gzip
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.report import Report, Row
+from bench.tools import TenantSpec, exporter, get, rss_mib, wait_ready, write_config, wrk
+from exporter import client
+from exporter.collector import Renderer, gzip_pieces, reference_render, segments
+from exporter.model import Snapshot, TenantSnapshot
+from exporter.simulator import Simulator
+from exporter.simulator.data import spread_customers, statistics_payload
+
+PARSE_RENDER_TARGET_MS = 150.0  # 10,000 dates, one tenant
+RSS_ONE_TENANT_TARGET = 45.0
+RSS_LARGE_TARGET = 120.0
+THRESHOLDS = (30, 60, 90)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    date_counts: tuple[int, ...] = (1, 1000, 10_000)
+    repeats: int = 5
+    large_tenants: int = 100
+    large_dates: int = 1000
+    large_rounds: int = 3
+    scrape_seconds: int = 3
+
+
+def _median_ms(work: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def payload_costs(report: Report, settings: Settings) -> None:
+    section = "Cost of a large payload, per tenant (medians; date cache cleared: the first poll's cost)"
+    today = dt.datetime.now(dt.UTC).date()
+    for count in settings.date_counts:
+        raw = json.dumps(statistics_payload("t", spread_customers(count, today), "https://x")).encode()
+
+        def parse(raw: bytes = raw) -> object:
+            client._DATES.clear()
+            return client.parse_statistics(json.loads(raw), today)
+
+        stats = client.parse_statistics(json.loads(raw), today)
+        snapshot = Snapshot((TenantSnapshot(name="t", stats=stats, attempted=True, last_poll_success=True,
+                                            last_success_time=time.time(), last_duration=0.2),))
+
+        def render(snapshot: Snapshot = snapshot) -> object:
+            pieces = Renderer().render(snapshot, today=today, thresholds=THRESHOLDS, poll_interval=300)
+            return segments(pieces), gzip_pieces(pieces)
+
+        def reference(snapshot: Snapshot = snapshot) -> object:
+            body = reference_render(snapshot, today=today, thresholds=THRESHOLDS, poll_interval=300)
+            return gzip.compress(body, compresslevel=6, mtime=0)
+
+        def decode(raw: bytes = raw) -> object:
+            return json.loads(raw)
+
+        json_ms = _median_ms(decode, settings.repeats)
+        parse_ms = _median_ms(parse, settings.repeats)
+        render_ms = _median_ms(render, settings.repeats)
+        reference_ms = _median_ms(reference, settings.repeats)
+        label = f"{count:,} dates ({len(raw) / 1024:,.0f} KiB JSON)"
+        report.add(Row(section, f"{label}: parse", f"{parse_ms:.1f} ms", f"json.loads {json_ms:.1f} ms",
+                       f"{parse_ms / json_ms:.1f}x json.loads"))
+        report.add(Row(section, f"{label}: render + gzip", f"{render_ms:.1f} ms",
+                       f"prometheus_client {reference_ms:.1f} ms",
+                       f"{reference_ms / render_ms:.1f}x faster"))
+        goal = count == 10_000
+        total = parse_ms + render_ms
+        report.add(Row(section, f"{label}: parse + render", f"{total:.1f} ms", "", "",
+                       f"< {PARSE_RENDER_TARGET_MS:.0f} ms" if goal else "",
+                       total < PARSE_RENDER_TARGET_MS if goal else None))
+
+
+def _bare_python_rss() -> float:
+    code = ("import re; print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout) / 1024
+
+
+def memory(report: Report, settings: Settings, workdir: Path) -> None:
+    section = "Memory (RSS of the exporter process)"
+    bare = f"bare python {_bare_python_rss():.1f} MiB"
+    with Simulator(cert_dir=workdir / "certs") as sim:
+        config = write_config(sim, workdir / "one", [TenantSpec()])
+        with exporter(config, interval=3600.0) as child:
+            wait_ready(child.url)
+            time.sleep(1.0)
+            rss = rss_mib(child.pid)
+        report.add(Row(section, "1 tenant, after start and first poll", f"{rss:.1f} MiB", bare, "",
+                       f"< {RSS_ONE_TENANT_TARGET:.0f} MiB", rss < RSS_ONE_TENANT_TARGET))
+        tenants, dates = settings.large_tenants, settings.large_dates
+        config = write_config(sim, workdir / "large", [TenantSpec(dates=dates)] * tenants,
+                              request_timeout="20s")
+        with exporter(config, interval=2.0) as child:
+            wait_ready(child.url)
+            polls_at_start = sim.count("api")
+            peak = rss_mib(child.pid)
+            while sim.count("api") < polls_at_start + tenants * settings.large_rounds:
+                peak = max(peak, rss_mib(child.pid))
+                time.sleep(0.05)
+            rss = rss_mib(child.pid)
+            peak = max(peak, rss)
+            size = len(get(child.url, "/metrics")[1])
+            scraping = peak_rss_during(child.pid, lambda: wrk(child.url + "/metrics", connections=10,
+                                                             seconds=settings.scrape_seconds))
+        label = f"{tenants} tenants x {dates:,} dates ({tenants * dates * 2:,} date series)"
+        report.add(Row(section, f"{label}, {settings.large_rounds} rounds after the first",
+                       f"{rss:.1f} MiB (peak {peak:.1f})", bare, "", f"< {RSS_LARGE_TARGET:.0f} MiB",
+                       peak < RSS_LARGE_TARGET))
+        report.add(Row(section, f"same, while 10 connections scrape its {size / 2**20:.1f} MiB body",
+                       f"peak {scraping:.1f} MiB", f"{rss:.1f} MiB before", "",
+                       f"< {RSS_LARGE_TARGET:.0f} MiB", scraping < RSS_LARGE_TARGET))
+
+
+def peak_rss_during(pid: int, work: Callable[[], object]) -> float:
+    """The highest RSS of `pid`, sampled every 20 ms while `work` runs in this thread."""
+    peak = [rss_mib(pid)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss_mib(pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0]

@@ -1,0 +1,96 @@
+"""Polling at scale: round wall time for 1 to 500 tenants with 200 ms upstream latency, and
+scrape latency while a 100-tenant poll is in progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from bench.report import Report, Row
+from bench.scrape import P99_TARGET
+from bench.tools import Nginx, TenantSpec, exporter, get, median_result, wait_ready, write_config, wrk
+from exporter.app import build_http_client, build_poller, build_source
+from exporter.cli import load_configs
+from exporter.collector import Publisher
+from exporter.config import DEFAULT_POLL_CONCURRENCY
+from exporter.simulator import Simulator
+
+LATENCY = 0.2
+ROUND_TARGET_SECONDS = 2.0  # 100 tenants at 200 ms latency, default concurrency
+BUSY_TENANTS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    tenant_counts: tuple[int, ...] = (1, 10, 100, 500)
+    busy_rounds: int = 5
+    busy_seconds: int = 2
+
+
+def poll_round(config_path: Path) -> tuple[float, float, int]:
+    """Two rounds of `--once`'s poll (bounded concurrency): the first also fetches every token."""
+    config, _ = load_configs(str(config_path), None)
+    http = build_http_client(config)
+    try:
+        sources = [build_source(t, config, http, str(config_path)) for t in config.tenants]
+        poller = build_poller(config, sources, Publisher(config.inactive_thresholds_days,
+                                                         poll_interval=config.poll_interval))
+        started = time.monotonic()
+        poller.poll_all_once()
+        cold = time.monotonic() - started
+        started = time.monotonic()
+        snapshot = poller.poll_all_once()
+        warm = time.monotonic() - started
+        return cold, warm, sum(1 for t in snapshot.tenants if t.last_poll_success)
+    finally:
+        http.close()
+
+
+def scaling(report: Report, settings: Settings, workdir: Path) -> None:
+    section = (f"Poll scaling: one round, {LATENCY * 1000:.0f} ms upstream latency per request, "
+               f"concurrency {DEFAULT_POLL_CONCURRENCY} (the default)")
+    with Simulator(cert_dir=workdir / "certs", latency=LATENCY) as sim:
+        single: float | None = None
+        for count in settings.tenant_counts:
+            config = write_config(sim, workdir / f"poll-{count}", [TenantSpec()] * count)
+            cold, warm, ok = poll_round(config)
+            single = single or warm
+            goal = count == BUSY_TENANTS
+            tenants = f"{count} tenant{'s' if count > 1 else ''}"
+            report.add(Row(section, f"{tenants}: round with tokens cached",
+                           f"{warm:.2f} s ({ok}/{count} ok)", f"1 tenant {single:.2f} s",
+                           f"{warm / single:.1f}x", f"< {ROUND_TARGET_SECONDS:.0f} s" if goal else "",
+                           warm < ROUND_TARGET_SECONDS and ok == count if goal else None))
+            report.add(Row(section, f"{tenants}: first round (sign-in + poll)", f"{cold:.2f} s"))
+
+
+def scrape_while_polling(report: Report, settings: Settings, workdir: Path) -> None:
+    """wrk at 1 connection while 100 tenants are polled back to back, against nginx."""
+    section = (f"Scrape latency while {BUSY_TENANTS} tenants are being polled "
+               f"({LATENCY * 1000:.0f} ms latency)")
+    with Simulator(cert_dir=workdir / "certs", latency=LATENCY) as sim, Nginx(workdir / "nginx") as nginx:
+        config = write_config(sim, workdir / "busy", [TenantSpec()] * BUSY_TENANTS)
+        # An interval shorter than a round keeps a poll in progress the whole time.
+        with exporter(config, interval=0.5) as child:
+            wait_ready(child.url)
+            nginx.serve(get(child.url, "/metrics")[1], get(child.url, "/metrics", gzipped=True)[1])
+            for gzipped in (False, True):
+                nginx_runs, our_runs = [], []
+                polls, busy_time = 0, 0.0
+                for _ in range(settings.busy_rounds):
+                    nginx_runs.append(wrk(nginx.url + ("/metrics.gz" if gzipped else "/metrics"),
+                                          connections=1, seconds=settings.busy_seconds, gzipped=gzipped))
+                    started, polls_before = time.monotonic(), sim.count("api")
+                    our_runs.append(wrk(child.url + "/metrics", connections=1,
+                                        seconds=settings.busy_seconds, gzipped=gzipped))
+                    busy_time += time.monotonic() - started
+                    polls += sim.count("api") - polls_before
+                base, ours = median_result(nginx_runs), median_result(our_runs)
+                ratio = ours.p99_ms / base.p99_ms
+                report.add(Row(section, f"{'gzip' if gzipped else 'identity'}, 1 conn: p50 / p99",
+                               f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} ms "
+                               f"({ours.requests_per_second:,.0f} req/s, {polls / busy_time:.0f} polls/s "
+                               f"alongside)",
+                               f"nginx {base.p50_ms:.2f} / {base.p99_ms:.2f} ms", f"p99 {ratio:.1f}x nginx",
+                               f"p99 < {P99_TARGET:.0f}x nginx", ratio < P99_TARGET))
