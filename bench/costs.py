@@ -54,7 +54,7 @@ def payload_costs(report: Report, settings: Settings) -> None:
         raw = json.dumps(statistics_payload("t", spread_customers(count, today), "https://x")).encode()
 
         def parse(raw: bytes = raw) -> object:
-            client._DATES.clear()
+            client.parse_date_cached.cache_clear()
             return client.parse_statistics(json.loads(raw), today)
 
         stats = client.parse_statistics(json.loads(raw), today)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import json
 import logging
 import time
@@ -51,18 +52,7 @@ def parse_date(text: str) -> dt.date:
 
 
 # Dates repeat across entries, tenants and polls; parsing each text once keeps large payloads cheap.
-_DATES: dict[str, dt.date] = {}
-_DATES_KEPT = 100_000
-
-
-def _cached_date(text: str) -> dt.date:
-    day = _DATES.get(text)
-    if day is None:
-        day = parse_date(text)
-        if len(_DATES) >= _DATES_KEPT:
-            _DATES.clear()
-        _DATES[text] = day
-    return day
+parse_date_cached = functools.lru_cache(maxsize=100_000)(parse_date)
 
 
 def _count_list(payload: dict[str, Any], key: str, today: dt.date,
@@ -84,7 +74,7 @@ def _count_list(payload: dict[str, Any], key: str, today: dt.date,
             skipped.append(f"{key}[{i}].date: missing or not a string")
             continue
         try:
-            day = _cached_date(raw_date)
+            day = parse_date_cached(raw_date)
         except ValueError as err:
             skipped.append(f"{key}[{i}].date: {err}")
             continue

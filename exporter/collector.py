@@ -120,10 +120,13 @@ def reference_render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence
     return bytes(generate_latest(registry))
 
 
+# Each family's HELP and TYPE lines, taken from metric_families: names and help are written once.
 _HEADERS: tuple[bytes, ...] = tuple(
     f"# HELP {f.name}{'_total' if f.type == 'counter' else ''} {f.documentation}\n"
     f"# TYPE {f.name}{'_total' if f.type == 'counter' else ''} {f.type}\n".encode()
     for f in metric_families(Snapshot(), today=dt.date(2000, 1, 1), thresholds=(), poll_interval=0))
+
+
 def _go_string(value: float) -> str:
     """A value as prometheus_client writes it (Go's float formatting)."""
     return str(_go_float(value))  # type: ignore[no-untyped-call]

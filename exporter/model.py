@@ -60,11 +60,6 @@ class ThresholdBuckets:
         return 0
 
 
-def largest_threshold_past(day: dt.date, thresholds: Sequence[int], today: dt.date) -> int:
-    """The largest threshold that a sign-in on `day` is past; 0 if none."""
-    return ThresholdBuckets(thresholds, today)(day)
-
-
 @dataclass(frozen=True)
 class DapStatistics:
     """One parsed delegatedAdminStatistics response."""

@@ -234,7 +234,7 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
     cert = _file(value.get("cert_file"), base, "tls_server_config.cert_file", errors)
     key = _file(value.get("key_file"), base, "tls_server_config.key_file", errors)
     auth_type = value.get("client_auth_type", "NoClientCert")
-    if auth_type not in _CLIENT_AUTH:
+    if not isinstance(auth_type, str) or auth_type not in _CLIENT_AUTH:
         hint = (" (Python's ssl module cannot ask for a client certificate without verifying it)"
                 if auth_type in ("RequestClientCert", "RequireAnyClientCert") else "")
         errors.append(f"tls_server_config.client_auth_type: must be one of "
@@ -246,7 +246,7 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
     versions = []
     for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         version = value.get(name, default)
-        if version not in _TLS_VERSIONS:
+        if not isinstance(version, str) or version not in _TLS_VERSIONS:
             errors.append(f"tls_server_config.{name}: must be one of {', '.join(_TLS_VERSIONS)}, "
                           f"got {version!r}")
             version = default

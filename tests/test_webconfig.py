@@ -86,6 +86,18 @@ extra: true
     assert len(errors) == 7
 
 
+def test_tls_choices_of_the_wrong_type_are_config_errors(tmp_path: Path) -> None:
+    """A list where a TLS version or client auth type belongs is a field error, not a crash
+    (found by the property test)."""
+    path = write(tmp_path, "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing-key.pem\n"
+                           "  client_auth_type: [RequireAndVerifyClientCert]\n  min_version: []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    errors = caught.value.errors
+    assert any(e.startswith("tls_server_config.client_auth_type: must be one of") for e in errors)
+    assert any(e.startswith("tls_server_config.min_version: must be one of") for e in errors)
+
+
 def test_basic_auth_rejects_wrong_unknown_and_malformed() -> None:
     """Wrong passwords, unknown users and malformed headers are refused."""
     auth = BasicAuth({"prometheus": HASH.encode()})
