@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench.report import Report, Row
-from bench.tools import TenantSpec, exporter, write_config
+from bench.tools import TenantSpec, exporter, rss_mib, write_config
 from exporter.simulator import Fault, Simulator
 
 TENANTS = 10
@@ -48,13 +48,12 @@ class Sample:
     label: str
     polls: int
     scrapes: int
-    rss_kib: int
+    rss_mib: float
     fds: int
 
 
 def measure(pid: int, label: str, polls: int, scrapes: int) -> Sample:
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    rss = rss_mib(pid)
     # The fewest over a second: polls in flight briefly hold sockets, lock and temp files.
     fds = []
     for _ in range(20):
@@ -140,9 +139,9 @@ SECTION = "Soak: polls with injected faults and keep-alive gzip scrapes (RSS, op
 def report(samples: list[Sample], started: float, table: Report | None = None) -> bool:
     print(f"{'':<14} {'polls':>6} {'scrapes':>8} {'RSS MiB':>8} {'fds':>4}")
     for s in samples:
-        print(f"{s.label:<14} {s.polls:>6} {s.scrapes:>8} {s.rss_kib / 1024:>8.1f} {s.fds:>4}")
+        print(f"{s.label:<14} {s.polls:>6} {s.scrapes:>8} {s.rss_mib:>8.1f} {s.fds:>4}")
     warm, end = samples[-2], samples[-1]
-    growth = (end.rss_kib - warm.rss_kib) / 1024
+    growth = end.rss_mib - warm.rss_mib
     rss_ok = growth < RSS_GROWTH_TARGET_MIB
     fds_ok = end.fds <= warm.fds
     print(f"RSS growth after warm-up: {growth:+.1f} MiB (target < {RSS_GROWTH_TARGET_MIB:.0f} MiB) "
@@ -153,8 +152,8 @@ def report(samples: list[Sample], started: float, table: Report | None = None) -
     if table is not None:
         start = samples[0]
         table.add(Row(SECTION, f"{end.polls:,} polls, {end.scrapes:,} scrapes: RSS growth after warm-up",
-                      f"{growth:+.1f} MiB", f"{warm.rss_kib / 1024:.1f} MiB after warm-up "
-                      f"({start.rss_kib / 1024:.1f} after start)", "",
+                      f"{growth:+.1f} MiB", f"{warm.rss_mib:.1f} MiB after warm-up "
+                      f"({start.rss_mib:.1f} after start)", "",
                       f"< {RSS_GROWTH_TARGET_MIB:.0f} MiB", rss_ok))
         table.add(Row(SECTION, "open file descriptors", f"{end.fds} at the end",
                       f"{warm.fds} after warm-up", "", "no growth", fds_ok))

@@ -83,8 +83,7 @@ class App:
                                    self.publisher, retry_initial=retry_initial)
         self.publisher.publish(self.poller.snapshot())
         try:
-            self.server = ExporterServer(listen_address, self.publisher, web=web,
-                                         thresholds=config.inactive_thresholds_days)
+            self.server = ExporterServer(listen_address, self.publisher, web=web)
         except OSError:
             self._http.close()
             raise
@@ -120,7 +119,6 @@ class App:
         self._sources = sources
         self.config = config
         self.publisher.reconfigure(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        self.server.thresholds = config.inactive_thresholds_days
         self.poller.reconfigure([source for _, source in sources.values()],
                                 interval=config.poll_interval, concurrency=config.poll_concurrency)
         log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})

@@ -284,10 +284,6 @@ class Exposition:
     day: dt.date
 
     @property
-    def length(self) -> int:
-        return sum(len(segment) for segment in self.segments)
-
-    @property
     def body(self) -> bytes:
         """The text body in one piece: a copy when it is large, so the server sends segments."""
         return self.segments[0] if len(self.segments) == 1 else b"".join(self.segments)
@@ -304,6 +300,10 @@ class Publisher:
         self._lock = threading.Lock()
         self._renderer = Renderer()
         self.current = self._render(Snapshot())
+
+    @property
+    def thresholds(self) -> tuple[int, ...]:
+        return self._thresholds
 
     def _render(self, snapshot: Snapshot) -> Exposition:
         day = utc_date(self._clock())

@@ -20,6 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,10 +49,6 @@ _WRITE_CHUNK = 1024 * 1024
 # Probes must work without credentials, as with Go exporters' health endpoints.
 _OPEN_PATHS = {"/healthz", "/readyz"}
 _TEXT = "text/plain; charset=utf-8"
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
-            505: "HTTP Version Not Supported"}
-
 
 def parse_listen_address(address: str) -> tuple[str, int]:
     """`host:port`, `:port` or `[v6]:port` to (host, port); an empty host means all IPv4."""
@@ -210,10 +207,6 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # Without it, keep-alive answers stall ~40 ms on delayed ACKs (Nagle's algorithm).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "?"
         self._server.connections.add(self)
@@ -357,8 +350,9 @@ class _Connection(asyncio.Protocol):
                        b"OK\n" if ready else b"waiting for the first poll of every tenant\n",
                        _TEXT, head=head, keep_alive=keep_alive)
         elif path == "/":
-            body = landing_page(self._server.publisher.current.snapshot, now=self._server.clock(),
-                                thresholds=self._server.thresholds)
+            publisher = self._server.publisher
+            body = landing_page(publisher.current.snapshot, now=self._server.clock(),
+                                thresholds=publisher.thresholds)
             self._send(200, body, "text/html; charset=utf-8", head=head, keep_alive=keep_alive)
         else:
             self._send(404, b"Not found; try /metrics\n", _TEXT, head=head, keep_alive=keep_alive)
@@ -404,13 +398,12 @@ class ExporterServer:
 
     server_version = f"partnercenter-exporter/{__version__}"
 
-    def __init__(self, listen_address: str, publisher: Publisher, *, thresholds: tuple[int, ...],
+    def __init__(self, listen_address: str, publisher: Publisher, *,
                  web: WebConfigProvider | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         host, port = parse_listen_address(listen_address)
-        self._publisher = publisher
+        self.publisher = publisher
         self._web: WebConfigProvider = web or WebConfig()
-        self.thresholds = thresholds
         self.clock = clock
         self.http_date = _HttpDate()
         self.connections: set[_Connection] = set()
@@ -420,7 +413,9 @@ class ExporterServer:
         self._heads_web: WebConfig | None = None
         # Bind here, so a taken port fails at start-up in the caller's thread.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        # Made as a TCP socket by name: asyncio sets TCP_NODELAY only on those, and without it
+        # keep-alive answers stall ~40 ms on delayed ACKs (Nagle's algorithm).
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind((host, port))
@@ -434,14 +429,6 @@ class ExporterServer:
         self._loop.set_exception_handler(self._loop_error)
         self._thread: threading.Thread | None = None
 
-    @property
-    def publisher(self) -> Publisher:
-        return self._publisher
-
-    @publisher.setter
-    def publisher(self, publisher: Publisher) -> None:
-        self._publisher = publisher
-
     def response_head(self, web: WebConfig, status: int, content_type: str, length: int,
                       extra: tuple[tuple[str, str], ...], keep_alive: bool) -> bytes:
         """Status line and headers; scrapes repeat them, so they are built once a second."""
@@ -452,7 +439,7 @@ class ExporterServer:
         key = (status, content_type, length, extra, keep_alive)
         head = self._heads.get(key)
         if head is None:
-            lines = [f"HTTP/1.1 {status} {_REASONS[status]}\r\nServer: {self.server_version}\r\n"
+            lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: {self.server_version}\r\n"
                      f"Date: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"]
             lines.extend(f"{name}: {value}\r\n" for name, value in (*web.headers.items(), *extra))
             if not keep_alive:

@@ -67,14 +67,15 @@ class BasicAuth:
             return None
         return hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
 
+    def _known(self, key: bytes) -> bool:
+        with self._lock:
+            return any(hmac.compare_digest(key, known) for known in self._verified)
+
     def verified_before(self, header: str | None) -> bool:
         """True if these credentials passed bcrypt before: the fast path, with no bcrypt at all."""
         credentials = self._credentials(header)
         key = self._key(*credentials) if credentials else None
-        if key is None:
-            return False
-        with self._lock:
-            return any(hmac.compare_digest(key, known) for known in self._verified)
+        return key is not None and self._known(key)
 
     def check(self, header: str | None) -> bool:
         """The full check; slow (bcrypt) unless the credentials were verified before."""
@@ -86,7 +87,7 @@ class BasicAuth:
         if key is None:
             bcrypt.checkpw(password.encode(), self._dummy)
             return False
-        if self.verified_before(header):
+        if self._known(key):
             return True
         if not bcrypt.checkpw(password.encode(), self._users[user]):
             return False

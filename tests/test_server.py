@@ -41,7 +41,7 @@ def publisher() -> Publisher:
 
 
 def start(publisher: Publisher, web: WebConfig | None = None) -> ExporterServer:
-    server = ExporterServer("127.0.0.1:0", publisher, thresholds=(30, 60, 90), web=web)
+    server = ExporterServer("127.0.0.1:0", publisher, web=web)
     server.start()
     return server
 
@@ -425,3 +425,14 @@ def test_clients_resetting_mid_body_are_routine(caplog: pytest.LogCaptureFixture
     finally:
         srv.shutdown()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_accepted_connections_have_tcp_nodelay(server: ExporterServer) -> None:
+    """Connections the server accepts have Nagle's algorithm off, so keep-alive answers do not
+    wait ~40 ms for a delayed ACK."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_responses(sock, 1)[0][0].status == 200
+        (connection,) = server.connections
+        accepted = connection._transport.get_extra_info("socket")
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -129,7 +129,7 @@ def serve_web() -> Iterator[Callable[[Path], ExporterServer]]:
     servers: list[ExporterServer] = []
 
     def start(path: Path) -> ExporterServer:
-        server = ExporterServer("127.0.0.1:0", Publisher((90,), poll_interval=60), thresholds=(90,),
+        server = ExporterServer("127.0.0.1:0", Publisher((90,), poll_interval=60),
                                 web=WebConfigFile(path, recheck_interval=0))
         server.start()
         servers.append(server)
