@@ -148,3 +148,31 @@ class ExporterProcess:
     @property
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def alert_rules_with_short_for(path: Path, alerts: Sequence[str]) -> Path:
+    """The shipped alert rules with `for` cut to 1s for the named alerts, which a test waits for."""
+    rules = yaml.safe_load((ROOT / "prometheus" / "alert_rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule["alert"] in alerts:
+                rule["for"] = "1s"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def start_service(args: list[str], log: Path, ready_url: str, what: str) -> subprocess.Popen[bytes]:
+    """Start Prometheus or Alertmanager with its output in `log`; wait until ready_url answers 200."""
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited: {log.read_text()[-2000:]}")
+        try:
+            return http_get(ready_url, timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 30, f"{what} to be ready")
+    return proc

@@ -43,6 +43,14 @@ def test_rule_files_pass_promtool_check_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_scaleout_prometheus_configs_pass_promtool_check_config() -> None:
+    """deploy/prometheus/remote-write.yml and federation.yml, with the rule files they name, pass promtool."""
+    snippets = sorted((ROOT / "deploy" / "prometheus").glob("*.yml"))
+    assert [p.name for p in snippets] == ["federation.yml", "remote-write.yml"]
+    result = run(require_binary("promtool"), "check", "config", *map(str, snippets))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_unit_tests_pass() -> None:
     """promtool test rules passes every unit test file under prometheus/tests/."""
     assert UNIT_TESTS

@@ -38,9 +38,11 @@ from tests.conftest import CLIENT_ID, TENANT_ID, free_port, require_binary
 from tests.e2e_helpers import (
     ROOT,
     ExporterProcess,
+    alert_rules_with_short_for,
     http_get,
     inactive_over_90,
     seeded_tenant,
+    start_service,
     wait_for,
     write_config,
 )
@@ -83,17 +85,6 @@ class Webhook:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
-
-
-def alert_rules_with_short_for(path: Path) -> Path:
-    """The shipped alert rules with `for` cut to 1s for the alerts this test waits for."""
-    rules = yaml.safe_load((ROOT / "prometheus" / "alert_rules.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if rule["alert"] in SHORTENED_ALERTS:
-                rule["for"] = "1s"
-    path.write_text(yaml.safe_dump(rules))
-    return path
 
 
 def prometheus_config(path: Path, exporter_address: str, alertmanager_port: int, alert_rules: Path) -> Path:
@@ -140,22 +131,6 @@ class Stack:
     revoked_at: float
 
 
-def start(args: list[str], log: Path, ready_url: str, what: str) -> subprocess.Popen[bytes]:
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} exited: {log.read_text()[-2000:]}")
-        try:
-            return http_get(ready_url, timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    wait_for(ready, 30, f"{what} to be ready")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus = require_binary("prometheus")
@@ -179,15 +154,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             am_port, prom_port = free_port(), free_port()
             am_url = f"http://127.0.0.1:{am_port}"
             hook_url = f"http://127.0.0.1:{webhook_server.server_address[1]}/"
-            processes.append(start(
+            processes.append(start_service(
                 [alertmanager, f"--config.file={alertmanager_config(tmp / 'am.yml', hook_url)}",
                  f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
                  "--cluster.listen-address=", "--log.level=warn"],
                 tmp / "alertmanager.log", am_url + "/-/ready", "alertmanager"))
+            alert_rules = alert_rules_with_short_for(tmp / "alert_rules.yml", SHORTENED_ALERTS)
             prom_config = prometheus_config(tmp / "prometheus.yml", exporter.url.removeprefix("http://"),
-                                            am_port, alert_rules_with_short_for(tmp / "alert_rules.yml"))
+                                            am_port, alert_rules)
             prom_url = f"http://127.0.0.1:{prom_port}"
-            processes.append(start(
+            processes.append(start_service(
                 [prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp / 'prom-data'}",
                  f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
                 tmp / "prometheus.log", prom_url + "/-/ready", "prometheus"))

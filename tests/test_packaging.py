@@ -54,9 +54,9 @@ def test_image_runs_as_non_root_without_a_shell_and_with_state_on_a_volume() -> 
     assert "PYTHONDONTWRITEBYTECODE=1" in final
 
 
-def test_readme_links_the_security_and_reliability_docs() -> None:
-    """The README links docs/security.md and docs/reliability.md, and both exist."""
-    for doc in ("docs/security.md", "docs/reliability.md"):
+def test_readme_links_the_security_reliability_and_deployment_docs() -> None:
+    """The README links docs/security.md, docs/reliability.md and docs/deployment.md, and they exist."""
+    for doc in ("docs/security.md", "docs/reliability.md", "docs/deployment.md"):
         assert f"]({doc})" in README
         assert (ROOT / doc).is_file()
 
