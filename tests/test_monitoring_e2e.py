@@ -41,6 +41,7 @@ from tests.e2e_helpers import (
     alert_rules_with_short_for,
     http_get,
     inactive_over_90,
+    queries_without_data,
     seeded_tenant,
     start_service,
     wait_for,
@@ -203,17 +204,7 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     dashboards = load_dashboards()
     queries = panel_queries(dashboards)
     assert len(queries) >= 15, "the dashboard walk found too few queries"
-    contexts = {name: QueryContext({"tenant": sorted(TENANTS)}, dashboard_range(d), SCRAPE_INTERVAL)
-                for name, d in dashboards.items()}
-    empty = []
-    for query in queries:
-        def has_data(q: Any = query) -> bool:
-            result = run_query(stack.api, q, contexts[q.dashboard])
-            return bool(result) and all(s.get("value") or s.get("values") for s in result)
-        try:
-            wait_for(has_data, 20, "data")
-        except AssertionError:
-            empty.append(f"{query.dashboard} / {query.panel} / {query.ref}: {query.expr}")
+    empty = queries_without_data(stack.api, dashboards, [sorted(TENANTS)], SCRAPE_INTERVAL)
     assert not empty, "queries without data:\n" + "\n".join(empty)
 
 

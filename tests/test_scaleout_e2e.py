@@ -34,6 +34,7 @@ from tests.e2e_helpers import (
     ExporterProcess,
     alert_rules_with_short_for,
     inactive_over_90,
+    queries_without_data,
     seeded_tenant,
     start_service,
     wait_for,
@@ -180,17 +181,7 @@ def test_each_tenant_comes_from_its_own_exporter(fleet: Fleet, server: str) -> N
 def test_every_dashboard_query_returns_data_for_each_tenant(fleet: Fleet, server: str) -> None:
     """On each server, every panel query of both dashboards returns data for each tenant on its own."""
     dashboards = load_dashboards()
-    api = fleet.servers[server]
-    empty = []
-    for query in panel_queries(dashboards):
-        for tenant in TENANTS:
-            def has_data(q: PanelQuery = query, t: str = tenant) -> bool:
-                result = run_query(api, q, context(dashboards[q.dashboard], [t]))
-                return bool(result) and all(s.get("value") or s.get("values") for s in result)
-            try:
-                wait_for(has_data, 20, "data")
-            except AssertionError:
-                empty.append(f"{tenant}: {query.dashboard} / {query.panel} / {query.ref}: {query.expr}")
+    empty = queries_without_data(fleet.servers[server], dashboards, [[t] for t in TENANTS], SCRAPE_INTERVAL)
     assert not empty, "queries without data:\n" + "\n".join(empty)
 
 
