@@ -46,9 +46,7 @@ def write_config(sim: Simulator, directory: Path, tenants: Sequence[TenantSpec],
                         "auth": {"token_cache_file": str(directory / f"t{i}.cache.json"),
                                  "refresh_token_file": str(seed)}})
     document: dict[str, Any] = {
-        "request_timeout": request_timeout, "endpoints": {
-            "authority_host": sim.authority_host, "dap_statistics_url": sim.dap_statistics_url,
-            "ca_file": str(sim.certs.ca_file)}, "tenants": entries}
+        "request_timeout": request_timeout, "endpoints": sim.endpoints_config(), "tenants": entries}
     if concurrency is not None:
         document["poll_concurrency"] = concurrency
     path = directory / "config.yaml"

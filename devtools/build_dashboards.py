@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devtools.generated import sync
+
 OUT_DIR = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -294,18 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if the JSON files are out of date")
     args = parser.parse_args(argv)
-    stale = []
-    for name, text in render_all().items():
-        path = OUT_DIR / name
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(name)
-        if not args.check:
-            path.write_text(text)
-    if args.check and stale:
-        print(f"out of date: {', '.join(stale)}; run python -m devtools.build_dashboards", file=sys.stderr)
-        return 1
-    return 0
+    return sync({OUT_DIR / name: text for name, text in render_all().items()}, check=args.check,
+                command="devtools.build_dashboards")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from devtools.generated import sync
+
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = [ROOT / "prometheus" / "recording_rules.yml", ROOT / "prometheus" / "alert_rules.yml"]
 OUT = ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml"
@@ -51,15 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if the PrometheusRule is out of date")
     args = parser.parse_args(argv)
-    text = render()
-    if OUT.exists() and OUT.read_text() == text:
-        return 0
-    if args.check:
-        print(f"out of date: {OUT.relative_to(ROOT)}; run python -m devtools.build_prometheusrule",
-              file=sys.stderr)
-        return 1
-    OUT.write_text(text)
-    return 0
+    return sync({OUT: render()}, check=args.check, command="devtools.build_prometheusrule")
 
 
 if __name__ == "__main__":

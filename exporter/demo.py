@@ -40,9 +40,7 @@ def write_demo_config(sim: Simulator, workdir: Path) -> Path:
                                  "refresh_token_file": str(seed)}})
     config = {"poll_interval": "1m", "request_timeout": "10s",
               "inactive_thresholds_days": [30, 60, 90],
-              "endpoints": {"authority_host": sim.authority_host,
-                            "dap_statistics_url": sim.dap_statistics_url,
-                            "ca_file": str(sim.certs.ca_file)},
+              "endpoints": sim.endpoints_config(),
               "tenants": tenants}
     path = workdir / "config.yaml"
     path.write_text("# Written by `partnercenter-exporter demo`; points at the built-in simulator.\n"

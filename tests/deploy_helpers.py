@@ -1,9 +1,7 @@
-"""What the deploy tests share: a container's files as its mounts lay them out, and the config check."""
+"""What the deploy tests share: a container's files as its mounts lay them out, and flag values."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +49,6 @@ class ContainerFiles:
 
         out.write_text(yaml.safe_dump(move(config)))
         return out
-
-
-def config_check(config: Path) -> subprocess.CompletedProcess[str]:
-    """`partnercenter-exporter --config.file=... --config.check`, as the container would run it."""
-    return subprocess.run([sys.executable, "-m", "exporter", f"--config.file={config}", "--config.check"],
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def flag_value(args: list[str], flag: str) -> str:

@@ -80,9 +80,7 @@ def write_config(sim: Simulator, directory: Path, *, seed: bool = True, name: st
         seed_file.write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test"))
         auth["refresh_token_file"] = str(seed_file)
     config = {"poll_interval": "1m", "request_timeout": "5s", **top,
-              "endpoints": {"authority_host": sim.authority_host,
-                            "dap_statistics_url": sim.dap_statistics_url,
-                            "ca_file": str(sim.certs.ca_file)},
+              "endpoints": sim.endpoints_config(),
               "tenants": [{"name": name, "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
                            "auth": auth}, *extra_tenants]}
     path = directory / "config.yaml"

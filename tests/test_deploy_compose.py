@@ -20,8 +20,8 @@ import yaml
 
 from exporter import __version__
 from tests.conftest import require_binary
-from tests.deploy_helpers import ContainerFiles, config_check, flag_value
-from tests.e2e_helpers import ROOT, ExporterProcess, http_get
+from tests.deploy_helpers import ContainerFiles, flag_value
+from tests.e2e_helpers import ROOT, ExporterProcess, http_get, run_exporter
 
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 DEMO = ("compose.yaml",)
@@ -152,7 +152,7 @@ def test_production_config_passes_config_check_as_mounted(tmp_path: Path) -> Non
     assert "demo" not in svc["command"], "production must not run the simulator"
     view = container_files(PRODUCTION, EXPORTER, tmp_path / "container")
     config = view.config_for_host(flag_value(svc["command"], "--config.file"), tmp_path / "config.yml")
-    result = config_check(config)
+    result = run_exporter(f"--config.file={config}", "--config.check")
     assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr
 
 
@@ -163,7 +163,7 @@ def test_production_config_check_fails_without_the_secrets(tmp_path: Path) -> No
     for secret in svc["secrets"]:
         view.path(secret["target"]).unlink()
     config = view.config_for_host(flag_value(svc["command"], "--config.file"), tmp_path / "config.yml")
-    result = config_check(config)
+    result = run_exporter(f"--config.file={config}", "--config.check")
     assert result.returncode == 2
     assert "refresh_token_file: file" in result.stderr
     assert "does not exist" in result.stderr

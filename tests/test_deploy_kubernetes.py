@@ -21,8 +21,8 @@ import yaml
 from devtools import build_prometheusrule
 from exporter import __version__
 from tests.conftest import require_binary
-from tests.deploy_helpers import ContainerFiles, config_check, flag_value
-from tests.e2e_helpers import ROOT
+from tests.deploy_helpers import ContainerFiles, flag_value
+from tests.e2e_helpers import ROOT, run_exporter
 from tests.test_monitoring import github_anchor
 
 BASE = ROOT / "deploy" / "kubernetes"
@@ -171,15 +171,16 @@ def test_token_cache_is_on_the_claim_and_config_check_passes_as_mounted(tmp_path
             for key in guide_secret_keys():
                 view.file(f"{mount['mountPath']}/{key}", "stand-in secret value\n")
         elif "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            assert claim == one("PersistentVolumeClaim")["metadata"]["name"]
             assert not mount.get("readOnly"), "the token cache must be writable"
             view.volume(mount["mountPath"])
             claims.add(mount["mountPath"])
-    assert volumes[next(m["name"] for m in box["volumeMounts"] if m["mountPath"] in claims)][
-        "persistentVolumeClaim"]["claimName"] == one("PersistentVolumeClaim")["metadata"]["name"]
     container_config = flag_value(box["args"], "--config.file")
     config = yaml.safe_load(view.path(container_config).read_text())
     assert {str(Path(t["auth"]["token_cache_file"]).parent) for t in config["tenants"]} <= claims
-    result = config_check(view.config_for_host(container_config, tmp_path / "config.yml"))
+    config_file = view.config_for_host(container_config, tmp_path / "config.yml")
+    result = run_exporter(f"--config.file={config_file}", "--config.check")
     assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr
 
 

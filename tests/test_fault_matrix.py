@@ -135,9 +135,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     config_path.write_text(yaml.safe_dump({
         "request_timeout": f"{REQUEST_TIMEOUT:.0f}s",
         # The API by host name, so a DNS failure can be staged; the identity platform by address.
-        "endpoints": {"authority_host": sim.authority_host,
-                      "dap_statistics_url": f"https://localhost:{port}{STATISTICS_PATH}",
-                      "ca_file": str(sim.certs.ca_file)},
+        "endpoints": {**sim.endpoints_config(), "dap_statistics_url": f"https://localhost:{port}{STATISTICS_PATH}"},
         "tenants": tenants}))
     config, _ = load_configs(str(config_path), None)
     logs = LogCapture()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from devtools import build_dashboards
+from devtools import build_dashboards, build_prometheusrule
 from devtools.grafana import iter_panels, load_dashboards
 from devtools.render import main as render_main
 from exporter.collector import render
@@ -19,7 +19,7 @@ from tests.test_collector import TODAY, sample_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "prometheus"
-RULE_FILES = [PROMETHEUS / "recording_rules.yml", PROMETHEUS / "alert_rules.yml"]
+RULE_FILES = build_prometheusrule.RULE_FILES
 UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 ALERTMANAGER = ROOT / "alertmanager" / "alertmanager.example.yml"
 

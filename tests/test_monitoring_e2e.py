@@ -47,6 +47,7 @@ from tests.e2e_helpers import (
     wait_for,
     write_config,
 )
+from tests.test_monitoring import rules
 
 pytestmark = pytest.mark.e2e
 
@@ -228,9 +229,7 @@ def test_headline_stats_match_the_simulator(stack: Stack) -> None:
 
 def test_every_recording_rule_produces_data(stack: Stack) -> None:
     """Each recording rule in prometheus/ evaluates without error and yields series for both tenants."""
-    records = [rule["record"] for group in yaml.safe_load((ROOT / "prometheus" / "recording_rules.yml")
-                                                          .read_text())["groups"]
-               for rule in group["rules"] if "record" in rule]
+    records = [rule["record"] for rule in rules("record")]
     assert records
     for record in records:
         wait_for(lambda r=record: {s["metric"]["tenant"] for s in stack.api.instant(r)} == set(TENANTS), 20,

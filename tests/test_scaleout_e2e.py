@@ -39,6 +39,7 @@ from tests.e2e_helpers import (
     start_service,
     wait_for,
 )
+from tests.test_monitoring import rules
 
 pytestmark = pytest.mark.e2e
 
@@ -66,9 +67,7 @@ class Fleet:
 def exporter_config(sim: Simulator, directory: Path, tenants: list[str]) -> Path:
     directory.mkdir()
     config = {"poll_interval": "1m", "request_timeout": "5s",
-              "endpoints": {"authority_host": sim.authority_host,
-                            "dap_statistics_url": sim.dap_statistics_url,
-                            "ca_file": str(sim.certs.ca_file)},
+              "endpoints": sim.endpoints_config(),
               "tenants": [seeded_tenant(sim, directory, name, TENANTS[name], customers=CUSTOMERS[name])
                           for name in tenants]}
     path = directory / "config.yaml"
@@ -221,9 +220,7 @@ def test_stores_serve_the_same_dap_values_as_the_edge(fleet: Fleet) -> None:
 
 def test_recording_rules_keep_each_exporters_tenants(fleet: Fleet) -> None:
     """Each recorded series exists per tenant, from that tenant's exporter, on the edge and both stores."""
-    records = [rule["record"] for group in yaml.safe_load((ROOT / "prometheus" / "recording_rules.yml")
-                                                          .read_text())["groups"]
-               for rule in group["rules"] if "record" in rule]
+    records = [rule["record"] for rule in rules("record")]
     owners = {t: fleet.instance(name) for name, tenants in SPLIT.items() for t in tenants}
     for server, api in fleet.servers.items():
         for record in records:

@@ -29,8 +29,7 @@ def leak_config(sim: Simulator, directory: Path) -> Path:
     (directory / "seed").write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "a@contoso.test"))
     config = {
         "poll_interval": "1m", "request_timeout": "3s",
-        "endpoints": {"authority_host": sim.authority_host, "dap_statistics_url": sim.dap_statistics_url,
-                      "ca_file": str(sim.certs.ca_file)},
+        "endpoints": sim.endpoints_config(),
         "tenants": [
             {"name": "sam", "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
              "auth": {"token_cache_file": str(directory / "cache.json"),

@@ -164,6 +164,11 @@ class Simulator:
     def dap_statistics_url(self) -> str:
         return self.base_url + STATISTICS_PATH
 
+    def endpoints_config(self) -> dict[str, str]:
+        """The config's `endpoints` section that points an exporter at this simulator."""
+        return {"authority_host": self.authority_host, "dap_statistics_url": self.dap_statistics_url,
+                "ca_file": str(self.certs.ca_file)}
+
     def add_tenant(self, tenant_id: str, *, customers: int | None = None,
                    dates: int | None = None) -> SimTenant:
         """A partner tenant with seeded customers, or with `dates` distinct dates in each list."""
