@@ -20,6 +20,10 @@ T = 'tenant=~"$tenant"'
 # Threshold labels at or above 90 days, so a config with 120 or 180 still counts as "over 90".
 OVER_90 = 'inactive_over_days=~"9[0-9]|[1-9][0-9]{2,}"'
 CACHED = "Values are cached by the exporter from its last successful poll of Partner Center."
+GDAP_CACHED = ("Values are cached by the exporter from its last successful polls of Partner Center and "
+               "Microsoft Graph; they need the gdap_relationships and dap_customers collectors.")
+BY_COLLECTOR = "{{tenant}} {{collector}}"
+DAYS_LEFT = f"(partnercenter_gdap_relationship_end_timestamp_seconds{{{T}}} - time()) / 86400"
 
 Json = dict[str, Any]
 
@@ -77,16 +81,18 @@ def timeseries(title: str, description: str, targets: list[Json], grid: tuple[in
                           "tooltip": {"mode": "multi", "sort": "desc"}})
 
 
-def per_tenant(title: str, description: str, expr: str, grid: tuple[int, int, int, int], *, unit: str) -> Json:
-    """A time series panel with one line per tenant."""
-    return timeseries(title, description, [target(expr, legend="{{tenant}}")], grid, unit=unit)
+def per_tenant(title: str, description: str, expr: str, grid: tuple[int, int, int, int], *, unit: str,
+               legend: str = "{{tenant}}") -> Json:
+    """A time series panel with one line per tenant (or per tenant and collector)."""
+    return timeseries(title, description, [target(expr, legend=legend)], grid, unit=unit)
 
 
 def rate_by(title: str, description: str, counter: str, label: str, grid: tuple[int, int, int, int], *,
             unit: str) -> Json:
     """Bars of a counter's per-second rate, one series per value of `label`, over the selected tenants."""
     expr = f"sum by ({label}) (rate({counter}{{{T}}}[$__rate_interval]))"
-    return timeseries(title, description, [target(expr, legend="{{" + label + "}}")], grid, unit=unit, draw="bars")
+    legend = " ".join("{{" + name.strip() + "}}" for name in label.split(","))
+    return timeseries(title, description, [target(expr, legend=legend)], grid, unit=unit, draw="bars")
 
 
 def rename(field: str, name: str, color: str | None = None) -> Json:
@@ -236,9 +242,9 @@ def exporter_health() -> Json:
         "partnercenter_exporter_poll_success", "now-24h",
         [
             panel("state-timeline", "Poll success",
-                  "Whether the last poll of each partner tenant succeeded. Red means the DAP figures are the last "
-                  "good ones, not current.",
-                  [target(f"partnercenter_exporter_poll_success{{{T}}}", legend="{{tenant}}")],
+                  "Whether the last poll of each partner tenant's collector succeeded. Red means that "
+                  "collector's figures are the last good ones, not current.",
+                  [target(f"partnercenter_exporter_poll_success{{{T}}}", legend=BY_COLLECTOR)],
                   (0, 0, 12, 7), unit="none",
                   defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds(("red", None), ("green", 1)),
                             "mappings": [{"type": "value", "options": {"0": {"text": "failing", "color": "red"},
@@ -249,23 +255,25 @@ def exporter_health() -> Json:
                        "Seconds since each tenant's last successful poll. It should stay below the poll interval; "
                        "the DataStale alert fires past 3 poll intervals.",
                        f"time() - partnercenter_exporter_last_success_timestamp_seconds{{{T}}}",
-                       (12, 0, 12, 7), unit="s"),
+                       (12, 0, 12, 7), unit="s", legend=BY_COLLECTOR),
             rate_by("Poll errors by reason",
                     "Failed poll attempts per second by reason, over the selected tenants (retries "
                     "included). auth needs a new login; the others usually recover by themselves.",
                     "partnercenter_exporter_poll_errors_total", "reason", (0, 7, 12, 7), unit="ops"),
             per_tenant("Poll duration",
                        "How long the last poll of each tenant took, retries and Retry-After waits included.",
-                       f"partnercenter_exporter_poll_duration_seconds{{{T}}}", (12, 7, 12, 7), unit="s"),
+                       f"partnercenter_exporter_poll_duration_seconds{{{T}}}", (12, 7, 12, 7), unit="s",
+                       legend=BY_COLLECTOR),
             per_tenant("Access token expires in",
                        "Seconds until the access token in use expires. Tokens live about an hour and are renewed "
                        "before use from the refresh token; a value far below zero means renewal keeps failing.",
                        f"partnercenter_exporter_token_expiry_timestamp_seconds{{{T}}} - time()",
-                       (0, 14, 12, 7), unit="s"),
-            rate_by("Partner Center API requests by status code",
-                    "Requests per second to the Partner Center API by HTTP status code. 401 and 403 point to "
-                    "auth, 429 to throttling, 404 or 410 to a retired API.",
-                    "partnercenter_exporter_api_requests_total", "code", (12, 14, 12, 7), unit="reqps"),
+                       (0, 14, 12, 7), unit="s", legend=BY_COLLECTOR),
+            rate_by("API requests by collector and status code",
+                    "Requests per second to Partner Center and Microsoft Graph by collector and HTTP status "
+                    "code. 401 and 403 point to auth, 429 to throttling, 404 or 410 to a retired API.",
+                    "partnercenter_exporter_api_requests_total", "collector, code", (12, 14, 12, 7),
+                    unit="reqps"),
             panel("bargauge", "Poll errors in the time range",
                   "Failed poll attempts per reason over the dashboard's time range, summed over the selected tenants.",
                   [target(f"sum by (reason) (increase(partnercenter_exporter_poll_errors_total{{{T}}}[$__range]))",
@@ -285,7 +293,106 @@ def exporter_health() -> Json:
         ])
 
 
-DASHBOARDS = {"partnercenter-dap-overview.json": dap_overview, "partnercenter-exporter-health.json": exporter_health}
+def relationship_table(title: str, description: str, expr: str, grid: tuple[int, int, int, int]) -> Json:
+    """One row per GDAP relationship, with the days it has left."""
+    return panel("table", title, description, [target(expr, instant=True, table=True)], grid, unit="none",
+                 defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                 options={"showHeader": True, "cellHeight": "sm",
+                          "sortBy": [{"displayName": "Days left", "desc": False}]},
+                 overrides=[{"matcher": {"id": "byName", "options": "Days left"},
+                             "properties": [{"id": "decimals", "value": 1},
+                                            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                                            {"id": "thresholds", "value": thresholds(
+                                                ("red", None), ("orange", 14), ("green", 30))}]}],
+                 transformations=[{"id": "organize", "options": {
+                     "excludeByName": {"Time": True, "job": True, "instance": True, "relationship_id": True},
+                     "indexByName": {"tenant": 0, "customer_name": 1, "relationship_name": 2, "Value": 3},
+                     "renameByName": {"tenant": "Partner tenant", "customer_name": "Customer",
+                                      "customer_tenant_id": "Customer tenant id",
+                                      "relationship_name": "Relationship", "auto_extend": "Auto-extend",
+                                      "global_admin": "Global Admin", "Value": "Days left"}}}])
+
+
+def gdap_migration() -> Json:
+    dap = f"sum(partnercenter_dap_enabled_customers{{{T}}})"
+    without = f"sum(partnercenter_dap_customers_without_gdap{{{T}}})"
+    with_gdap = f"{dap} - {without}"
+    return dashboard(
+        "partnercenter-gdap-migration", "DAP to GDAP migration",
+        "Which DAP customers have no GDAP relationship yet, and which GDAP relationships expire soon or "
+        "carry Global Administrator.",
+        "partnercenter_dap_enabled_customers", "now-30d",
+        [
+            stat("DAP customers", f"Customers with DAP (delegatedAdminCustomers, dapEnabled). {GDAP_CACHED}",
+                 dap, (0, 0, 4, 4), unit="none"),
+            stat("With GDAP", "DAP customers that also have a GDAP relationship in status active or "
+                 f"expiring: ready for DAP removal. {GDAP_CACHED}", with_gdap, (4, 0, 4, 4), unit="none",
+                 steps=(("green", None),)),
+            stat("Without GDAP", "DAP customers with no GDAP relationship that grants access: removing DAP "
+                 f"cuts the partner off from them. {GDAP_CACHED}", without, (8, 0, 4, 4), unit="none",
+                 steps=(("green", None), ("red", 1))),
+            stat("Migration progress", f"Share of DAP customers that have GDAP. {GDAP_CACHED}",
+                 f"({with_gdap}) / clamp_min({dap}, 1)", (12, 0, 4, 4), unit="percentunit",
+                 steps=(("red", None), ("orange", 0.5), ("green", 0.999)), decimals=1),
+            stat("Expiring within 30 days", "GDAP relationships that grant access, end within 30 days and do "
+                 f"not auto-extend. {GDAP_CACHED}",
+                 f'sum(partnercenter_gdap_relationships_expiring_without_auto_extend{{{T},within_days="30"}})',
+                 (16, 0, 4, 4), unit="none", steps=(("green", None), ("orange", 1))),
+            stat("With Global Administrator", "GDAP relationships that grant access and include the Global "
+                 f"Administrator role. {GDAP_CACHED}",
+                 f"sum(partnercenter_gdap_relationships_with_global_admin{{{T}}})", (20, 0, 4, 4), unit="none",
+                 steps=(("green", None), ("orange", 1))),
+            timeseries(
+                "Migration progress over time",
+                "DAP customers with and without a GDAP relationship that grants access, summed over the "
+                f"selected tenants. {GDAP_CACHED}",
+                [target(with_gdap, ref="A", legend="with GDAP"), target(without, ref="B", legend="without GDAP")],
+                (0, 4, 12, 8), unit="none"),
+            timeseries(
+                "GDAP relationships by status",
+                "GDAP relationships of the selected tenants by status. approvalPending and created wait for "
+                f"the customer; active and expiring grant access. {GDAP_CACHED}",
+                [target(f"sum by (status) (partnercenter_gdap_relationships{{{T}}}) > 0", legend="{{status}}")],
+                (12, 4, 12, 8), unit="none"),
+            panel("table", "DAP customers without GDAP",
+                  "Every customer with DAP and no GDAP relationship that grants access. Request a GDAP "
+                  f"relationship for each before removing DAP. {GDAP_CACHED}",
+                  [target(f"max by (tenant, customer_name, customer_tenant_id) "
+                          f"(partnercenter_dap_customer_without_gdap_info{{{T}}})", instant=True, table=True)],
+                  (0, 12, 12, 10), unit="none",
+                  defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                  options={"showHeader": True, "cellHeight": "sm",
+                           "sortBy": [{"displayName": "Customer", "desc": False}]},
+                  transformations=[{"id": "organize", "options": {
+                      "excludeByName": {"Time": True, "Value": True},
+                      "indexByName": {"tenant": 0, "customer_name": 1, "customer_tenant_id": 2},
+                      "renameByName": {"tenant": "Partner tenant", "customer_name": "Customer",
+                                       "customer_tenant_id": "Customer tenant id"}}}]),
+            relationship_table(
+                "Relationships ending within 30 days",
+                "GDAP relationships that grant access and end within 30 days, with the days left; those "
+                f"without auto-extend need action. {GDAP_CACHED}",
+                f"{DAYS_LEFT} < 30", (12, 12, 12, 10)),
+            relationship_table(
+                "Relationships with Global Administrator",
+                "GDAP relationships that grant access and include Global Administrator, with the days left. "
+                f"Replace them with least-privilege roles. {GDAP_CACHED}",
+                DAYS_LEFT.replace(T, T + ',global_admin="true"'), (0, 22, 24, 8)),
+            per_tenant("Customers with GDAP access",
+                       f"Distinct customers with at least one GDAP relationship that grants access. {GDAP_CACHED}",
+                       f"partnercenter_gdap_customers{{{T}}}", (0, 30, 12, 7), unit="none"),
+            timeseries(
+                "Relationships expiring without auto-extend",
+                "GDAP relationships that grant access, do not auto-extend and end within 7 or 30 days of "
+                f"the last poll, summed over the selected tenants. {GDAP_CACHED}",
+                [target("sum by (within_days) (partnercenter_gdap_relationships_expiring_without_auto_extend"
+                        f"{{{T}}})", legend="within {{within_days}} days")],
+                (12, 30, 12, 7), unit="none"),
+        ])
+
+
+DASHBOARDS = {"partnercenter-dap-overview.json": dap_overview, "partnercenter-exporter-health.json": exporter_health,
+              "partnercenter-gdap-migration.json": gdap_migration}
 
 
 def render_all() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import ssl
@@ -15,7 +16,7 @@ import httpx
 
 from exporter import __version__
 from exporter.auth import TokenProvider
-from exporter.client import DapStatisticsClient
+from exporter.client import ApiClient, DapCustomersClient, DapStatisticsClient, GdapRelationshipsClient
 from exporter.collector import Publisher
 from exporter.config import Config, TenantConfig
 from exporter.logs import REDACTOR
@@ -42,12 +43,33 @@ def build_http_client(config: Config) -> httpx.Client:
         headers={"User-Agent": f"partnercenter-exporter/{__version__}"})
 
 
-def build_source(tenant: TenantConfig, config: Config, http: httpx.Client,
-                 config_path: str) -> DapStatisticsClient:
-    return DapStatisticsClient(
-        tenant.name, http, config.endpoints.dap_statistics_url,
-        TokenProvider(tenant, config.endpoints, http, config_path=config_path,
-                      on_token=REDACTOR.add_token))
+def graph_tenant(tenant: TenantConfig) -> TenantConfig:
+    """The tenant as Graph's app-only token provider sees it: graph_auth and its client id."""
+    assert tenant.graph_auth is not None
+    return dataclasses.replace(tenant, client_id=tenant.graph_client_id or tenant.client_id,
+                               auth=tenant.graph_auth, graph_auth=None)
+
+
+def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client,
+                  config_path: str) -> tuple[ApiClient, ...]:
+    """One client per collector of the tenant, all on one token provider (one MSAL app, one cache).
+
+    Graph gets its own, in-memory provider only when graph_auth names app-only credentials.
+    """
+    endpoints = config.endpoints
+    tokens = TokenProvider(tenant, endpoints, http, config_path=config_path, on_token=REDACTOR.add_token)
+    graph_tokens = tokens if tenant.graph_auth is None else TokenProvider(
+        graph_tenant(tenant), endpoints, http, config_path=config_path, on_token=REDACTOR.add_token)
+    sources: list[ApiClient] = []
+    for collector in tenant.collectors:
+        if collector == "dap_statistics":
+            sources.append(DapStatisticsClient(tenant.name, http, endpoints.dap_statistics_url, tokens))
+        elif collector == "dap_customers":
+            sources.append(DapCustomersClient(tenant.name, http, endpoints.dap_customers_url, tokens))
+        else:
+            sources.append(GdapRelationshipsClient(tenant.name, http, endpoints.graph_url,
+                                                   graph_tokens.for_scope(endpoints.graph_scope)))
+    return tuple(sources)
 
 
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
@@ -77,10 +99,10 @@ class App:
         self._config_path = config_path
         self._http = build_http_client(config)
         self.publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        self._sources = {tenant.name: (tenant, build_source(tenant, config, self._http, config_path))
+        self._sources = {tenant.name: (tenant, build_sources(tenant, config, self._http, config_path))
                          for tenant in config.tenants}
-        self.poller = build_poller(config, [source for _, source in self._sources.values()],
-                                   self.publisher, retry_initial=retry_initial)
+        self.poller = build_poller(config, self._all_sources(), self.publisher,
+                                   retry_initial=retry_initial)
         self.publisher.publish(self.poller.snapshot())
         try:
             self.server = ExporterServer(listen_address, self.publisher, web=web)
@@ -89,6 +111,9 @@ class App:
             raise
         self._poll_thread = threading.Thread(target=self.poller.run, name="poller", daemon=True)
         self._retired: list[httpx.Client] = []
+
+    def _all_sources(self) -> list[ApiClient]:
+        return [source for _, sources in self._sources.values() for source in sources]
 
     def start(self) -> None:
         # Poll threads parse and render with the GIL held; by default a scrape could wait 5 ms
@@ -113,20 +138,20 @@ class App:
             if old is not None and old[0] == tenant and not rebuild:
                 sources[tenant.name] = old
             else:
-                sources[tenant.name] = (tenant, build_source(tenant, config, self._http,
-                                                             self._config_path))
+                sources[tenant.name] = (tenant, build_sources(tenant, config, self._http,
+                                                              self._config_path))
         kept = sum(1 for name, entry in sources.items() if self._sources.get(name) is entry)
         self._sources = sources
         self.config = config
         self.publisher.reconfigure(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        self.poller.reconfigure([source for _, source in sources.values()],
-                                interval=config.poll_interval, concurrency=config.poll_concurrency)
+        self.poller.reconfigure(self._all_sources(), interval=config.poll_interval,
+                                concurrency=config.poll_concurrency)
         log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})
 
     def stop(self) -> None:
         self.poller.stop()
         deadline = time.monotonic() + TOKEN_SHUTDOWN_GRACE
-        for _, source in self._sources.values():
+        for source in self._all_sources():
             if not source.tokens.wait_idle(deadline - time.monotonic()):
                 log.warning("stopped while a token request was in flight; if the refresh token "
                             "was rotated, run login again", extra={"tenant": source.name})

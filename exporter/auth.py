@@ -209,9 +209,10 @@ class TokenProvider:
                  on_token: Callable[[str], None] | None = None) -> None:
         self.tenant = tenant
         self.method = tenant.auth.method
-        self.expires_at: float | None = None
         self._endpoints = endpoints
-        self._scopes = [endpoints.scope]
+        self._default_scope = endpoints.scope
+        # Per scope: Partner Center and Graph tokens come from the one app, cache and refresh token.
+        self._expires_at: dict[str, float] = {}
         self._http = RecordingHttp(http)
         self._config_path = config_path
         self._clock = clock
@@ -228,16 +229,28 @@ class TokenProvider:
         self._in_flight.release()
         return True
 
-    def get_token(self, *, force_refresh: bool = False) -> str:
-        with self._in_flight:
-            return self._get_token(force_refresh)
+    @property
+    def expires_at(self) -> float | None:
+        """Expiry of the latest access token for the Partner Center scope."""
+        return self._expires_at.get(self._default_scope)
 
-    def _get_token(self, force_refresh: bool) -> str:
+    def for_scope(self, scope: str) -> ScopedTokens:
+        """This provider's tokens for another resource, such as Microsoft Graph."""
+        return ScopedTokens(self, scope)
+
+    def expires_at_for(self, scope: str) -> float | None:
+        return self._expires_at.get(scope)
+
+    def get_token(self, *, force_refresh: bool = False, scope: str | None = None) -> str:
+        with self._in_flight:
+            return self._get_token(force_refresh, scope or self._default_scope)
+
+    def _get_token(self, force_refresh: bool, scope: str) -> str:
         self._http.reset()
         try:
             if self._app is None:
                 self._app = self._build()
-            result = self._acquire(self._app, force_refresh)
+            result = self._acquire(self._app, force_refresh, [scope])
         except PollError:
             raise
         except MsalServiceError as err:
@@ -259,7 +272,7 @@ class TokenProvider:
                 status=self._http.last_status,
                 retry_after=parse_retry_after(self._http.last_retry_after, self._clock()))
         token = str(result["access_token"])
-        self.expires_at = self._clock() + float(result.get("expires_in") or 0)
+        self._expires_at[scope] = self._clock() + float(result.get("expires_in") or 0)
         if self._on_token is not None:
             self._on_token(token)
         return token
@@ -293,16 +306,17 @@ class TokenProvider:
         return build_msal_app(self.tenant, self._endpoints, self._http, cache,
                               confidential=auth.client_secret is not None)
 
-    def _acquire(self, app: msal.ClientApplication, force_refresh: bool) -> dict[str, Any]:
+    def _acquire(self, app: msal.ClientApplication, force_refresh: bool,
+                 scopes: list[str]) -> dict[str, Any]:
         auth = self.tenant.auth
         if auth.method == "client_credentials":
             if force_refresh:
                 app.remove_tokens_for_client()
-            return dict(app.acquire_token_for_client(self._scopes))
+            return dict(app.acquire_token_for_client(scopes))
         accounts = app.get_accounts(username=auth.username) if auth.username else app.get_accounts()
         if accounts:
             result = app.acquire_token_silent_with_error(
-                self._scopes, account=accounts[0], force_refresh=force_refresh)
+                scopes, account=accounts[0], force_refresh=force_refresh)
             # With a password at hand, a refresh token that stopped working is no dead end.
             if result is not None and ("access_token" in result or auth.method != "username_password"):
                 return dict(result)
@@ -314,13 +328,13 @@ class TokenProvider:
                 warnings.filterwarnings("ignore", category=DeprecationWarning,
                                         message="This API has been deprecated")
                 return dict(app.acquire_token_by_username_password(
-                    auth.username, auth.password.value, scopes=self._scopes))
+                    auth.username, auth.password.value, scopes=scopes))
         if auth.refresh_token is not None and not self._seed_imported:
             # Imported once: a seed is single-use, because the platform rotates it on redemption.
             self._seed_imported = True
             log.info("importing refresh token seed into the empty token cache",
                      extra={"tenant": self.tenant.name, "source": auth.refresh_token.source})
-            return dict(app.acquire_token_by_refresh_token(auth.refresh_token.value, self._scopes))
+            return dict(app.acquire_token_by_refresh_token(auth.refresh_token.value, scopes))
         raise PollError("auth", f"token cache {auth.token_cache_file} holds no signed-in account: "
                         + _LOGIN.format(config=self._config_path, tenant=self.tenant.name))
 
@@ -335,6 +349,28 @@ class TokenProvider:
                                      f"{self._endpoints.authority_host}: check tenant_id and "
                                      f"endpoints.authority_host")
         return PollError("auth", f"MSAL refused the request: {str(err).splitlines()[0][:200]}")
+
+
+class ScopedTokens:
+    """A TokenProvider seen through one scope: what an API client for that resource needs."""
+
+    def __init__(self, provider: TokenProvider, scope: str) -> None:
+        self._provider = provider
+        self.scope = scope
+
+    @property
+    def method(self) -> str:
+        return self._provider.method
+
+    @property
+    def expires_at(self) -> float | None:
+        return self._provider.expires_at_for(self.scope)
+
+    def get_token(self, *, force_refresh: bool = False) -> str:
+        return self._provider.get_token(force_refresh=force_refresh, scope=self.scope)
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._provider.wait_idle(timeout)
 
 
 class LoginError(Exception):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from exporter import __version__
-from exporter.app import App, build_http_client, build_poller, build_source, run_until
+from exporter.app import App, build_http_client, build_poller, build_sources, run_until
 from exporter.auth import LoginError, device_code_login
 from exporter.collector import Publisher
 from exporter.config import Config, ConfigError, load_config
@@ -122,14 +122,15 @@ def serve(config: Config, *, config_path: str, listen_address: str, web: WebConf
 def _once(config: Config, config_path: str) -> int:
     with build_http_client(config) as http:
         publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        sources = [build_source(tenant, config, http, config_path) for tenant in config.tenants]
+        sources = [source for tenant in config.tenants
+                   for source in build_sources(tenant, config, http, config_path)]
         snapshot: Snapshot = build_poller(config, sources, publisher).poll_all_once()
     sys.stdout.buffer.write(publisher.current.body)
     sys.stdout.flush()
     failed = [t for t in snapshot.tenants if not t.last_poll_success]
-    for tenant in failed:
-        print(f"error: tenant {tenant.name}: {tenant.last_error_reason}: "
-              f"{REDACTOR(tenant.last_error_message or '')}", file=sys.stderr)
+    for view in failed:
+        print(f"error: tenant {view.name}: {view.collector}: {view.last_error_reason}: "
+              f"{REDACTOR(view.last_error_message or '')}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -1,4 +1,4 @@
-"""Typed Partner Center calls: fetch delegatedAdminStatistics and turn it into DapStatistics."""
+"""Typed upstream calls, one client per collector: Partner Center's DAP APIs and Graph's GDAP list."""
 
 from __future__ import annotations
 
@@ -8,12 +8,25 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
-from exporter.model import DapStatistics, PollError, utc_date
+from exporter.model import (
+    GDAP_STATUSES,
+    GLOBAL_ADMIN_ROLE,
+    CollectorData,
+    CollectorName,
+    DapCustomer,
+    DapCustomers,
+    DapStatistics,
+    GdapRelationship,
+    GdapRelationships,
+    PollError,
+    utc_date,
+)
 
 log = logging.getLogger("exporter.client")
 
@@ -100,10 +113,7 @@ def parse_statistics(payload: Any, today: dt.date) -> DapStatistics:
     skipped: list[str] = []
     established = _count_list(payload, "establishedDapCount", today, skipped)
     inactive = _count_list(payload, "inactiveDapCount", today, skipped)
-    if skipped:
-        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
-        log.warning("skipped unparseable entries", extra={
-            "skipped": len(skipped), "examples": "; ".join(skipped[:3]) + more})
+    _log_skipped(skipped, "delegatedAdminStatistics")
     return DapStatistics(total_customers=total, established=established, inactive=inactive,
                          skipped_entries=len(skipped))
 
@@ -142,71 +152,87 @@ def describe_transport_error(err: httpx.TransportError, what: str) -> PollError:
     return PollError("connection", f"the connection to {what} at {host} broke off mid-request: {detail}")
 
 
-class DapStatisticsClient:
-    """Fetches delegatedAdminStatistics for one tenant and counts requests by status code."""
+class ApiClient:
+    """One collector's upstream for one tenant: authorised GETs, counted by status code.
+
+    Subclasses say what to fetch (fetch) and how to read it; the status handling, the one
+    retry on 401 and the request counts are shared.
+    """
+
+    collector: CollectorName
+    api: str = "Partner Center"  # who answers, in messages
+    resource: str = ""  # the API's name, in messages
+    url_setting: str = ""  # the config key of its URL, in messages
 
     def __init__(self, name: str, http: httpx.Client, url: str, tokens: TokenSource,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.name = name
         self._http = http
         self._url = url
         self.tokens = tokens
         self._clock = clock
+        self._sleep = sleep
         self.requests_by_code: dict[str, int] = {}
 
     @property
     def token_expires_at(self) -> float | None:
         return self.tokens.expires_at
 
-    def fetch(self) -> DapStatistics:
-        response = self._get(self.tokens.get_token())
+    def fetch(self) -> CollectorData:
+        raise NotImplementedError
+
+    def _get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET one document; a 401 gets one fresh token, any other failure raises PollError."""
+        response = self._get(url, params, self.tokens.get_token())
         if response.status_code == 401:
             # The identity platform may still think a revoked or rotated token is fine: one fresh try.
-            response = self._get(self.tokens.get_token(force_refresh=True))
-        return self._interpret(response)
-
-    def _get(self, token: str) -> httpx.Response:
+            response = self._get(url, params, self.tokens.get_token(force_refresh=True))
+        if response.status_code != 200:
+            raise self._error(response)
         try:
-            response = self._http.get(self._url, headers={
+            return json.loads(response.content)
+        except ValueError:
+            kind = response.headers.get("content-type", "unknown content type").split(";")[0]
+            raise PollError("invalid_response",
+                            f"{self.api} answered 200 with a body that is not JSON ({kind}, "
+                            f"{len(response.content)} bytes); a proxy or outage page is likely") from None
+
+    def _get(self, url: str, params: Mapping[str, str] | None, token: str) -> httpx.Response:
+        try:
+            response = self._http.get(url, params=params, headers={
                 "Authorization": f"Bearer {token}", "Accept": "application/json"})
         except httpx.TransportError as err:
-            raise describe_transport_error(err, "Partner Center") from None
+            raise describe_transport_error(err, self.api) from None
         code = str(response.status_code)
         self.requests_by_code[code] = self.requests_by_code.get(code, 0) + 1
         return response
 
-    def _interpret(self, response: httpx.Response) -> DapStatistics:
+    def _error(self, response: httpx.Response) -> PollError:
         status = response.status_code
-        if status == 200:
-            try:
-                payload = json.loads(response.content)
-            except ValueError:
-                kind = response.headers.get("content-type", "unknown content type").split(";")[0]
-                raise PollError("invalid_response",
-                                f"Partner Center answered 200 with a body that is not JSON ({kind}, "
-                                f"{len(response.content)} bytes); a proxy or outage page is likely") from None
-            return parse_statistics(payload, utc_date(self._clock()))
         retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
         if status == 429:
             wait = f"; retrying after {retry_after:.0f}s" if retry_after is not None else ""
-            raise PollError("throttled", f"Partner Center throttled the request (429){wait}",
-                            retry_after=retry_after)
+            return PollError("throttled", f"{self.api} throttled the request (429){wait}",
+                             retry_after=retry_after)
         if status in (401, 403):
-            raise PollError("auth", self._refused_message(status))
+            return PollError("auth", self._refused_message(status, response))
         if status in (404, 410):
-            raise PollError("not_found",
-                            f"Partner Center answered {status} for delegatedAdminStatistics; Microsoft "
-                            f"retires this API after the DAP deprecation, so check whether it still exists "
-                            f"and that endpoints.dap_statistics_url is right")
+            return PollError("not_found", self._not_found_message(status))
         if status >= 500:
-            raise PollError("server_error", f"Partner Center answered {status} {response.reason_phrase}",
-                            retry_after=retry_after if status == 503 else None)
-        raise PollError("client_error", f"Partner Center refused the request with {status} "
-                                        f"{response.reason_phrase}")
+            return PollError("server_error", f"{self.api} answered {status} {response.reason_phrase}",
+                             retry_after=retry_after if status == 503 else None)
+        return PollError("client_error", f"{self.api} refused the request with {status} "
+                                         f"{response.reason_phrase}")
 
-    def _refused_message(self, status: int) -> str:
+    def _not_found_message(self, status: int) -> str:
+        return (f"{self.api} answered {status} for {self.resource}; Microsoft retires this API after "
+                f"the DAP deprecation, so check whether it still exists and that {self.url_setting} "
+                f"is right")
+
+    def _refused_message(self, status: int, response: httpx.Response) -> str:
         if self.tokens.method == "client_credentials":
-            return (f"Partner Center refused the app-only token ({status}): delegatedAdminStatistics "
+            return (f"Partner Center refused the app-only token ({status}): {self.resource} "
                     f"accepts App+User tokens only; switch to method refresh_token and run login")
         if status == 403:
             return ("Partner Center refused access (403): the signed-in user needs an admin agent or "
@@ -215,3 +241,232 @@ class DapStatisticsClient:
         return ("Partner Center refused the access token (401) even after a fresh one; check that "
                 "endpoints.scope is the Partner Customer Delegated Administration API and that the "
                 "service principal 2832473f-ec63-45fb-976f-5d45a7d4bb91 exists in the partner tenant")
+
+
+def _log_skipped(skipped: list[str], what: str) -> None:
+    if skipped:
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        log.warning("skipped unparseable entries", extra={
+            "api": what, "skipped": len(skipped), "examples": "; ".join(skipped[:3]) + more})
+
+
+class DapStatisticsClient(ApiClient):
+    """delegatedAdminStatistics: DAP customer counts by date."""
+
+    collector: CollectorName = "dap_statistics"
+    resource = "delegatedAdminStatistics"
+    url_setting = "endpoints.dap_statistics_url"
+
+    def fetch(self) -> DapStatistics:
+        return parse_statistics(self._get_json(self._url), utc_date(self._clock()))
+
+
+# Partner Center documents no page size limit for delegatedAdminCustomers; Graph's is 300.
+PAGE_SIZE = 300
+# A bound on pages per poll, so an upstream that keeps pointing onwards cannot loop us forever.
+MAX_PAGES = 1000
+
+
+def _page_items(payload: Any, what: str) -> list[Any]:
+    items = payload.get("value") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise PollError("invalid_response", f"expected a JSON object with a value list from {what}, "
+                                            f"got {type(payload).__name__}")
+    return items
+
+
+def _text(entry: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = entry.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_dap_customer(entry: Any, where: str, skipped: list[str]) -> DapCustomer | None:
+    """One delegatedAdminCustomers entry; None (and a note in skipped) if it is not usable or not DAP."""
+    if not isinstance(entry, dict):
+        skipped.append(f"{where}: not an object")
+        return None
+    enabled = entry.get("dapEnabled")
+    if not isinstance(enabled, bool):
+        skipped.append(f"{where}.dapEnabled: missing or not true/false")
+        return None
+    customer_id = _text(entry, "customerTenantId", "tenantId", "id")
+    if customer_id is None:
+        skipped.append(f"{where}.customerTenantId: missing")
+        return None
+    if not enabled:
+        return None
+    name = _text(entry, "organizationDisplayName", "displayName", "companyName") or customer_id
+    return DapCustomer(id=customer_id.lower(), name=name)
+
+
+class DapCustomersClient(ApiClient):
+    """delegatedAdminCustomers: every customer, and whether it has DAP; paged with $top/$skip."""
+
+    collector: CollectorName = "dap_customers"
+    resource = "delegatedAdminCustomers"
+    url_setting = "endpoints.dap_customers_url"
+
+    def fetch(self) -> DapCustomers:
+        customers: dict[str, DapCustomer] = {}
+        skipped: list[str] = []
+        for page in range(MAX_PAGES):
+            items = _page_items(self._get_json(self._url, {"$top": str(PAGE_SIZE),
+                                                           "$skip": str(page * PAGE_SIZE)}),
+                                self.resource)
+            for i, entry in enumerate(items):
+                customer = parse_dap_customer(entry, f"value[{page * PAGE_SIZE + i}]", skipped)
+                if customer is not None:
+                    customers.setdefault(customer.id, customer)
+            if len(items) < PAGE_SIZE:
+                break
+        else:
+            raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages of "
+                                                f"{PAGE_SIZE}; stopped reading")
+        _log_skipped(skipped, self.resource)
+        return DapCustomers(tuple(sorted(customers.values(), key=lambda c: (c.name.lower(), c.id))),
+                            skipped_entries=len(skipped))
+
+
+RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
+# A throttled page is asked again after Retry-After when that is this short, so one 429 does not
+# throw away the pages read so far; a longer wait ends the poll and the poller waits instead.
+MAX_INLINE_RETRY_AFTER = 30.0
+MAX_INLINE_RETRIES = 3
+
+
+def _is_zero_duration(value: str) -> bool:
+    # ISO 8601 durations: PT0S and P0D mean no auto-extension; P180D is the only other documented value.
+    return not any(ch in "123456789" for ch in value)
+
+
+def parse_relationship(entry: Any, where: str, skipped: list[str]) -> GdapRelationship | None:
+    """One delegatedAdminRelationship; None (and a note in skipped) if it cannot be used."""
+    if not isinstance(entry, dict):
+        skipped.append(f"{where}: not an object")
+        return None
+    customer = entry.get("customer")
+    customer_id = _text(customer, "tenantId") if isinstance(customer, dict) else None
+    if customer_id is None:
+        skipped.append(f"{where}.customer.tenantId: missing")
+        return None
+    status = entry.get("status")
+    if status not in GDAP_STATUSES:
+        status = "unknownFutureValue"
+    end_time = None
+    raw_end = entry.get("endDateTime")
+    if isinstance(raw_end, str) and raw_end:
+        try:
+            end = dt.datetime.fromisoformat(raw_end)
+        except ValueError:
+            skipped.append(f"{where}.endDateTime: not an ISO 8601 time ({raw_end[:40]!r})")
+            return None
+        end_time = (end if end.tzinfo else end.replace(tzinfo=dt.UTC)).timestamp()
+    extend = entry.get("autoExtendDuration")
+    roles = (entry.get("accessDetails") or {}).get("unifiedRoles") if isinstance(
+        entry.get("accessDetails"), dict) else None
+    role_ids = {str(r.get("roleDefinitionId", "")).lower() for r in roles or [] if isinstance(r, dict)}
+    relationship_id = _text(entry, "id") or ""
+    return GdapRelationship(
+        id=relationship_id, display_name=_text(entry, "displayName") or relationship_id,
+        customer_id=customer_id.lower(),
+        customer_name=(_text(customer, "displayName") if isinstance(customer, dict) else None)
+        or customer_id, status=str(status), end_time=end_time,
+        auto_extend=isinstance(extend, str) and not _is_zero_duration(extend),
+        global_admin=GLOBAL_ADMIN_ROLE in role_ids)
+
+
+class GdapRelationshipsClient(ApiClient):
+    """Microsoft Graph delegatedAdminRelationships, following @odata.nextLink."""
+
+    collector: CollectorName = "gdap_relationships"
+    api = "Microsoft Graph"
+    resource = "delegatedAdminRelationships"
+    url_setting = "endpoints.graph_url"
+
+    def __init__(self, name: str, http: httpx.Client, graph_url: str, tokens: TokenSource,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(name, http, graph_url.rstrip("/") + RELATIONSHIPS_PATH, tokens, clock, sleep)
+        self._origin = _origin(self._url)
+
+    def fetch(self) -> GdapRelationships:
+        relationships: list[GdapRelationship] = []
+        skipped: list[str] = []
+        url: str | None = self._url
+        params: dict[str, str] | None = {"$top": str(PAGE_SIZE)}
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            payload = self._get_page(url, params)
+            for entry in _page_items(payload, self.resource):
+                relationship = parse_relationship(entry, f"value[{len(relationships) + len(skipped)}]",
+                                                  skipped)
+                if relationship is not None:
+                    relationships.append(relationship)
+            url, params = self._next_link(payload), None
+        else:
+            if url is not None:
+                raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
+                                                    f"stopped reading")
+        _log_skipped(skipped, self.resource)
+        return GdapRelationships(tuple(relationships), fetched_at=self._clock(),
+                                 skipped_entries=len(skipped))
+
+    def _get_page(self, url: str, params: dict[str, str] | None) -> Any:
+        for attempt in range(MAX_INLINE_RETRIES + 1):
+            try:
+                return self._get_json(url, params)
+            except PollError as err:
+                wait = err.retry_after
+                if (err.reason != "throttled" or attempt == MAX_INLINE_RETRIES or wait is None
+                        or wait > MAX_INLINE_RETRY_AFTER):
+                    raise
+                log.info("Graph throttled a page; waiting as Retry-After asks",
+                         extra={"tenant": self.name, "retry_after": f"{wait:.0f}s"})
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _next_link(self, payload: Any) -> str | None:
+        link = payload.get("@odata.nextLink") if isinstance(payload, dict) else None
+        if link is None:
+            return None
+        if not isinstance(link, str) or _origin(link) != self._origin:
+            # The bearer token goes with every page: never to a host other than the configured one.
+            raise PollError("invalid_response", f"{self.resource} pointed its next page away from "
+                                                f"{self._origin}; refusing to send the token there")
+        return link
+
+    def _not_found_message(self, status: int) -> str:
+        return (f"Microsoft Graph answered {status} for {self.resource}; check endpoints.graph_url "
+                f"(the Graph host, like https://graph.microsoft.com)")
+
+    def _refused_message(self, status: int, response: httpx.Response) -> str:
+        code = _graph_error_code(response)
+        detail = f" [{code}]" if code else ""
+        if status == 401:
+            return (f"Microsoft Graph refused the access token (401){detail}; check endpoints.graph_scope "
+                    f"(https://graph.microsoft.com/.default)")
+        if self.tokens.method == "client_credentials":
+            return (f"Microsoft Graph refused access (403){detail}: grant the app the application "
+                    f"permission DelegatedAdminRelationship.Read.All with admin consent")
+        return (f"Microsoft Graph refused access (403){detail}: grant the app the delegated permission "
+                f"DelegatedAdminRelationship.Read.All with admin consent; the signed-in user needs a "
+                f"role that can read GDAP relationships, such as Admin agent")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _graph_error_code(response: httpx.Response) -> str | None:
+    try:
+        error = json.loads(response.content).get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    # A short, known-shape token only: never echo free text from upstream into our messages.
+    return code if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else None

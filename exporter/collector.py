@@ -9,13 +9,25 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__
-from exporter.model import REASONS, Snapshot, TenantSnapshot, ThresholdBuckets, utc_date
+from exporter.model import (
+    COLLECTORS,
+    EXPIRY_WINDOWS_DAYS,
+    REASONS,
+    DapCustomers,
+    DapStatistics,
+    GdapRelationships,
+    Snapshot,
+    TenantSnapshot,
+    ThresholdBuckets,
+    utc_date,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CACHED = "Cached from the last successful poll."
@@ -42,40 +54,42 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
         f"UTC date. {_CACHED}", labels=["tenant", "threshold_days"])
     success = GaugeMetricFamily(
         "partnercenter_exporter_poll_success",
-        "1 if the last poll of the tenant succeeded, else 0.", labels=["tenant"])
+        "1 if the last poll of the tenant's collector succeeded, else 0.", labels=["tenant", "collector"])
     last_success = GaugeMetricFamily(
         "partnercenter_exporter_last_success_timestamp_seconds",
-        "Unix time at which the last successful poll ended.", labels=["tenant"])
+        "Unix time at which the last successful poll ended.", labels=["tenant", "collector"])
     duration = GaugeMetricFamily(
         "partnercenter_exporter_poll_duration_seconds",
-        "Duration of the last poll, successful or not.", labels=["tenant"])
+        "Duration of the last poll, successful or not.", labels=["tenant", "collector"])
     last_error = GaugeMetricFamily(
         "partnercenter_exporter_last_poll_error",
         "1 for the reason the last poll failed with, 0 for the others; all 0 after a success.",
-        labels=["tenant", "reason"])
+        labels=["tenant", "collector", "reason"])
     errors = CounterMetricFamily(
         "partnercenter_exporter_poll_errors",
-        "Failed poll attempts by reason.", labels=["tenant", "reason"])
+        "Failed poll attempts by reason.", labels=["tenant", "collector", "reason"])
     requests = CounterMetricFamily(
         "partnercenter_exporter_api_requests",
-        "HTTP requests to the Partner Center API by status code.", labels=["tenant", "code"])
+        "HTTP requests to the collector's API (Partner Center or Microsoft Graph) by status code.",
+        labels=["tenant", "collector", "code"])
     skipped = CounterMetricFamily(
         "partnercenter_exporter_skipped_entries",
-        "Response entries skipped because they could not be parsed.", labels=["tenant"])
+        "Response entries skipped because they could not be parsed.", labels=["tenant", "collector"])
     interval = GaugeMetricFamily(
         "partnercenter_exporter_poll_interval_seconds",
-        "The configured poll_interval; alert rules measure staleness in poll intervals.", labels=["tenant"])
+        "The configured poll_interval; alert rules measure staleness in poll intervals.",
+        labels=["tenant", "collector"])
     expiry = GaugeMetricFamily(
         "partnercenter_exporter_token_expiry_timestamp_seconds",
-        "Unix time at which the access token in use expires.", labels=["tenant"])
+        "Unix time at which the access token in use expires.", labels=["tenant", "collector"])
     build = GaugeMetricFamily(
         "partnercenter_exporter_build_info", "Build information; always 1.", labels=["version"])
     build.add_metric([version], 1)
 
+    migration = migration_families()
     buckets = ThresholdBuckets(thresholds, today)
-    for tenant in sorted(snapshot.tenants, key=lambda t: t.name):
-        name = tenant.name
-        stats = tenant.stats
+    for name, views in by_tenant(snapshot):
+        stats = _data(views, DapStatistics)
         if stats is not None:
             customers.add_metric([name], stats.total_customers)
             for day, count in stats.established.items():
@@ -85,22 +99,111 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
                 inactive.add_metric([name, day.isoformat(), str(bucket)], count)
             for threshold in thresholds:
                 over.add_metric([name, str(threshold)], stats.inactive_over(threshold, today))
-        success.add_metric([name], 1 if tenant.last_poll_success else 0)
-        interval.add_metric([name], poll_interval)
-        if tenant.last_success_time is not None:
-            last_success.add_metric([name], tenant.last_success_time)
-        if tenant.last_duration is not None:
-            duration.add_metric([name], tenant.last_duration)
-        for reason in REASONS:
-            last_error.add_metric([name, reason], 1 if tenant.last_error_reason == reason else 0)
-            errors.add_metric([name, reason], tenant.errors_total.get(reason, 0))
-        for code, count in sorted(tenant.api_requests_total.items()):
-            requests.add_metric([name, code], count)
-        skipped.add_metric([name], tenant.skipped_entries_total)
-        if tenant.token_expires_at is not None:
-            expiry.add_metric([name], tenant.token_expires_at)
-    return [customers, established, inactive, over, success, last_success, duration, interval,
-            last_error, errors, requests, skipped, expiry, build]
+        add_migration(migration, name, views)
+        for view in views:
+            where = [name, view.collector]
+            success.add_metric(where, 1 if view.last_poll_success else 0)
+            interval.add_metric(where, poll_interval)
+            if view.last_success_time is not None:
+                last_success.add_metric(where, view.last_success_time)
+            if view.last_duration is not None:
+                duration.add_metric(where, view.last_duration)
+            for reason in REASONS:
+                last_error.add_metric([*where, reason], 1 if view.last_error_reason == reason else 0)
+                errors.add_metric([*where, reason], view.errors_total.get(reason, 0))
+            for code, count in sorted(view.api_requests_total.items()):
+                requests.add_metric([*where, code], count)
+            skipped.add_metric(where, view.skipped_entries_total)
+            if view.token_expires_at is not None:
+                expiry.add_metric(where, view.token_expires_at)
+    return [customers, established, inactive, over, *migration, success, last_success, duration,
+            interval, last_error, errors, requests, skipped, expiry, build]
+
+
+_Data = TypeVar("_Data", DapStatistics, GdapRelationships, DapCustomers)
+
+
+def _data(views: Sequence[TenantSnapshot], kind: type[_Data]) -> _Data | None:
+    return next((v.stats for v in views if isinstance(v.stats, kind)), None)
+
+
+def by_tenant(snapshot: Snapshot) -> list[tuple[str, tuple[TenantSnapshot, ...]]]:
+    """Each tenant's views, tenants by name and each tenant's collectors in COLLECTORS order."""
+    grouped: dict[str, list[TenantSnapshot]] = {}
+    for view in snapshot.tenants:
+        grouped.setdefault(view.name, []).append(view)
+    return [(name, tuple(sorted(grouped[name], key=lambda v: COLLECTORS.index(v.collector))))
+            for name in sorted(grouped)]
+
+
+def migration_families() -> list[GaugeMetricFamily]:
+    """The GDAP and DAP-customer families, empty, in exposition order."""
+    return [
+        GaugeMetricFamily(
+            "partnercenter_gdap_relationships",
+            f"GDAP relationships of the partner by status, every documented status listed. {_CACHED}",
+            labels=["tenant", "status"]),
+        GaugeMetricFamily(
+            "partnercenter_gdap_relationship_end_timestamp_seconds",
+            "Unix time at which a GDAP relationship that grants access (active or expiring) ends, "
+            f"one series per relationship. {_CACHED}",
+            labels=["tenant", "relationship_id", "relationship_name", "customer_tenant_id",
+                    "customer_name", "auto_extend", "global_admin"]),
+        GaugeMetricFamily(
+            "partnercenter_gdap_relationships_expiring_without_auto_extend",
+            "GDAP relationships that grant access, end within within_days days of the last successful "
+            f"poll and are not extended automatically. {_CACHED}", labels=["tenant", "within_days"]),
+        GaugeMetricFamily(
+            "partnercenter_gdap_relationships_with_global_admin",
+            "GDAP relationships that grant access and include the Global Administrator role. "
+            f"{_CACHED}", labels=["tenant"]),
+        GaugeMetricFamily(
+            "partnercenter_gdap_customers",
+            f"Distinct customers with at least one GDAP relationship that grants access. {_CACHED}",
+            labels=["tenant"]),
+        GaugeMetricFamily(
+            "partnercenter_dap_enabled_customers",
+            f"Customers that delegatedAdminCustomers lists with dapEnabled. {_CACHED}", labels=["tenant"]),
+        GaugeMetricFamily(
+            "partnercenter_dap_customers_without_gdap",
+            "Customers with DAP and no GDAP relationship that grants access: removing DAP cuts the "
+            f"partner off from them. {_CACHED}", labels=["tenant"]),
+        GaugeMetricFamily(
+            "partnercenter_dap_customer_without_gdap_info",
+            f"1 for each customer with DAP and no GDAP relationship that grants access. {_CACHED}",
+            labels=["tenant", "customer_tenant_id", "customer_name"]),
+    ]
+
+
+def add_migration(families: Sequence[GaugeMetricFamily], name: str,
+                  views: Sequence[TenantSnapshot]) -> None:
+    """Add one tenant's GDAP and DAP-customer samples; the join needs both collectors' data."""
+    (by_status, end_time, expiring, global_admin, gdap_customers, dap_enabled, without_count,
+     without) = families
+    gdap = _data(views, GdapRelationships)
+    if gdap is not None:
+        for status, count in gdap.by_status().items():
+            by_status.add_metric([name, status], count)
+        for r in gdap.with_access():
+            if r.end_time is not None:
+                end_time.add_metric([name, r.id, r.display_name, r.customer_id, r.customer_name,
+                                     _bool(r.auto_extend), _bool(r.global_admin)], r.end_time)
+        for days in EXPIRY_WINDOWS_DAYS:
+            expiring.add_metric([name, str(days)], gdap.expiring_without_auto_extend(days))
+        global_admin.add_metric([name], sum(1 for r in gdap.with_access() if r.global_admin))
+        gdap_customers.add_metric([name], len(gdap.customers_with_access()))
+    dap = _data(views, DapCustomers)
+    if dap is not None:
+        dap_enabled.add_metric([name], len(dap.customers))
+        if gdap is not None:
+            missing = dap.without_gdap(gdap)
+            without_count.add_metric([name], len(missing))
+            for customer in missing:
+                without.add_metric([name, customer.id, customer.name], 1)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 class _Families:
@@ -146,13 +249,23 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _tenant_lines(tenant: TenantSnapshot, *, today: dt.date, buckets: ThresholdBuckets,
-                  thresholds: Sequence[int], poll_interval: float) -> tuple[bytes, ...]:
+def _family_lines(family: Metric) -> str:
+    """A family's samples as prometheus_client writes them: labels sorted by name."""
+    lines = []
+    for sample in family.samples:
+        labels = ",".join([f'{key}="{_label(value)}"' for key, value in sorted(sample.labels.items())])
+        lines.append(f"{sample.name}{{{labels}}} {_number(sample.value)}\n")
+    return "".join(lines)
+
+
+def _tenant_lines(name: str, views: Sequence[TenantSnapshot], *, today: dt.date,
+                  buckets: ThresholdBuckets, thresholds: Sequence[int],
+                  poll_interval: float) -> tuple[bytes, ...]:
     """One tenant's samples of each family (except build_info), in metric_families' order."""
-    t = f'tenant="{_label(tenant.name)}"'
+    t = f'tenant="{_label(name)}"'
     num = _number
     customers = established = inactive = over = ""
-    stats = tenant.stats
+    stats = _data(views, DapStatistics)
     if stats is not None:
         customers = f"partnercenter_dap_customers{{{t}}} {num(stats.total_customers)}\n"
         established = "".join([
@@ -171,27 +284,38 @@ def _tenant_lines(tenant: TenantSnapshot, *, today: dt.date, buckets: ThresholdB
             f'partnercenter_dap_inactive_customers_over_threshold{{{t},threshold_days="{threshold}"}} '
             f"{num(sum(n for b, n in per_bucket.items() if b >= threshold > 0))}\n"
             for threshold in thresholds])
-    success = f"partnercenter_exporter_poll_success{{{t}}} {num(1 if tenant.last_poll_success else 0)}\n"
-    last_success = "" if tenant.last_success_time is None else (
-        f"partnercenter_exporter_last_success_timestamp_seconds{{{t}}} {num(tenant.last_success_time)}\n")
-    duration = "" if tenant.last_duration is None else (
-        f"partnercenter_exporter_poll_duration_seconds{{{t}}} {num(tenant.last_duration)}\n")
-    interval = f"partnercenter_exporter_poll_interval_seconds{{{t}}} {num(poll_interval)}\n"
-    last_error = "".join([
-        f'partnercenter_exporter_last_poll_error{{reason="{reason}",{t}}} '
-        f"{num(1 if tenant.last_error_reason == reason else 0)}\n" for reason in REASONS])
-    errors = "".join([
-        f'partnercenter_exporter_poll_errors_total{{reason="{reason}",{t}}} '
-        f"{num(tenant.errors_total.get(reason, 0))}\n" for reason in REASONS])
-    requests = "".join([
-        f'partnercenter_exporter_api_requests_total{{code="{_label(code)}",{t}}} {num(count)}\n'
-        for code, count in sorted(tenant.api_requests_total.items())])
-    skipped = f"partnercenter_exporter_skipped_entries_total{{{t}}} {num(tenant.skipped_entries_total)}\n"
-    expiry = "" if tenant.token_expires_at is None else (
-        f"partnercenter_exporter_token_expiry_timestamp_seconds{{{t}}} {num(tenant.token_expires_at)}\n")
+    migration = migration_families()
+    add_migration(migration, name, views)
+    health = [_health_lines(view, t, poll_interval) for view in views]
     return tuple(text.encode() for text in (
-        customers, established, inactive, over, success, last_success, duration, interval, last_error,
-        errors, requests, skipped, expiry))
+        customers, established, inactive, over, *map(_family_lines, migration),
+        *("".join(parts) for parts in zip(*health, strict=True))))
+
+
+def _health_lines(view: TenantSnapshot, t: str, poll_interval: float) -> tuple[str, ...]:
+    """One collector's poll health samples, a string per family."""
+    num = _number
+    c = f'collector="{view.collector}"'
+    ct = f"{c},{t}"
+    success = f"partnercenter_exporter_poll_success{{{ct}}} {num(1 if view.last_poll_success else 0)}\n"
+    last_success = "" if view.last_success_time is None else (
+        f"partnercenter_exporter_last_success_timestamp_seconds{{{ct}}} {num(view.last_success_time)}\n")
+    duration = "" if view.last_duration is None else (
+        f"partnercenter_exporter_poll_duration_seconds{{{ct}}} {num(view.last_duration)}\n")
+    interval = f"partnercenter_exporter_poll_interval_seconds{{{ct}}} {num(poll_interval)}\n"
+    last_error = "".join([
+        f'partnercenter_exporter_last_poll_error{{{c},reason="{reason}",{t}}} '
+        f"{num(1 if view.last_error_reason == reason else 0)}\n" for reason in REASONS])
+    errors = "".join([
+        f'partnercenter_exporter_poll_errors_total{{{c},reason="{reason}",{t}}} '
+        f"{num(view.errors_total.get(reason, 0))}\n" for reason in REASONS])
+    requests = "".join([
+        f'partnercenter_exporter_api_requests_total{{code="{_label(code)}",{ct}}} {num(count)}\n'
+        for code, count in sorted(view.api_requests_total.items())])
+    skipped = f"partnercenter_exporter_skipped_entries_total{{{ct}}} {num(view.skipped_entries_total)}\n"
+    expiry = "" if view.token_expires_at is None else (
+        f"partnercenter_exporter_token_expiry_timestamp_seconds{{{ct}}} {num(view.token_expires_at)}\n")
+    return (success, last_success, duration, interval, last_error, errors, requests, skipped, expiry)
 
 
 class Renderer:
@@ -203,23 +327,24 @@ class Renderer:
 
     def __init__(self, version: str = __version__) -> None:
         self._build = (f'partnercenter_exporter_build_info{{version="{_label(version)}"}} 1.0\n').encode()
-        self._kept: dict[str, tuple[TenantSnapshot, tuple[object, ...], tuple[bytes, ...]]] = {}
+        self._kept: dict[str, tuple[tuple[TenantSnapshot, ...], tuple[object, ...], tuple[bytes, ...]]] = {}
 
     def render(self, snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
                poll_interval: float) -> list[bytes]:
         """The exposition in pieces, in order: family headers and each tenant's lines."""
         settings = (today, tuple(thresholds), poll_interval)
         buckets = ThresholdBuckets(thresholds, today)
-        kept: dict[str, tuple[TenantSnapshot, tuple[object, ...], tuple[bytes, ...]]] = {}
+        kept: dict[str, tuple[tuple[TenantSnapshot, ...], tuple[object, ...], tuple[bytes, ...]]] = {}
         per_tenant = []
-        for tenant in sorted(snapshot.tenants, key=lambda t: t.name):
-            previous = self._kept.get(tenant.name)
-            if previous is not None and previous[0] is tenant and previous[1] == settings:
+        for name, views in by_tenant(snapshot):
+            previous = self._kept.get(name)
+            if (previous is not None and previous[1] == settings and len(previous[0]) == len(views)
+                    and all(a is b for a, b in zip(previous[0], views, strict=True))):
                 lines = previous[2]
             else:
-                lines = _tenant_lines(tenant, today=today, buckets=buckets, thresholds=thresholds,
+                lines = _tenant_lines(name, views, today=today, buckets=buckets, thresholds=thresholds,
                                       poll_interval=poll_interval)
-            kept[tenant.name] = (tenant, settings, lines)
+            kept[name] = (views, settings, lines)
             per_tenant.append(lines)
         self._kept = kept
         pieces: list[bytes] = []

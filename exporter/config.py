@@ -14,12 +14,17 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from exporter.model import COLLECTORS, DEFAULT_COLLECTORS, CollectorName
+
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_DAP_STATISTICS_URL = (
     "https://traf-pcsvcadmin-prod.trafficmanager.net"
     "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
 )
+DEFAULT_DAP_CUSTOMERS_URL = DEFAULT_DAP_STATISTICS_URL.removesuffix("Statistics") + "Customers"
 DEFAULT_SCOPE = "https://api.partnercustomeradministration.microsoft.com/.default"
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+DEFAULT_GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 DEFAULT_POLL_INTERVAL = 15 * 60.0
 MIN_POLL_INTERVAL = 60.0
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -78,13 +83,20 @@ class TenantConfig:
     tenant_id: str
     client_id: str
     auth: AuthConfig
+    collectors: tuple[CollectorName, ...] = DEFAULT_COLLECTORS
+    # App-only credentials for Microsoft Graph; None: Graph uses `auth` as well.
+    graph_auth: AuthConfig | None = None
+    graph_client_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Endpoints:
     authority_host: str = DEFAULT_AUTHORITY_HOST
     dap_statistics_url: str = DEFAULT_DAP_STATISTICS_URL
+    dap_customers_url: str = DEFAULT_DAP_CUSTOMERS_URL
     scope: str = DEFAULT_SCOPE
+    graph_url: str = DEFAULT_GRAPH_URL
+    graph_scope: str = DEFAULT_GRAPH_SCOPE
     ca_file: Path | None = None
 
 
@@ -101,10 +113,12 @@ class Config:
         """Every secret the config loaded, so logs and errors can redact them."""
         values = []
         for tenant in self.tenants:
-            for secret in (tenant.auth.client_secret, tenant.auth.refresh_token,
-                           tenant.auth.password):
-                if secret is not None:
-                    values.append(secret.value)
+            for auth in (tenant.auth, tenant.graph_auth):
+                if auth is None:
+                    continue
+                for secret in (auth.client_secret, auth.refresh_token, auth.password):
+                    if secret is not None:
+                        values.append(secret.value)
         return values
 
 
@@ -239,8 +253,10 @@ def _os_reason(err: BaseException) -> str:
 
 _TOP_KEYS = {"poll_interval", "request_timeout", "inactive_thresholds_days", "poll_concurrency",
              "endpoints", "tenants"}
-_ENDPOINT_KEYS = {"authority_host", "dap_statistics_url", "scope", "ca_file"}
-_TENANT_KEYS = {"name", "tenant_id", "client_id", "auth"}
+_ENDPOINT_KEYS = {"authority_host", "dap_statistics_url", "dap_customers_url", "scope", "graph_url",
+                  "graph_scope", "ca_file"}
+_TENANT_KEYS = {"name", "tenant_id", "client_id", "auth", "collectors", "graph_auth"}
+_GRAPH_AUTH_KEYS = {"method", "client_id", "client_secret", "client_secret_file", "client_secret_env"}
 _AUTH_KEYS = {"method", "client_secret", "client_secret_file", "client_secret_env", "token_cache_file",
               "refresh_token", "refresh_token_file", "refresh_token_env", "username", "password",
               "password_file", "password_env"}
@@ -337,10 +353,12 @@ def _endpoints(c: _Collector, value: Any) -> Endpoints:
     _https_url(c, authority, "endpoints.authority_host", bare_host=True)
     url = c.string(data, "dap_statistics_url", "endpoints", default=DEFAULT_DAP_STATISTICS_URL)
     _https_url(c, url, "endpoints.dap_statistics_url", bare_host=False)
-    scope = c.string(data, "scope", "endpoints", default=DEFAULT_SCOPE)
-    if scope and (set(scope.split()) & _RESERVED_SCOPES or len(scope.split()) != 1):
-        c.add("endpoints.scope", "must be one resource scope such as "
-                                 f"{DEFAULT_SCOPE}; openid, profile and offline_access are added by MSAL")
+    customers_url = c.string(data, "dap_customers_url", "endpoints", default=DEFAULT_DAP_CUSTOMERS_URL)
+    _https_url(c, customers_url, "endpoints.dap_customers_url", bare_host=False)
+    graph_url = c.string(data, "graph_url", "endpoints", default=DEFAULT_GRAPH_URL)
+    _https_url(c, graph_url, "endpoints.graph_url", bare_host=False)
+    scope = _scope(c, data, "scope", DEFAULT_SCOPE)
+    graph_scope = _scope(c, data, "graph_scope", DEFAULT_GRAPH_SCOPE)
     ca_file = c.path(c.string(data, "ca_file", "endpoints"))
     if ca_file is not None:
         try:
@@ -351,7 +369,17 @@ def _endpoints(c: _Collector, value: Any) -> Endpoints:
             c.add("endpoints.ca_file", f"{ca_file} is not a readable PEM CA bundle: {_os_reason(err)}")
     return Endpoints(authority_host=(authority or DEFAULT_AUTHORITY_HOST).rstrip("/"),
                      dap_statistics_url=url or DEFAULT_DAP_STATISTICS_URL,
-                     scope=scope or DEFAULT_SCOPE, ca_file=ca_file)
+                     dap_customers_url=customers_url or DEFAULT_DAP_CUSTOMERS_URL,
+                     scope=scope, graph_url=(graph_url or DEFAULT_GRAPH_URL).rstrip("/"),
+                     graph_scope=graph_scope, ca_file=ca_file)
+
+
+def _scope(c: _Collector, data: dict[str, Any], key: str, default: str) -> str:
+    scope = c.string(data, key, "endpoints", default=default)
+    if scope and (set(scope.split()) & _RESERVED_SCOPES or len(scope.split()) != 1):
+        c.add(f"endpoints.{key}", f"must be one resource scope such as {default}; openid, profile "
+                                  f"and offline_access are added by MSAL")
+    return scope or default
 
 
 def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
@@ -385,15 +413,72 @@ def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
             c.add(f"{path}.client_id",
                   f"must be the app registration's application id (a GUID), got {client_id!r}")
         auth = _auth(c, data.get("auth"), f"{path}.auth")
+        collectors = _collectors(c, data.get("collectors"), f"{path}.collectors")
+        graph_auth, graph_client_id = _graph_auth(c, data.get("graph_auth"), f"{path}.graph_auth",
+                                                  collectors)
         if auth is not None and auth.token_cache_file is not None:
             # One cache holds one tenant's account: shared, a refresh token could go to the wrong tenant.
             owner = caches.setdefault(auth.token_cache_file, i)
             if owner != i:
                 c.add(f"{path}.auth.token_cache_file", f"already used by tenants[{owner}]; each tenant "
                                                        f"needs its own token cache file")
-        if name and tenant_id and client_id and auth:
-            tenants.append(TenantConfig(name=name, tenant_id=tenant_id, client_id=client_id, auth=auth))
+        if name and tenant_id and client_id and auth and collectors:
+            tenants.append(TenantConfig(name=name, tenant_id=tenant_id, client_id=client_id, auth=auth,
+                                        collectors=collectors, graph_auth=graph_auth,
+                                        graph_client_id=graph_client_id))
     return tenants
+
+
+def _collectors(c: _Collector, value: Any, path: str) -> tuple[CollectorName, ...] | None:
+    if value is None:
+        return DEFAULT_COLLECTORS
+    if not isinstance(value, list) or not value:
+        c.add(path, f"must be a non-empty list of collectors, from: {', '.join(COLLECTORS)}")
+        return None
+    chosen: list[CollectorName] = []
+    for i, item in enumerate(value):
+        known = next((name for name in COLLECTORS if name == item), None)
+        if known is None:
+            c.add(f"{path}[{i}]", f"unknown collector {item!r}; known: {', '.join(COLLECTORS)}")
+        elif known in chosen:
+            c.add(f"{path}[{i}]", f"duplicate collector {item!r}")
+        else:
+            chosen.append(known)
+    if "dap_customers" in chosen and "gdap_relationships" not in chosen:
+        c.add(path, "dap_customers finds DAP customers without GDAP by joining with GDAP relationships; "
+                    "add gdap_relationships to the list")
+        return None
+    # Config order does not matter; COLLECTORS order is the one everything else uses.
+    return tuple(name for name in COLLECTORS if name in chosen) if len(chosen) == len(value) else None
+
+
+def _graph_auth(c: _Collector, value: Any, path: str,
+                collectors: tuple[CollectorName, ...] | None) -> tuple[AuthConfig | None, str | None]:
+    """Optional app-only credentials for Graph, so the GDAP collector needs no user sign-in."""
+    if value is None:
+        return None, None
+    data = c.mapping(value, path, _GRAPH_AUTH_KEYS)
+    errors_before = len(c.errors)
+    if collectors is not None and "gdap_relationships" not in collectors:
+        c.add(path, "only used by the gdap_relationships collector, which this tenant does not run")
+    method = c.string(data, "method", path, default="client_credentials")
+    if method != "client_credentials":
+        c.add(f"{path}.method", f"must be client_credentials (app-only, with the application "
+                                f"permission DelegatedAdminRelationship.Read.All), got {method!r}; "
+                                f"leave graph_auth out to use the tenant's auth for Graph too")
+    client_id = c.string(data, "client_id", path)
+    if client_id is not None and not _GUID_RE.match(client_id):
+        c.add(f"{path}.client_id", f"must be the app registration's application id (a GUID), "
+                                   f"got {client_id!r}")
+    if "client_secret" in data:
+        c.add(f"{path}.client_secret", "literal secrets are not allowed in the config; put the value "
+                                       "in a file and set client_secret_file, or name an environment "
+                                       "variable with client_secret_env")
+    secret = c.secret(data, "client_secret", path, required=True,
+                      required_why=" for app-only Graph access")
+    if len(c.errors) > errors_before or secret is None:
+        return None, None
+    return AuthConfig(method="client_credentials", client_secret=secret), client_id
 
 
 def _auth(c: _Collector, value: Any, path: str) -> AuthConfig | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import tempfile
 import threading
@@ -17,6 +18,11 @@ from exporter.server import DEFAULT_PORT, ExporterServer
 from exporter.simulator import Simulator
 
 DEMO_CLIENT_ID = "5b0c7e4a-1f9e-4c55-9d5e-3a1c2b7d8e90"
+# An app-only registration for Graph, as a partner may keep one apart from the SAM app.
+DEMO_GRAPH_CLIENT_ID = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
+DEMO_COLLECTORS = ["dap_statistics", "gdap_relationships", "dap_customers"]
+# Graph throttles now and then; the demo shows how the exporter copes.
+DEMO_GRAPH_THROTTLE_EVERY = 7
 DEMO_TENANTS = {
     "contoso": "6f1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d",
     "fabrikam": "7a2b3c4d-5e6f-4b8c-9d0e-1f2a3b4c5d6e",
@@ -27,6 +33,11 @@ DEMO_TENANTS = {
 def write_demo_config(sim: Simulator, workdir: Path) -> Path:
     """Register demo tenants in the simulator and write a config that points at it."""
     sim.add_client(DEMO_CLIENT_ID)
+    graph_secret = secrets.token_urlsafe(24)
+    sim.add_client(DEMO_GRAPH_CLIENT_ID, graph_secret)
+    graph_secret_file = workdir / "graph.client-secret"
+    graph_secret_file.touch(mode=0o600)
+    graph_secret_file.write_text(graph_secret)
     tenants = []
     for name, tenant_id in DEMO_TENANTS.items():
         sim.add_tenant(tenant_id)
@@ -34,10 +45,16 @@ def write_demo_config(sim: Simulator, workdir: Path) -> Path:
         seed.touch(mode=0o600)
         seed.write_text(sim.issue_refresh_token(tenant_id, DEMO_CLIENT_ID,
                                                 f"admin@{name}.onmicrosoft.com"))
-        tenants.append({"name": name, "tenant_id": tenant_id, "client_id": DEMO_CLIENT_ID,
-                        "auth": {"method": "refresh_token",
-                                 "token_cache_file": str(workdir / f"{name}.tokencache.json"),
-                                 "refresh_token_file": str(seed)}})
+        tenant = {"name": name, "tenant_id": tenant_id, "client_id": DEMO_CLIENT_ID,
+                  "collectors": DEMO_COLLECTORS,
+                  "auth": {"method": "refresh_token",
+                           "token_cache_file": str(workdir / f"{name}.tokencache.json"),
+                           "refresh_token_file": str(seed)}}
+        if name == "northwind":
+            # One tenant reads Graph app-only, the other two with the signed-in user's token.
+            tenant["graph_auth"] = {"method": "client_credentials", "client_id": DEMO_GRAPH_CLIENT_ID,
+                                    "client_secret_file": str(graph_secret_file)}
+        tenants.append(tenant)
     config = {"poll_interval": "1m", "request_timeout": "10s",
               "inactive_thresholds_days": [30, 60, 90],
               "endpoints": sim.endpoints_config(),
@@ -60,7 +77,7 @@ def demo(argv: Sequence[str]) -> int:
     setup_logging(args.log_level, args.log_format)
     with tempfile.TemporaryDirectory(prefix="partnercenter-exporter-demo-") as tmp:
         workdir = Path(tmp)
-        with Simulator(cert_dir=workdir / "certs") as sim:
+        with Simulator(cert_dir=workdir / "certs", graph_throttle_every=DEMO_GRAPH_THROTTLE_EVERY) as sim:
             config_path = write_demo_config(sim, workdir)
             config, _ = load_configs(str(config_path), None)
             stop, reload = threading.Event(), threading.Event()
@@ -69,6 +86,7 @@ def demo(argv: Sequence[str]) -> int:
             def banner(server: ExporterServer) -> None:
                 print(f"""
 partnercenter-exporter demo: {len(DEMO_TENANTS)} simulated partner tenants, polled every minute
+  collectors:   {", ".join(DEMO_COLLECTORS)}
 
   metrics:      {server.url}/metrics
   status page:  {server.url}/

@@ -1,4 +1,4 @@
-"""Types shared along the pipeline: poll errors, parsed statistics and the immutable snapshot."""
+"""Types shared along the pipeline: poll errors, each collector's parsed data, the immutable snapshot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, TypeAlias, TypeVar
 
 Reason = Literal["auth", "throttled", "timeout", "connection", "server_error", "client_error",
                  "invalid_response", "not_found"]
@@ -25,6 +25,22 @@ class PollError(Exception):
         self.reason: Reason = reason
         self.message = message
         self.retry_after = retry_after
+
+
+CollectorName = Literal["dap_statistics", "gdap_relationships", "dap_customers"]
+# The order collectors appear in for a tenant: on /metrics, the status page and in the config.
+COLLECTORS: tuple[CollectorName, ...] = ("dap_statistics", "gdap_relationships", "dap_customers")
+DEFAULT_COLLECTORS: tuple[CollectorName, ...] = ("dap_statistics",)
+
+# delegatedAdminRelationshipStatus as Graph v1.0 documents it. Graph sends unknownFutureValue for
+# members added later, unless the client opts in to them, so this list is closed.
+GDAP_STATUSES: tuple[str, ...] = (
+    "activating", "active", "approvalPending", "approved", "created", "expired", "expiring",
+    "terminated", "terminating", "terminationRequested", "unknownFutureValue")
+# Statuses in which the relationship gives the partner access to the customer today.
+GDAP_ACCESS_STATUSES = frozenset({"active", "expiring"})
+GLOBAL_ADMIN_ROLE = "62e90394-69f5-4237-9190-012177145e10"
+EXPIRY_WINDOWS_DAYS: tuple[int, ...] = (7, 30)
 
 
 def utc_date(timestamp: float) -> dt.date:
@@ -80,11 +96,82 @@ class DapStatistics:
 
 
 @dataclass(frozen=True)
+class GdapRelationship:
+    """One Graph delegatedAdminRelationship, reduced to what the metrics need."""
+
+    id: str
+    display_name: str
+    customer_id: str  # the customer's tenant id, lower case
+    customer_name: str
+    status: str  # one of GDAP_STATUSES
+    end_time: float | None  # Unix time of endDateTime
+    auto_extend: bool
+    global_admin: bool
+
+    @property
+    def grants_access(self) -> bool:
+        return self.status in GDAP_ACCESS_STATUSES
+
+
+@dataclass(frozen=True)
+class GdapRelationships:
+    """Every GDAP relationship of the partner, as one poll of Graph found them."""
+
+    relationships: tuple[GdapRelationship, ...]
+    fetched_at: float  # expiry windows are counted from here
+    skipped_entries: int = 0
+
+    def by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(GDAP_STATUSES, 0)
+        for relationship in self.relationships:
+            counts[relationship.status] += 1
+        return counts
+
+    def with_access(self) -> list[GdapRelationship]:
+        return [r for r in self.relationships if r.grants_access]
+
+    def customers_with_access(self) -> frozenset[str]:
+        return frozenset(r.customer_id for r in self.relationships if r.grants_access)
+
+    def expiring_without_auto_extend(self, within_days: int) -> int:
+        """Relationships with access that end within that many days and will not be extended."""
+        limit = self.fetched_at + within_days * 86400
+        return sum(1 for r in self.relationships if r.grants_access and not r.auto_extend
+                   and r.end_time is not None and r.end_time <= limit)
+
+
+@dataclass(frozen=True)
+class DapCustomer:
+    id: str  # the customer's tenant id, lower case
+    name: str
+
+
+@dataclass(frozen=True)
+class DapCustomers:
+    """The customers that delegatedAdminCustomers lists with dapEnabled."""
+
+    customers: tuple[DapCustomer, ...]
+    skipped_entries: int = 0
+
+    def without_gdap(self, gdap: GdapRelationships) -> list[DapCustomer]:
+        covered = gdap.customers_with_access()
+        return [c for c in self.customers if c.id not in covered]
+
+
+CollectorData: TypeAlias = DapStatistics | GdapRelationships | DapCustomers
+_Data = TypeVar("_Data", DapStatistics, GdapRelationships, DapCustomers)
+
+
+@dataclass(frozen=True)
 class TenantSnapshot:
-    """What is known about one tenant after its latest poll; stats is the last good data."""
+    """What is known about one collector of one tenant after its latest poll.
+
+    stats is the last good data; for dap_statistics a DapStatistics, and so on.
+    """
 
     name: str
-    stats: DapStatistics | None = None
+    collector: CollectorName = "dap_statistics"
+    stats: CollectorData | None = None
     attempted: bool = False
     last_poll_success: bool = False
     last_success_time: float | None = None
@@ -99,7 +186,16 @@ class TenantSnapshot:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """One view per configured (tenant, collector)."""
+
     tenants: tuple[TenantSnapshot, ...] = ()
+
+    def data(self, tenant: str, kind: type[_Data]) -> _Data | None:
+        """A tenant's last good data of one kind, if that collector runs and has succeeded once."""
+        for view in self.tenants:
+            if view.name == tenant and isinstance(view.stats, kind):
+                return view.stats
+        return None
 
     @property
     def ready(self) -> bool:

@@ -1,4 +1,5 @@
-"""One background loop: polls each tenant on its interval, backs off on failure, swaps snapshots."""
+"""One background loop: polls each source (a tenant's collector) on its interval, backs off on
+failure, swaps snapshots."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from exporter.model import RETRYABLE_REASONS, DapStatistics, PollError, Snapshot, TenantSnapshot
+from exporter.model import (
+    RETRYABLE_REASONS,
+    CollectorData,
+    CollectorName,
+    DapCustomers,
+    DapStatistics,
+    GdapRelationships,
+    PollError,
+    Snapshot,
+    TenantSnapshot,
+)
 
 log = logging.getLogger("exporter.poller")
 
@@ -20,10 +31,13 @@ INTERVAL_JITTER = 0.03
 
 
 class Source(Protocol):
-    """One tenant's upstream: fetch() raises PollError; the counters feed the metrics."""
+    """One collector of one tenant: fetch() raises PollError; the counters feed the metrics."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def collector(self) -> CollectorName: ...
 
     @property
     def requests_by_code(self) -> Mapping[str, int]: ...
@@ -31,7 +45,7 @@ class Source(Protocol):
     @property
     def token_expires_at(self) -> float | None: ...
 
-    def fetch(self) -> DapStatistics: ...
+    def fetch(self) -> CollectorData: ...
 
 
 @dataclasses.dataclass
@@ -42,6 +56,10 @@ class _TenantState:
     regular_next: float
     failures: int = 0
     running: bool = False
+
+
+def _first_view(source: Source) -> TenantSnapshot:
+    return TenantSnapshot(name=source.name, collector=source.collector)
 
 
 def _spawn_daemon(target: Callable[[], None]) -> None:
@@ -77,7 +95,7 @@ class Poller:
         self._stopped = threading.Event()
         self._dirty = False
         now = monotonic()
-        self._states = [_TenantState(source=s, view=TenantSnapshot(name=s.name), next_due=now,
+        self._states = [_TenantState(source=s, view=_first_view(s), next_due=now,
                                      regular_next=now) for s in sources]
 
     def reconfigure(self, sources: Sequence[Source], *, interval: float, concurrency: int) -> None:
@@ -86,7 +104,7 @@ class Poller:
         with self._lock:
             known = {id(state.source): state for state in self._states}
             self._states = [known.get(id(source)) or _TenantState(
-                source=source, view=TenantSnapshot(name=source.name), next_due=now, regular_next=now)
+                source=source, view=_first_view(source), next_due=now, regular_next=now)
                 for source in sources]
             self._interval = interval
             self._concurrency = concurrency
@@ -179,14 +197,15 @@ class Poller:
                 state.regular_next = started + self._interval * self._rng.uniform(
                     1 - INTERVAL_JITTER, 1 + INTERVAL_JITTER)
                 state.failures = 0
-        stats: DapStatistics | None = None
+        stats: CollectorData | None = None
         error: PollError | None = None
         try:
             stats = source.fetch()
         except PollError as err:
             error = err
         except Exception as err:  # a bug must not kill the loop; report it like any failure
-            log.exception("unexpected error while polling", extra={"tenant": source.name})
+            log.exception("unexpected error while polling",
+                          extra={"tenant": source.name, "collector": source.collector})
             error = PollError("invalid_response", f"unexpected {type(err).__name__} while polling; "
                                                   f"this is a bug, please report it")
         finished = self._monotonic()
@@ -197,10 +216,10 @@ class Poller:
             state.next_due = self._schedule(state, error, finished)
             state.running = False
             self._dirty = True
-        self._log_outcome(source.name, error, first or was_failing, finished - started, stats)
+        self._log_outcome(source, error, first or was_failing, finished - started, stats)
         self._wake.set()
 
-    def _next_view(self, state: _TenantState, stats: DapStatistics | None,
+    def _next_view(self, state: _TenantState, stats: CollectorData | None,
                    error: PollError | None, duration: float) -> TenantSnapshot:
         source = state.source
         view = dataclasses.replace(state.view, attempted=True, last_duration=duration,
@@ -230,13 +249,22 @@ class Poller:
         return max(next_due, now)
 
     @staticmethod
-    def _log_outcome(name: str, error: PollError | None, notable: bool, duration: float,
-                     stats: DapStatistics | None) -> None:
+    def _log_outcome(source: Source, error: PollError | None, notable: bool, duration: float,
+                     stats: CollectorData | None) -> None:
+        where = {"tenant": source.name, "collector": source.collector}
         if error is not None:
-            log.warning("poll failed", extra={"tenant": name, "reason": error.reason,
-                                              "error": error.message,
+            log.warning("poll failed", extra={**where, "reason": error.reason, "error": error.message,
                                               "duration": f"{duration:.3f}s"})
         elif stats is not None:
             log.log(logging.INFO if notable else logging.DEBUG, "poll succeeded", extra={
-                "tenant": name, "dap_customers": stats.total_customers,
-                "duration": f"{duration:.3f}s"})
+                **where, **_summary(stats), "duration": f"{duration:.3f}s"})
+
+
+def _summary(stats: CollectorData) -> dict[str, int]:
+    """The headline figure of a poll, for the log."""
+    if isinstance(stats, DapStatistics):
+        return {"dap_customers": stats.total_customers}
+    if isinstance(stats, GdapRelationships):
+        return {"gdap_relationships": len(stats.relationships)}
+    assert isinstance(stats, DapCustomers)
+    return {"dap_enabled_customers": len(stats.customers)}

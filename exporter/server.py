@@ -25,9 +25,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exporter import __version__
-from exporter.collector import CONTENT_TYPE, Publisher
+from exporter.collector import CONTENT_TYPE, Publisher, by_tenant
 from exporter.logs import REDACTOR
-from exporter.model import Snapshot, TenantSnapshot, utc_date
+from exporter.model import DapCustomers, DapStatistics, GdapRelationships, Snapshot, TenantSnapshot, utc_date
 from exporter.webconfig import WebConfig, WebConfigProvider
 
 log = logging.getLogger("exporter.server")
@@ -80,9 +80,8 @@ def landing_page(snapshot: Snapshot, *, now: float, thresholds: tuple[int, ...],
                  redact: Callable[[str], str] = REDACTOR) -> bytes:
     """The `/` page: links and each tenant's state; every dynamic value is escaped and redacted."""
     top = max(thresholds) if thresholds else 90
-    rows = []
-    for tenant in sorted(snapshot.tenants, key=lambda t: t.name):
-        rows.append(_tenant_row(tenant, now=now, threshold=top, redact=redact))
+    rows = [_tenant_row(view, snapshot, now=now, threshold=top, redact=redact)
+            for _, views in by_tenant(snapshot) for view in views]
     table = "".join(rows) or '<tr><td colspan="6">no tenants configured</td></tr>'
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Partner Center exporter</title>
@@ -90,34 +89,44 @@ def landing_page(snapshot: Snapshot, *, now: float, thresholds: tuple[int, ...],
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
 .ok{{color:#137333}}.fail{{color:#b3261e}}.pending{{color:#8a6d00}}</style></head>
 <body><h1>Partner Center exporter</h1>
-<p>Prometheus exporter for Partner Center delegated admin (DAP) statistics, version {__version__}.
-Values are cached from the last successful poll; scrapes never call Partner Center.</p>
+<p>Prometheus exporter for Partner Center delegated admin (DAP) statistics and GDAP relationships,
+version {__version__}. Values are cached from the last successful poll; scrapes never call Partner
+Center or Microsoft Graph.</p>
 <ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>
 <li><a href="/readyz">/readyz</a></li></ul>
 <h2>Tenants</h2>
-<table><tr><th>tenant</th><th>state</th><th>last success</th><th>DAP customers</th>
-<th>inactive &gt; {top} days</th><th>last error</th></tr>
+<table><tr><th>tenant</th><th>collector</th><th>state</th><th>last success</th><th>figures</th>
+<th>last error</th></tr>
 {table}</table></body></html>
 """
     return page.encode("utf-8")
 
 
-def _tenant_row(tenant: TenantSnapshot, *, now: float, threshold: int,
+def _tenant_row(view: TenantSnapshot, snapshot: Snapshot, *, now: float, threshold: int,
                 redact: Callable[[str], str]) -> str:
-    if not tenant.attempted:
+    if not view.attempted:
         state = '<span class="pending">first poll pending</span>'
-    elif tenant.last_poll_success:
+    elif view.last_poll_success:
         state = '<span class="ok">ok</span>'
     else:
-        state = f'<span class="fail">failing: {html.escape(tenant.last_error_reason or "")}</span>'
-    last = _age(now - tenant.last_success_time) if tenant.last_success_time is not None else "never"
-    customers = over = "-"
-    if tenant.stats is not None:
-        customers = str(tenant.stats.total_customers)
-        over = str(tenant.stats.inactive_over(threshold, utc_date(now)))
-    error = html.escape(redact(tenant.last_error_message or ""))
-    return (f"<tr><td>{html.escape(tenant.name)}</td><td>{state}</td><td>{last}</td>"
-            f"<td>{customers}</td><td>{over}</td><td>{error}</td></tr>\n")
+        state = f'<span class="fail">failing: {html.escape(view.last_error_reason or "")}</span>'
+    last = _age(now - view.last_success_time) if view.last_success_time is not None else "never"
+    figures = "-"
+    stats = view.stats
+    if isinstance(stats, DapStatistics):
+        figures = (f"{stats.total_customers} DAP customers, "
+                   f"{stats.inactive_over(threshold, utc_date(now))} inactive &gt; {threshold} days")
+    elif isinstance(stats, GdapRelationships):
+        figures = (f"{len(stats.with_access())} active relationships, "
+                   f"{len(stats.customers_with_access())} customers")
+    elif isinstance(stats, DapCustomers):
+        figures = f"{len(stats.customers)} with DAP"
+        gdap = snapshot.data(view.name, GdapRelationships)
+        if gdap is not None:
+            figures += f", {len(stats.without_gdap(gdap))} of them without GDAP"
+    error = html.escape(redact(view.last_error_message or ""))
+    return (f"<tr><td>{html.escape(view.name)}</td><td>{view.collector}</td><td>{state}</td>"
+            f"<td>{last}</td><td>{figures}</td><td>{error}</td></tr>\n")
 
 
 class _HttpDate:

@@ -54,15 +54,22 @@ def run_exporter(*args: str, timeout: float = 60, env: dict[str, str] | None = N
                           cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
 
 
+# Every collector, so the GDAP migration dashboard, rules and alerts have data too.
+ALL_COLLECTORS = ["dap_statistics", "gdap_relationships", "dap_customers"]
+
+
 def seeded_tenant(sim: Simulator, directory: Path, name: str, tenant_id: str,
-                  customers: int = 120) -> dict[str, object]:
+                  customers: int = 120, collectors: Sequence[str] | None = None) -> dict[str, object]:
     """Register another tenant in the simulator; return its config entry with a fresh seed."""
     sim.add_tenant(tenant_id, customers=customers)
     seed = directory / f"{name}.seed"
     seed.write_text(sim.issue_refresh_token(tenant_id, CLIENT_ID, f"admin@{name}.test"))
-    return {"name": name, "tenant_id": tenant_id, "client_id": CLIENT_ID,
-            "auth": {"token_cache_file": str(directory / f"{name}.cache.json"),
-                     "refresh_token_file": str(seed)}}
+    entry: dict[str, object] = {"name": name, "tenant_id": tenant_id, "client_id": CLIENT_ID,
+                                "auth": {"token_cache_file": str(directory / f"{name}.cache.json"),
+                                         "refresh_token_file": str(seed)}}
+    if collectors is not None:
+        entry["collectors"] = list(collectors)
+    return entry
 
 
 def cached_refresh_tokens(path: Path) -> list[str]:
@@ -72,17 +79,19 @@ def cached_refresh_tokens(path: Path) -> list[str]:
 
 
 def write_config(sim: Simulator, directory: Path, *, seed: bool = True, name: str = "contoso",
-                 extra_tenants: Sequence[dict[str, object]] = (), **top: object) -> Path:
+                 extra_tenants: Sequence[dict[str, object]] = (), collectors: Sequence[str] | None = None,
+                 **top: object) -> Path:
     """A config with one refresh_token tenant against the simulator (seeded unless told not to)."""
     auth: dict[str, object] = {"token_cache_file": str(directory / f"{name}.cache.json")}
     if seed:
         seed_file = directory / f"{name}.seed"
         seed_file.write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test"))
         auth["refresh_token_file"] = str(seed_file)
+    tenant: dict[str, object] = {"name": name, "tenant_id": TENANT_ID, "client_id": CLIENT_ID, "auth": auth}
+    if collectors is not None:
+        tenant["collectors"] = list(collectors)
     config = {"poll_interval": "1m", "request_timeout": "5s", **top,
-              "endpoints": sim.endpoints_config(),
-              "tenants": [{"name": name, "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
-                           "auth": auth}, *extra_tenants]}
+              "endpoints": sim.endpoints_config(), "tenants": [tenant, *extra_tenants]}
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

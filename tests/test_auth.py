@@ -326,3 +326,38 @@ def test_cache_lock_held_by_another_process_is_a_clear_error(aad: Any, tmp_path:
         os.close(holder)
     assert caught.value.reason == "auth"
     assert f"cannot use token cache {cache}: another process held" in caught.value.message
+
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+def test_graph_tokens_come_from_the_same_refresh_token_and_cache(aad: Any, tmp_path: Path) -> None:
+    """A Graph-scoped token redeems the newest refresh token of the same cache, and both resources'
+    access tokens are then reused side by side, each with its own expiry."""
+    graph_body = {**token_body("at-graph", "rt-3", expires_in=1800), "scope": GRAPH_SCOPE}
+    aad.token.mock(side_effect=[httpx.Response(200, json=token_body("at-pc", "rt-2")),
+                                httpx.Response(200, json=graph_body)])
+    cache = tmp_path / "cache.json"
+    tokens = provider(tenant(seed="seed-rt", cache=cache))
+    graph = tokens.for_scope(GRAPH_SCOPE)
+    assert tokens.get_token() == "at-pc"
+    assert graph.get_token() == "at-graph"
+    sent = form(aad.token.calls[1].request)
+    assert (sent["grant_type"], sent["refresh_token"]) == ("refresh_token", "rt-2")
+    assert GRAPH_SCOPE in sent["scope"].split()
+    assert (tokens.get_token(), graph.get_token()) == ("at-pc", "at-graph")
+    assert aad.token.call_count == 2
+    assert "rt-3" in cache.read_text()
+    assert tokens.expires_at == pytest.approx(NOW + 3600, abs=5)
+    assert graph.expires_at == pytest.approx(NOW + 1800, abs=5)
+
+
+def test_app_only_graph_tokens_use_client_credentials_for_the_graph_scope(aad: Any) -> None:
+    """A client_credentials provider asks for the Graph scope when seen through for_scope."""
+    aad.token.mock(return_value=httpx.Response(200, json={**token_body("app-graph", None),
+                                                          "scope": GRAPH_SCOPE}))
+    graph = provider(tenant("client_credentials", secret="graph-secret")).for_scope(GRAPH_SCOPE)
+    assert graph.get_token() == "app-graph"
+    sent = form(aad.token.calls[0].request)
+    assert (sent["grant_type"], sent["scope"]) == ("client_credentials", GRAPH_SCOPE)
+    assert graph.method == "client_credentials"

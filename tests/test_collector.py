@@ -13,7 +13,17 @@ import pytest
 
 from exporter import collector
 from exporter.collector import Publisher, render
-from exporter.model import REASONS, DapStatistics, Snapshot, TenantSnapshot
+from exporter.model import (
+    GDAP_STATUSES,
+    REASONS,
+    DapCustomer,
+    DapCustomers,
+    DapStatistics,
+    GdapRelationship,
+    GdapRelationships,
+    Snapshot,
+    TenantSnapshot,
+)
 from tests.conftest import require_binary
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
@@ -38,7 +48,45 @@ def sample_snapshot() -> Snapshot:
         last_error_reason="auth", last_error_message="the refresh token has expired",
         errors_total={"auth": 3})
     pending = TenantSnapshot(name="northwind")
-    return Snapshot((failing, healthy, pending))
+    gdap = TenantSnapshot(
+        name="contoso", collector="gdap_relationships", stats=sample_gdap(), attempted=True,
+        last_poll_success=True, last_success_time=1795435201.0, last_duration=0.5,
+        api_requests_total={"200": 2, "429": 1}, token_expires_at=1795438801.0)
+    dap_customers = TenantSnapshot(
+        name="contoso", collector="dap_customers", stats=sample_dap_customers(), attempted=True,
+        last_poll_success=True, last_success_time=1795435202.0, last_duration=0.125,
+        api_requests_total={"200": 1})
+    return Snapshot((failing, dap_customers, healthy, gdap, pending))
+
+
+NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
+DAY = 86400.0
+
+
+def relationship(customer: str, *, status: str = "active", ends_in_days: float | None = 100,
+                 auto_extend: bool = False, global_admin: bool = False, rid: str = "") -> GdapRelationship:
+    return GdapRelationship(
+        id=rid or f"rel-{customer}-{status}", display_name=f"{customer} \"GDAP\"",
+        customer_id=f"id-{customer}", customer_name=f"{customer} Ltd", status=status,
+        end_time=None if ends_in_days is None else NOW + ends_in_days * DAY,
+        auto_extend=auto_extend, global_admin=global_admin)
+
+
+def sample_gdap() -> GdapRelationships:
+    """Customers a (active, 5 days left), b (expiring, 20 days, Global Admin), c (auto-extends
+    in 3 days), d (only a pending and an expired relationship)."""
+    return GdapRelationships((
+        relationship("a", ends_in_days=5),
+        relationship("b", status="expiring", ends_in_days=20, global_admin=True),
+        relationship("c", ends_in_days=3, auto_extend=True),
+        relationship("d", status="approvalPending", ends_in_days=None),
+        relationship("d", status="expired", ends_in_days=-10),
+    ), fetched_at=NOW, skipped_entries=0)
+
+
+def sample_dap_customers() -> DapCustomers:
+    """DAP customers a and b have GDAP; d (pending only) and e (none) do not."""
+    return DapCustomers(tuple(DapCustomer(f"id-{c}", f"{c} Ltd") for c in "abde"))
 
 
 def test_exposition_matches_golden_file() -> None:
@@ -72,7 +120,8 @@ def test_every_reason_is_precreated_at_zero() -> None:
     body = render(Snapshot((TenantSnapshot(name="x", attempted=True, last_poll_success=True),)),
                   today=TODAY, thresholds=(90,), poll_interval=900).decode()
     for reason in REASONS:
-        assert f'partnercenter_exporter_poll_errors_total{{reason="{reason}",tenant="x"}} 0.0' in body
+        assert (f'partnercenter_exporter_poll_errors_total{{collector="dap_statistics",reason="{reason}",'
+                f'tenant="x"}} 0.0') in body
 
 
 def test_failed_poll_keeps_last_good_data_in_exposition() -> None:
@@ -82,8 +131,9 @@ def test_failed_poll_keeps_last_good_data_in_exposition() -> None:
                             last_error_reason="timeout", last_success_time=1.0)
     body = render(Snapshot((tenant,)), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert 'partnercenter_dap_customers{tenant="x"} 7.0' in body
-    assert 'partnercenter_exporter_poll_success{tenant="x"} 0.0' in body
-    assert 'partnercenter_exporter_last_poll_error{reason="timeout",tenant="x"} 1.0' in body
+    assert 'partnercenter_exporter_poll_success{collector="dap_statistics",tenant="x"} 0.0' in body
+    assert ('partnercenter_exporter_last_poll_error{collector="dap_statistics",reason="timeout",'
+            'tenant="x"} 1.0') in body
 
 
 def test_publisher_prerenders_identity_and_gzip_bodies() -> None:
@@ -133,8 +183,8 @@ def test_poll_interval_is_exported_per_tenant() -> None:
     """The configured poll interval is a gauge per tenant, so staleness rules can count intervals."""
     snapshot = Snapshot((TenantSnapshot(name="x"), TenantSnapshot(name="y")))
     body = render(snapshot, today=TODAY, thresholds=(90,), poll_interval=600).decode()
-    assert 'partnercenter_exporter_poll_interval_seconds{tenant="x"} 600.0' in body
-    assert 'partnercenter_exporter_poll_interval_seconds{tenant="y"} 600.0' in body
+    assert 'partnercenter_exporter_poll_interval_seconds{collector="dap_statistics",tenant="x"} 600.0' in body
+    assert 'partnercenter_exporter_poll_interval_seconds{collector="dap_statistics",tenant="y"} 600.0' in body
 
 
 def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,9 +193,9 @@ def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.Mon
     calls: list[str] = []
     original = collector._tenant_lines
 
-    def counting(tenant: TenantSnapshot, **kwargs: object) -> tuple[bytes, ...]:
-        calls.append(tenant.name)
-        return original(tenant, **kwargs)  # type: ignore[arg-type]
+    def counting(name: str, views: tuple[TenantSnapshot, ...], **kwargs: object) -> tuple[bytes, ...]:
+        calls.append(name)
+        return original(name, views, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(collector, "_tenant_lines", counting)
     renderer = collector.Renderer(version="1.2.3")
@@ -155,6 +205,7 @@ def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.Mon
     calls.clear()
     changed = dataclasses.replace(first.tenants[0], errors_total={"auth": 4})
     second = Snapshot((changed, *first.tenants[1:]))
+    assert changed.name == "fabrikam"
     pieces = renderer.render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
     assert calls == ["fabrikam"]
     assert b"".join(pieces) == render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900,
@@ -181,3 +232,74 @@ def test_gzip_of_pieces_is_the_gzip_of_the_whole() -> None:
     """gzip_pieces compresses the pieces as one stream that decompresses to their concatenation."""
     pieces = [b"# HELP a\n", b"a 1.0\n" * 1000, b"", b"b 2.0\n"]
     assert gzip.decompress(collector.gzip_pieces(pieces)) == b"".join(pieces)
+
+
+def _samples(body: str, family: str) -> dict[str, str]:
+    """The samples of one family: label text to value."""
+    prefix = family + "{"
+    return {line[len(prefix):line.index("}")]: line.rsplit(" ", 1)[1]
+            for line in body.splitlines() if line.startswith(prefix)}
+
+
+def test_gdap_statuses_are_precreated_and_counted() -> None:
+    """Every documented status has a series, at 0 unless relationships are in it."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    by_status = _samples(body, "partnercenter_gdap_relationships")
+    expected = {"active": "2.0", "expiring": "1.0", "approvalPending": "1.0", "expired": "1.0"}
+    assert by_status == {f'status="{s}",tenant="contoso"': expected.get(s, "0.0") for s in GDAP_STATUSES}
+
+
+def test_end_timestamps_only_for_relationships_that_grant_access() -> None:
+    """Active and expiring relationships get an end timestamp with their labels; pending and expired
+    ones do not, and label values are escaped."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    ends = _samples(body, "partnercenter_gdap_relationship_end_timestamp_seconds")
+    assert len(ends) == 3
+    b = next(labels for labels in ends if 'customer_tenant_id="id-b"' in labels)
+    assert 'auto_extend="false"' in b
+    assert 'global_admin="true"' in b
+    assert 'relationship_name="b \\"GDAP\\""' in b
+    assert float(ends[b]) == NOW + 20 * DAY
+
+
+def test_expiry_windows_count_only_relationships_without_auto_extend() -> None:
+    """Within 7 days: a (5 days); c ends in 3 but auto-extends. Within 30: a and b (20 days)."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    assert _samples(body, "partnercenter_gdap_relationships_expiring_without_auto_extend") == {
+        'tenant="contoso",within_days="7"': "1.0", 'tenant="contoso",within_days="30"': "2.0"}
+    assert _samples(body, "partnercenter_gdap_relationships_with_global_admin") == {
+        'tenant="contoso"': "1.0"}
+    assert _samples(body, "partnercenter_gdap_customers") == {'tenant="contoso"': "3.0"}
+
+
+def test_dap_customers_without_gdap_are_joined_with_the_gdap_data() -> None:
+    """DAP customers whose relationships are only pending or expired, or who have none, are listed."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "4.0"}
+    assert _samples(body, "partnercenter_dap_customers_without_gdap") == {'tenant="contoso"': "2.0"}
+    assert _samples(body, "partnercenter_dap_customer_without_gdap_info") == {
+        'customer_name="d Ltd",customer_tenant_id="id-d",tenant="contoso"': "1.0",
+        'customer_name="e Ltd",customer_tenant_id="id-e",tenant="contoso"': "1.0"}
+
+
+def test_no_join_before_the_gdap_collector_has_data() -> None:
+    """Without GDAP data yet, the DAP customer count is shown but no customer is called uncovered."""
+    views = tuple(v for v in sample_snapshot().tenants if v.collector != "gdap_relationships")
+    body = render(Snapshot(views), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "4.0"}
+    assert "partnercenter_dap_customers_without_gdap{" not in body
+    assert "partnercenter_dap_customer_without_gdap_info{" not in body
+
+
+def test_each_collector_reports_its_own_poll_health() -> None:
+    """Poll success, requests and errors carry the collector label, one set per collector."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    assert _samples(body, "partnercenter_exporter_api_requests_total") == {
+        'code="200",collector="dap_customers",tenant="contoso"': "1.0",
+        'code="200",collector="dap_statistics",tenant="contoso"': "10.0",
+        'code="429",collector="dap_statistics",tenant="contoso"': "2.0",
+        'code="200",collector="gdap_relationships",tenant="contoso"': "2.0",
+        'code="429",collector="gdap_relationships",tenant="contoso"': "1.0"}
+    success = _samples(body, "partnercenter_exporter_poll_success")
+    assert success['collector="gdap_relationships",tenant="contoso"'] == "1.0"
+    assert success['collector="dap_statistics",tenant="fabrikam"'] == "0.0"

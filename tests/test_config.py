@@ -34,6 +34,25 @@ def test_good_fixture_loads(path: Path) -> None:
     assert load_config(path, environ=ENV).tenants
 
 
+def test_collectors_graph_auth_and_graph_endpoints_load() -> None:
+    """Collectors come out in their canonical order, graph_auth carries its own client id and
+    secret, and the Graph URL loses its slash; tenants without collectors get dap_statistics."""
+    config = load_config(FIXTURES / "full.good.yaml", environ=ENV)
+    contoso, fabrikam, northwind = config.tenants
+    assert contoso.collectors == ("dap_statistics", "gdap_relationships", "dap_customers")
+    assert fabrikam.collectors == ("gdap_relationships",)
+    assert northwind.collectors == ("dap_statistics",)
+    assert contoso.graph_client_id == "44444444-4444-4444-4444-444444444444"
+    assert contoso.graph_auth is not None
+    assert contoso.graph_auth.method == "client_credentials"
+    assert contoso.graph_auth.client_secret is not None
+    assert contoso.graph_auth.client_secret.value == "fixture-client-secret-value"
+    assert fabrikam.graph_auth is None
+    assert config.endpoints.graph_url == "https://graph.microsoft.us"
+    assert config.endpoints.graph_scope == "https://graph.microsoft.us/.default"
+    assert config.endpoints.dap_customers_url.endswith("/delegatedAdminCustomers")
+
+
 def test_minimal_config_gets_documented_defaults() -> None:
     """Unset keys take the documented defaults and relative paths resolve next to the config."""
     config = load_config(FIXTURES / "minimal.good.yaml", environ={})
@@ -45,6 +64,11 @@ def test_minimal_config_gets_documented_defaults() -> None:
     assert config.endpoints.scope == "https://api.partnercustomeradministration.microsoft.com/.default"
     assert config.endpoints.dap_statistics_url.endswith(
         "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics")
+    assert config.endpoints.dap_customers_url == (
+        "https://traf-pcsvcadmin-prod.trafficmanager.net/CustomerServiceAdminApi/Web/v1/delegatedAdminCustomers")
+    assert config.endpoints.graph_url == "https://graph.microsoft.com"
+    assert config.endpoints.graph_scope == "https://graph.microsoft.com/.default"
+    assert config.tenants[0].collectors == ("dap_statistics",)
     auth = config.tenants[0].auth
     assert auth.method == "refresh_token"
     assert auth.token_cache_file == (FIXTURES / "state" / "contoso.json").resolve()
@@ -67,7 +91,7 @@ def test_full_config_resolves_every_secret_source() -> None:
     assert config.endpoints.authority_host == "https://login.microsoftonline.us"
     assert sorted(config.secret_values()) == sorted([
         "fixture-env-secret-value", "fixture-refresh-token-seed", "fixture-client-secret-value",
-        "fixture-password-value"])
+        "fixture-client-secret-value", "fixture-password-value"])
 
 
 def test_secret_values_never_show_in_repr_or_errors() -> None:

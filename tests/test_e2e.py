@@ -56,8 +56,10 @@ def test_scraped_metrics_match_simulator_data_and_pass_promtool(
     assert over_90 > 0
     assert metric(text, 'partnercenter_dap_inactive_customers_over_threshold'
                         '{tenant="contoso",threshold_days="90"}') == over_90
-    assert metric(text, 'partnercenter_exporter_poll_success{tenant="contoso"}') == 1
-    assert metric(text, 'partnercenter_exporter_api_requests_total{code="200",tenant="contoso"}') == 1
+    assert metric(text, 'partnercenter_exporter_poll_success{'
+            'collector="dap_statistics",tenant="contoso"}') == 1
+    assert metric(text, 'partnercenter_exporter_api_requests_total{code="200",'
+            'collector="dap_statistics",tenant="contoso"}') == 1
     promtool = require_binary("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
                            timeout=30, check=False)
@@ -123,9 +125,10 @@ def test_once_exits_one_and_explains_when_a_tenant_fails(sim: Simulator, tmp_pat
     """--once exits 1 when a tenant fails and names the tenant, reason and fix on stderr."""
     result = run_exporter("--config.file", str(write_config(sim, tmp_path, seed=False)), "--once")
     assert result.returncode == 1
-    assert "error: tenant contoso: auth: token cache" in result.stderr
+    assert "error: tenant contoso: dap_statistics: auth: token cache" in result.stderr
     assert "partnercenter-exporter login" in result.stderr
-    assert 'partnercenter_exporter_poll_success{tenant="contoso"} 0.0' in result.stdout
+    failed = 'partnercenter_exporter_poll_success{collector="dap_statistics",tenant="contoso"} 0.0'
+    assert failed in result.stdout
 
 
 def test_config_check_ok_and_errors(sim: Simulator, tmp_path: Path) -> None:
@@ -192,7 +195,8 @@ def test_login_refuses_unknown_tenant(sim: Simulator, tmp_path: Path) -> None:
 
 
 def test_demo_serves_metrics_for_three_tenants(tmp_path: Path) -> None:
-    """`demo` starts the simulator and exporter and serves metrics for its three tenants."""
+    """`demo` starts the simulator and exporter and serves metrics for its three tenants, each with
+    all three collectors succeeding and customers without GDAP listed."""
     proc = subprocess.Popen(exporter_command("demo", "--web.listen-address=127.0.0.1:0"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -208,12 +212,15 @@ def test_demo_serves_metrics_for_three_tenants(tmp_path: Path) -> None:
         body = ""
         while time.monotonic() < deadline:
             body = http_get(url)[1].decode()
-            if body.count("partnercenter_exporter_poll_success{") == 3 and \
-                    body.count("partnercenter_dap_customers{") == 3:
+            if body.count("partnercenter_exporter_poll_success{") == 9 and \
+                    body.count("partnercenter_dap_customers_without_gdap{") == 3:
                 break
             time.sleep(0.1)
         for name in ("contoso", "fabrikam", "northwind"):
-            assert metric(body, f'partnercenter_exporter_poll_success{{tenant="{name}"}}') == 1
+            for collector in ("dap_statistics", "gdap_relationships", "dap_customers"):
+                labels = f'{{collector="{collector}",tenant="{name}"}}'
+                assert metric(body, f"partnercenter_exporter_poll_success{labels}") == 1
+            assert metric(body, f'partnercenter_dap_customers_without_gdap{{tenant="{name}"}}') > 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:
@@ -292,5 +299,6 @@ def test_runs_with_a_read_only_root_filesystem(sim: Simulator, tmp_path: Path) -
     if result.returncode != 0 and "Operation not permitted" in result.stderr and not os.environ.get("CI"):
         pytest.skip("needs a mount namespace (root); CI runs it")
     assert result.returncode == 0, result.stderr
-    assert 'partnercenter_exporter_poll_success{tenant="contoso"} 1.0' in result.stdout
+    succeeded = 'partnercenter_exporter_poll_success{collector="dap_statistics",tenant="contoso"} 1.0'
+    assert succeeded in result.stdout
     assert sim.live_refresh_tokens()[0] in (state / "contoso.cache.json").read_text()

@@ -47,10 +47,11 @@ def test_sighup_adds_a_tenant_and_leaves_unchanged_tenants_alone(sim: Simulator,
         raw["tenants"].append(seeded_tenant(sim, tmp_path, "fabrikam", FABRIKAM_ID))
         config.write_text(yaml.safe_dump(raw))
         proc.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'partnercenter_exporter_poll_success{tenant="fabrikam"} 1.0' in scrape(proc),
-                 10, "the added tenant's first poll")
+        added = 'partnercenter_exporter_poll_success{collector="dap_statistics",tenant="fabrikam"} 1.0'
+        wait_for(lambda: added in scrape(proc), 10, "the added tenant's first poll")
         body = scrape(proc)
-        assert 'partnercenter_exporter_api_requests_total{code="200",tenant="contoso"} 1.0' in body
+        requests = 'partnercenter_exporter_api_requests_total{code="200",collector="dap_statistics",'
+        assert requests + 'tenant="contoso"} 1.0' in body
         assert (sim.count("token"), sim.count("api")) == (tokens_before + 1, api_before + 1)
         assert "config reloaded" in proc.log
     finally:
@@ -72,12 +73,13 @@ def test_sighup_with_a_bad_config_keeps_the_running_one(sim: Simulator, tmp_path
         assert "level=error" in line
         assert "poll_interval: must be at least 1m" in line
         assert proc.proc.poll() is None
-        assert 'partnercenter_exporter_poll_success{tenant="contoso"} 1.0' in scrape(proc)
-        assert 'partnercenter_exporter_poll_interval_seconds{tenant="contoso"} 60.0' in scrape(proc)
+        labels = '{collector="dap_statistics",tenant="contoso"}'
+        assert f"partnercenter_exporter_poll_success{labels} 1.0" in scrape(proc)
+        assert f"partnercenter_exporter_poll_interval_seconds{labels} 60.0" in scrape(proc)
         config.write_text(good.replace("poll_interval: 1m", "poll_interval: 2m"))
         proc.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'partnercenter_exporter_poll_interval_seconds{tenant="contoso"} 120.0'
-                 in scrape(proc), 10, "the fixed config")
+        wait_for(lambda: f"partnercenter_exporter_poll_interval_seconds{labels} 120.0" in scrape(proc), 10,
+                 "the fixed config")
     finally:
         proc.kill()
 

@@ -71,7 +71,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
                 elif all(a.get("exp_labels") and a.get("exp_annotations") for a in expected):
                     firing.add(check["alertname"])
     alerts = {rule["alert"] for rule in rules("alert")}
-    assert len(alerts) == 7
+    assert len(alerts) == 10
     assert alerts - firing == set(), "alerts without a firing case"
     assert alerts - quiet == set(), "alerts without a quiet case"
 
@@ -181,13 +181,13 @@ def test_every_panel_has_a_description_a_unit_and_queries(name: str) -> None:
 
 
 def test_dashboards_link_to_each_other() -> None:
-    """Each dashboard links to dashboards tagged partnercenter, and both carry that tag."""
+    """Each dashboard links to dashboards tagged partnercenter, and all three carry that tag."""
     dashboards = load_dashboards().values()
     for dashboard in dashboards:
         assert "partnercenter" in dashboard["tags"]
         assert any(link["type"] == "dashboards" and link["tags"] == ["partnercenter"] and link["includeVars"]
                    for link in dashboard["links"])
-    assert len({d["uid"] for d in dashboards}) == 2
+    assert len({d["uid"] for d in dashboards}) == 3
 
 
 def test_every_metric_in_dashboards_and_rules_is_exported_or_recorded() -> None:

@@ -36,6 +36,7 @@ from devtools.render import render_dashboard
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID, free_port, require_binary
 from tests.e2e_helpers import (
+    ALL_COLLECTORS,
     ROOT,
     ExporterProcess,
     alert_rules_with_short_for,
@@ -53,7 +54,9 @@ pytestmark = pytest.mark.e2e
 
 FABRIKAM_ID = "00000000-0000-0000-0000-0000000000bb"
 TENANTS = {"contoso": TENANT_ID, "fabrikam": FABRIKAM_ID}
-SHORTENED_ALERTS = ("PartnerCenterDAPInactiveOver90Days", "PartnerCenterExporterAuthFailing")
+SHORTENED_ALERTS = ("PartnerCenterDAPInactiveOver90Days", "PartnerCenterExporterAuthFailing",
+                    "PartnerCenterDAPCustomerWithoutGDAP", "PartnerCenterGDAPRelationshipExpiringSoon",
+                    "PartnerCenterGDAPGlobalAdminRole")
 SCRAPE_INTERVAL = 1.0
 
 
@@ -142,7 +145,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Simulator() as sim:
         sim.add_client(CLIENT_ID)
         sim.add_tenant(TENANT_ID, customers=250)
-        config = write_config(sim, tmp, extra_tenants=[seeded_tenant(sim, tmp, "fabrikam", FABRIKAM_ID)])
+        config = write_config(sim, tmp, collectors=ALL_COLLECTORS, extra_tenants=[
+            seeded_tenant(sim, tmp, "fabrikam", FABRIKAM_ID, collectors=ALL_COLLECTORS)])
         exporter = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
                                    tmp / "exporter.log")
         webhook = Webhook()
@@ -192,16 +196,17 @@ def test_exporter_target_is_up(stack: Stack) -> None:
 
 
 def test_tenant_variable_lists_every_tenant(stack: Stack) -> None:
-    """Both dashboards' tenant variables (label_values) resolve to the configured tenants."""
+    """Every dashboard's tenant variable (label_values) resolves to the configured tenants."""
     dashboards = load_dashboards()
-    assert len(dashboards) == 2
+    assert len(dashboards) == 3
     for dashboard in dashboards.values():
         wait_for(lambda d=dashboard: variable_values(stack.api, d) == {"tenant": sorted(TENANTS)}, 20,
                  f"the tenant variable of {dashboard['title']}")
 
 
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
-    """Each panel query of both dashboards, with variables substituted as Grafana would, returns data."""
+    """Each panel query of every dashboard (the migration one included), with variables substituted
+    as Grafana would, returns data."""
     dashboards = load_dashboards()
     queries = panel_queries(dashboards)
     assert len(queries) >= 15, "the dashboard walk found too few queries"
@@ -245,10 +250,11 @@ def test_inactive_over_90_days_alert_reaches_the_webhook_per_tenant(stack: Stack
 
     wait_for(lambda: tenants() == set(TENANTS), 40, "the inactive alert for both tenants")
     with stack.webhook.lock:
-        groups = [n["groupLabels"] for n in stack.webhook.notifications
-                  if n["commonLabels"].get("alertname") == "PartnerCenterDAPInactiveOver90Days"]
-    assert sorted(g["tenant"] for g in groups) == sorted(TENANTS), "one notification group per tenant"
-    assert all(set(g) == {"tenant"} for g in groups)
+        # A tenant's group also holds its other alerts (GDAP ones), and is sent again as they join.
+        groups = {tuple(sorted(n["groupLabels"].items())) for n in stack.webhook.notifications
+                  if any(a["labels"]["alertname"] == "PartnerCenterDAPInactiveOver90Days"
+                         for a in n["alerts"])}
+    assert groups == {(("tenant", t),) for t in TENANTS}, "one notification group per tenant, by tenant only"
     for receiver, alert in stack.webhook.alerts("PartnerCenterDAPInactiveOver90Days"):
         assert receiver == "partnercenter-team"
         assert alert["labels"]["severity"] == "warning"
@@ -256,6 +262,57 @@ def test_inactive_over_90_days_alert_reaches_the_webhook_per_tenant(stack: Stack
         assert alert["annotations"]["summary"].startswith(
             f"Partner tenant {tenant}: {inactive_over_90(stack.sim, TENANTS[tenant])} DAP customers inactive")
         assert alert["annotations"]["runbook_url"].endswith("#partnercenterdapinactiveover90days")
+
+
+def test_migration_stats_match_the_simulator(stack: Stack) -> None:
+    """The migration dashboard's DAP, with-GDAP and without-GDAP stats add up the simulator's customers,
+    and its table lists exactly the customers the simulator left without GDAP."""
+    dashboard = load_dashboards()["partnercenter-gdap-migration.json"]
+    context = QueryContext({"tenant": sorted(TENANTS)}, dashboard_range(dashboard), SCRAPE_INTERVAL)
+    queries = {q.panel: q for q in panel_queries({"d": dashboard})}
+
+    def value(title: str) -> float:
+        [sample] = run_query(stack.api, queries[title], context)
+        return float(sample["value"][1])
+
+    tenants = [stack.sim.tenants[t] for t in TENANTS.values()]
+    missing = sum(len(t.without_gdap()) for t in tenants)
+    dap = sum(len(t.customers) for t in tenants)
+    wait_for(lambda: value("DAP customers") == dap, 20, "the DAP customers stat")
+    assert (value("Without GDAP"), value("With GDAP")) == (missing, dap - missing)
+    assert value("Migration progress") == pytest.approx((dap - missing) / dap)
+    rows = run_query(stack.api, queries["DAP customers without GDAP"], context)
+    assert {(r["metric"]["tenant"], r["metric"]["customer_tenant_id"]) for r in rows} == {
+        (name, c.id) for name, tenant_id in TENANTS.items()
+        for c in stack.sim.tenants[tenant_id].without_gdap()}
+
+
+@pytest.mark.parametrize(("alertname", "expected"), [
+    ("PartnerCenterDAPCustomerWithoutGDAP", lambda sim, tenant_id: {
+        c.name for c in sim.tenants[tenant_id].without_gdap()}),
+    ("PartnerCenterGDAPRelationshipExpiringSoon", lambda sim, tenant_id: {
+        r.customer_name for r in sim.tenants[tenant_id].relationships
+        if r.status in ("active", "expiring") and not r.auto_extend and r.end is not None
+        and r.end.timestamp() - time.time() < 14 * 86400}),
+    ("PartnerCenterGDAPGlobalAdminRole", lambda sim, tenant_id: {
+        r.customer_name for r in sim.tenants[tenant_id].relationships
+        if r.status in ("active", "expiring") and "62e90394-69f5-4237-9190-012177145e10" in r.roles}),
+])
+def test_gdap_alerts_reach_the_webhook_for_the_simulators_cases(
+        stack: Stack, alertname: str, expected: Any) -> None:
+    """Each GDAP alert fires, on the warning route, for exactly the customers the simulator's data
+    calls for (contoso's; fabrikam's grant is revoked but its last good data stays)."""
+    want = expected(stack.sim, TENANT_ID)
+    assert want, f"the seeded data should give {alertname} something to fire for"
+
+    def customers() -> set[str]:
+        return {a["labels"]["customer_name"] for _, a in stack.webhook.alerts(alertname)
+                if a["labels"]["tenant"] == "contoso"}
+
+    wait_for(lambda: customers() == want, 40, f"{alertname} for contoso's customers")
+    for receiver, alert in stack.webhook.alerts(alertname):
+        assert receiver == "partnercenter-team"
+        assert alert["annotations"]["runbook_url"].endswith("#" + alertname.lower())
 
 
 def post_alerts(url: str, alerts: list[dict[str, str]]) -> None:

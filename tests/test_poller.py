@@ -30,6 +30,7 @@ class FakeSource:
 
     def __init__(self, name: str, clock: Clock, *outcomes: DapStatistics | Exception) -> None:
         self.name = name
+        self.collector = "dap_statistics"
         self.requests_by_code: dict[str, int] = {}
         self.token_expires_at: float | None = None
         self._clock = clock

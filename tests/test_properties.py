@@ -22,8 +22,13 @@ from exporter.client import DapStatisticsClient
 from exporter.collector import reference_render, render
 from exporter.config import ConfigError
 from exporter.model import (
+    GDAP_STATUSES,
     REASONS,
+    DapCustomer,
+    DapCustomers,
     DapStatistics,
+    GdapRelationship,
+    GdapRelationships,
     PollError,
     Snapshot,
     TenantSnapshot,
@@ -168,7 +173,7 @@ def test_random_payloads_end_in_a_snapshot_or_a_classified_error(payload: Any) -
     """Any JSON answer yields statistics or a PollError, and the snapshot always renders."""
     tenant = fetch_body(json.dumps(payload).encode())
     body = render(Snapshot((tenant,)), today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
-    assert b'partnercenter_exporter_poll_success{tenant="contoso"}' in body
+    assert b'partnercenter_exporter_poll_success{collector="dap_statistics",tenant="contoso"}' in body
 
 
 @SETTINGS
@@ -185,11 +190,24 @@ DAYS = st.dates(min_value=dt.date(2015, 1, 1), max_value=TODAY)
 COUNTS = st.integers(0, 10**9)  # large counts switch Go's formatting to exponents
 NAMES = st.text(st.sampled_from('ab-_."\\\n é'), min_size=1, max_size=12)
 TIMES = st.none() | st.floats(0, 4e9, allow_nan=False)
+STAMPS = st.floats(0, 4e9, allow_nan=False)
+LABEL_TEXT = st.text(st.sampled_from('ab-_."\\\n é{}='), max_size=12)
+RELATIONSHIPS = st.builds(
+    GdapRelationship, id=LABEL_TEXT, display_name=LABEL_TEXT, customer_id=st.sampled_from("abcdef"),
+    customer_name=LABEL_TEXT, status=st.sampled_from(GDAP_STATUSES), end_time=TIMES,
+    auto_extend=st.booleans(), global_admin=st.booleans())
+COLLECTOR_DATA = st.one_of(
+    st.tuples(st.just("dap_statistics"), st.none() | st.builds(
+        DapStatistics, total_customers=COUNTS, established=st.dictionaries(DAYS, COUNTS, max_size=20),
+        inactive=st.dictionaries(DAYS, COUNTS, max_size=20))),
+    st.tuples(st.just("gdap_relationships"), st.none() | st.builds(
+        GdapRelationships, st.lists(RELATIONSHIPS, max_size=8).map(tuple), fetched_at=STAMPS)),
+    st.tuples(st.just("dap_customers"), st.none() | st.builds(
+        DapCustomers, st.lists(st.builds(DapCustomer, id=st.sampled_from("abcdef"), name=LABEL_TEXT),
+                               max_size=6, unique_by=lambda c: c.id).map(tuple))))
 TENANTS = st.builds(
-    TenantSnapshot, name=NAMES,
-    stats=st.none() | st.builds(DapStatistics, total_customers=COUNTS,
-                                established=st.dictionaries(DAYS, COUNTS, max_size=20),
-                                inactive=st.dictionaries(DAYS, COUNTS, max_size=20)),
+    lambda name, data, **fields: TenantSnapshot(name=name, collector=data[0], stats=data[1], **fields),
+    NAMES, COLLECTOR_DATA,
     attempted=st.booleans(), last_poll_success=st.booleans(), last_success_time=TIMES,
     last_duration=TIMES, last_error_reason=st.none() | st.sampled_from(REASONS),
     errors_total=st.dictionaries(st.sampled_from(REASONS), COUNTS, max_size=3),
@@ -198,7 +216,7 @@ TENANTS = st.builds(
 
 
 @SETTINGS
-@given(st.lists(TENANTS, max_size=4, unique_by=lambda t: t.name),
+@given(st.lists(TENANTS, max_size=6, unique_by=lambda t: (t.name, t.collector)),
        st.lists(st.integers(1, 3650), min_size=1, max_size=4, unique=True),
        st.sampled_from([60.0, 900.0, 86400.0, 1e7]))
 def test_fast_renderer_is_byte_identical_to_prometheus_client(

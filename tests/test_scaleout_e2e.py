@@ -30,6 +30,7 @@ from devtools.grafana import (
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, free_port, require_binary
 from tests.e2e_helpers import (
+    ALL_COLLECTORS,
     ROOT,
     ExporterProcess,
     alert_rules_with_short_for,
@@ -68,7 +69,8 @@ def exporter_config(sim: Simulator, directory: Path, tenants: list[str]) -> Path
     directory.mkdir()
     config = {"poll_interval": "1m", "request_timeout": "5s",
               "endpoints": sim.endpoints_config(),
-              "tenants": [seeded_tenant(sim, directory, name, TENANTS[name], customers=CUSTOMERS[name])
+              "tenants": [seeded_tenant(sim, directory, name, TENANTS[name], customers=CUSTOMERS[name],
+                                       collectors=ALL_COLLECTORS)
                           for name in tenants]}
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))

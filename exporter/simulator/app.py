@@ -21,10 +21,26 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from exporter.simulator.certs import generate_certs
-from exporter.simulator.data import Customer, generate_customers, spread_customers, statistics_payload
+from exporter.simulator.data import (
+    Customer,
+    Relationship,
+    dap_customer_json,
+    generate_customers,
+    generate_relationships,
+    relationship_json,
+    spread_customers,
+    statistics_payload,
+)
 
 STATISTICS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
+CUSTOMERS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminCustomers"
+RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
 PARTNER_API_RESOURCE = "https://api.partnercustomeradministration.microsoft.com"
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+GRAPH_MAX_PAGE = 300
+# What the simulator lists when the client sends no $top.
+CUSTOMERS_DEFAULT_PAGE = 100
+GRAPH_DEFAULT_PAGE = 100
 _RESERVED_SCOPES = {"openid", "profile", "offline_access"}
 
 
@@ -32,7 +48,8 @@ _RESERVED_SCOPES = {"openid", "profile", "offline_access"}
 class Fault:
     """What the simulator does instead of answering, for the next `times` matching requests.
 
-    target: "api" (delegatedAdminStatistics), "token", "discovery" or "devicecode".
+    target: "api" (delegatedAdminStatistics), "customers" (delegatedAdminCustomers), "graph"
+    (delegatedAdminRelationships), "token", "discovery" or "devicecode".
     status None with a delay means: wait, then answer normally.
     reset: send the headers and part of the body, then drop the connection.
     """
@@ -50,7 +67,14 @@ class Fault:
 @dataclass
 class SimTenant:
     tenant_id: str
-    customers: list[Customer]
+    customers: list[Customer]  # with DAP
+    relationships: list[Relationship] = field(default_factory=list)
+    other_customers: list[Customer] = field(default_factory=list)  # listed without DAP
+
+    def without_gdap(self) -> list[Customer]:
+        """DAP customers with no active or expiring relationship: what the exporter must find."""
+        covered = {r.customer_id for r in self.relationships if r.status in ("active", "expiring")}
+        return [c for c in self.customers if c.id not in covered]
 
 
 @dataclass
@@ -123,7 +147,7 @@ class Simulator:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None,
                  today: dt.date | None = None, accept_app_only: bool = False,
-                 token_lifetime: int = 3600, latency: float = 0.0,
+                 token_lifetime: int = 3600, latency: float = 0.0, graph_throttle_every: int = 0,
                  clock: Callable[[], float] = time.time) -> None:
         self._tempdir = None if cert_dir else tempfile.TemporaryDirectory(prefix="pcsim-")
         self.certs = generate_certs(cert_dir or Path(self._tempdir.name))  # type: ignore[union-attr]
@@ -132,6 +156,9 @@ class Simulator:
         self.token_lifetime = token_lifetime
         # Seconds added to every answer, as a distant Microsoft data centre would (benchmarks).
         self.latency = latency
+        # Every Nth Graph request answers 429 with Retry-After: 1, as Graph does under load (0: never).
+        self.graph_throttle_every = graph_throttle_every
+        self._graph_requests = 0
         self.clock = clock
         self.tenants: dict[str, SimTenant] = {}
         self.clients: dict[str, str | None] = {}  # client_id -> secret (None: public client)
@@ -164,16 +191,34 @@ class Simulator:
     def dap_statistics_url(self) -> str:
         return self.base_url + STATISTICS_PATH
 
+    @property
+    def dap_customers_url(self) -> str:
+        return self.base_url + CUSTOMERS_PATH
+
+    @property
+    def graph_url(self) -> str:
+        return self.base_url
+
     def endpoints_config(self) -> dict[str, str]:
         """The config's `endpoints` section that points an exporter at this simulator."""
         return {"authority_host": self.authority_host, "dap_statistics_url": self.dap_statistics_url,
+                "dap_customers_url": self.dap_customers_url, "graph_url": self.graph_url,
                 "ca_file": str(self.certs.ca_file)}
 
-    def add_tenant(self, tenant_id: str, *, customers: int | None = None,
-                   dates: int | None = None) -> SimTenant:
-        """A partner tenant with seeded customers, or with `dates` distinct dates in each list."""
-        tenant = SimTenant(tenant_id, spread_customers(dates, self.today) if dates is not None
-                           else generate_customers(tenant_id, self.today, customers))
+    def add_tenant(self, tenant_id: str, *, customers: int | None = None, dates: int | None = None,
+                   relationships: list[Relationship] | None = None) -> SimTenant:
+        """A partner tenant with seeded customers, or with `dates` distinct dates in each list.
+
+        GDAP relationships are generated to match the customers unless given.
+        """
+        dap = (spread_customers(dates, self.today) if dates is not None
+               else generate_customers(tenant_id, self.today, customers))
+        tenant = SimTenant(tenant_id, dap)
+        if relationships is None:
+            now = dt.datetime.combine(self.today, dt.time(12), dt.UTC)
+            tenant.relationships, tenant.other_customers = generate_relationships(tenant_id, dap, now)
+        else:
+            tenant.relationships = relationships
         self.tenants[tenant_id] = tenant
         return tenant
 
@@ -190,6 +235,12 @@ class Simulator:
             self._refresh[token] = _Token(tenant_id, client_id, username,
                                           PARTNER_API_RESOURCE + "/.default", float("inf"))
         return token
+
+    def throttle_graph_now(self) -> bool:
+        """Count a Graph request; True if graph_throttle_every says this one gets a 429."""
+        with self._lock:
+            self._graph_requests += 1
+            return bool(self.graph_throttle_every) and self._graph_requests % self.graph_throttle_every == 0
 
     # --- fault injection ------------------------------------------------------------------
     def inject(self, fault: Fault) -> None:
@@ -411,7 +462,8 @@ class Simulator:
         return body
 
     # --- Partner Center -----------------------------------------------------------------------
-    def statistics(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
+    def _partner_center_tenant(self, authorization: str | None) -> SimTenant | tuple[int, dict[str, Any]]:
+        """The caller's tenant, or the error Partner Center gives for its token."""
         if not authorization or not authorization.startswith("Bearer "):
             return 401, {"code": 401, "description": "Authorization header missing"}
         with self._lock:
@@ -422,8 +474,56 @@ class Simulator:
             return 401, {"code": 401, "description": "The token's audience is not this API"}
         if info.username is None and not self.accept_app_only:
             return 401, {"code": 401, "description": "App-only tokens are not supported; use App+User"}
-        tenant = self.tenants[info.tenant_id]
+        return self.tenants[info.tenant_id]
+
+    def statistics(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
+        tenant = self._partner_center_tenant(authorization)
+        if not isinstance(tenant, SimTenant):
+            return tenant
         return 200, statistics_payload(tenant.tenant_id, tenant.customers, self.base_url)
+
+    def dap_customers(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
+        """delegatedAdminCustomers: every customer, DAP first, paged with $top and $skip."""
+        tenant = self._partner_center_tenant(authorization)
+        if not isinstance(tenant, SimTenant):
+            return tenant
+        try:
+            top = int(query.get("$top", CUSTOMERS_DEFAULT_PAGE))
+            skip = int(query.get("$skip", 0))
+        except ValueError:
+            return 400, {"code": 400, "description": "$top and $skip must be whole numbers"}
+        everyone = ([dap_customer_json(c, True) for c in tenant.customers]
+                    + [dap_customer_json(c, False) for c in tenant.other_customers])
+        return 200, {"@odata.count": len(everyone), "value": everyone[skip:skip + max(0, top)]}
+
+    # --- Microsoft Graph ------------------------------------------------------------------------
+    def gdap_relationships(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
+        """delegatedAdminRelationships: at most $top (up to 300) a page, then @odata.nextLink."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return 401, _graph_error("InvalidAuthenticationToken", "Access token is empty.")
+        with self._lock:
+            info = self._access.get(authorization[7:])
+        if info is None or not info.valid or info.expires_at < self.clock():
+            return 401, _graph_error("InvalidAuthenticationToken", "Access token has expired or is not "
+                                                                   "yet valid.")
+        if not info.scope.startswith(GRAPH_RESOURCE):
+            return 401, _graph_error("InvalidAuthenticationToken", "Invalid audience.")
+        try:
+            top = int(query.get("$top", GRAPH_DEFAULT_PAGE))
+            skip = int(query.get("$skiptoken", 0))
+        except ValueError:
+            return 400, _graph_error("BadRequest", "Invalid $top or $skiptoken.")
+        if not 1 <= top <= GRAPH_MAX_PAGE:
+            return 400, _graph_error("BadRequest", f"$top must be between 1 and {GRAPH_MAX_PAGE}.")
+        items = self.tenants[info.tenant_id].relationships
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.graph_url}/v1.0/$metadata#tenantRelationships/"
+                              f"delegatedAdminRelationships",
+            "value": [relationship_json(r) for r in items[skip:skip + top]]}
+        if skip + top < len(items):
+            body["@odata.nextLink"] = (f"{self.graph_url}{RELATIONSHIPS_PATH}"
+                                       f"?$top={top}&$skiptoken={skip + top}")
+        return 200, body
 
 
 def _b64(data: bytes) -> str:
@@ -433,6 +533,12 @@ def _b64(data: bytes) -> str:
 def _unsigned_jwt(claims: dict[str, Any]) -> str:
     header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
     return f"{header}.{_b64(json.dumps(claims).encode())}."
+
+
+def _graph_error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message,
+                      "innerError": {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                                     "request-id": str(uuid.uuid4())}}}
 
 
 def _aad_error(error: str, code: int, text: str) -> dict[str, Any]:
@@ -461,14 +567,21 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             self._route("POST")
 
         def _route(self, method: str) -> None:
-            path = urlsplit(self.path).path
+            url = urlsplit(self.path)
+            path = url.path
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
             parts = [unquote(p) for p in path.strip("/").split("/")]
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
-            call: Callable[[], tuple[int, dict[str, Any]]]
+            call: Callable[[], tuple[int, Any]]
+            authorization = self.headers.get("Authorization")
             if method == "GET" and path == STATISTICS_PATH:
-                target, call = "api", lambda: sim.statistics(self.headers.get("Authorization"))
+                target, call = "api", lambda: sim.statistics(authorization)
+            elif method == "GET" and path == CUSTOMERS_PATH:
+                target, call = "customers", lambda: sim.dap_customers(authorization, query)
+            elif method == "GET" and path == RELATIONSHIPS_PATH:
+                target, call = "graph", lambda: sim.gdap_relationships(authorization, query)
             elif method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 target, call = "discovery", lambda: sim.discovery(parts[0])
             elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
@@ -487,8 +600,12 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 return
             if sim.latency:
                 time.sleep(sim.latency)
-            tenant = sim._tenant_of(self.headers.get("Authorization")) if target == "api" else parts[0]
+            api_call = target in ("api", "customers", "graph")
+            tenant = sim._tenant_of(authorization) if api_call else parts[0]
             fault = sim._take_fault(target, tenant)
+            if fault is None and target == "graph" and sim.throttle_graph_now():
+                fault = Fault("graph", 429, _graph_error("TooManyRequests", "Too many requests."),
+                              headers={"Retry-After": "1"})
             if fault is not None:
                 time.sleep(fault.delay)
                 if fault.status is not None:
