@@ -17,22 +17,12 @@ from exporter.client import (
     parse_relationship,
 )
 from exporter.model import GLOBAL_ADMIN_ROLE, PollError
+from tests.test_client import FakeTokens
 
 GRAPH = "https://graph.test.invalid"
 RELATIONSHIPS = f"{GRAPH}/v1.0/tenantRelationships/delegatedAdminRelationships"
 CUSTOMERS = "https://pc.test.invalid/CustomerServiceAdminApi/Web/v1/delegatedAdminCustomers"
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
-
-
-class FakeTokens:
-    def __init__(self, method: str = "refresh_token") -> None:
-        self.method = method
-        self.expires_at: float | None = None
-        self.calls: list[bool] = []
-
-    def get_token(self, *, force_refresh: bool = False) -> str:
-        self.calls.append(force_refresh)
-        return f"token-{len(self.calls)}"
 
 
 def graph_client(tokens: FakeTokens | None = None, sleeps: list[float] | None = None,
