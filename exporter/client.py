@@ -348,12 +348,14 @@ def parse_relationship(entry: Any, where: str, skipped: list[str]) -> GdapRelati
         skipped.append(f"{where}: not an object")
         return None
     customer = entry.get("customer")
-    customer_id = _text(customer, "tenantId") if isinstance(customer, dict) else None
+    if not isinstance(customer, dict):
+        customer = {}
+    customer_id = _text(customer, "tenantId")
     if customer_id is None:
         skipped.append(f"{where}.customer.tenantId: missing")
         return None
     status = entry.get("status")
-    if status not in GDAP_STATUSES:
+    if not isinstance(status, str) or status not in GDAP_STATUSES:
         status = "unknownFutureValue"
     end_time = None
     raw_end = entry.get("endDateTime")
@@ -365,15 +367,14 @@ def parse_relationship(entry: Any, where: str, skipped: list[str]) -> GdapRelati
             return None
         end_time = (end if end.tzinfo else end.replace(tzinfo=dt.UTC)).timestamp()
     extend = entry.get("autoExtendDuration")
-    roles = (entry.get("accessDetails") or {}).get("unifiedRoles") if isinstance(
-        entry.get("accessDetails"), dict) else None
+    access = entry.get("accessDetails")
+    roles = access.get("unifiedRoles") if isinstance(access, dict) else None
     role_ids = {str(r.get("roleDefinitionId", "")).lower() for r in roles or [] if isinstance(r, dict)}
     relationship_id = _text(entry, "id") or ""
     return GdapRelationship(
         id=relationship_id, display_name=_text(entry, "displayName") or relationship_id,
-        customer_id=customer_id.lower(),
-        customer_name=(_text(customer, "displayName") if isinstance(customer, dict) else None)
-        or customer_id, status=str(status), end_time=end_time,
+        customer_id=customer_id.lower(), customer_name=_text(customer, "displayName") or customer_id,
+        status=status, end_time=end_time,
         auto_extend=isinstance(extend, str) and not _is_zero_duration(extend),
         global_admin=GLOBAL_ADMIN_ROLE in role_ids)
 
@@ -397,20 +398,19 @@ class GdapRelationshipsClient(ApiClient):
         skipped: list[str] = []
         url: str | None = self._url
         params: dict[str, str] | None = {"$top": str(PAGE_SIZE)}
-        for _ in range(MAX_PAGES):
-            if url is None:
-                break
+        pages = 0
+        while url is not None:
+            if pages == MAX_PAGES:
+                raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
+                                                    f"stopped reading")
             payload = self._get_page(url, params)
+            pages += 1
             for entry in _page_items(payload, self.resource):
                 relationship = parse_relationship(entry, f"value[{len(relationships) + len(skipped)}]",
                                                   skipped)
                 if relationship is not None:
                     relationships.append(relationship)
             url, params = self._next_link(payload), None
-        else:
-            if url is not None:
-                raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
-                                                    f"stopped reading")
         _log_skipped(skipped, self.resource)
         return GdapRelationships(tuple(relationships), fetched_at=self._clock(),
                                  skipped_entries=len(skipped))

@@ -9,7 +9,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -17,7 +16,6 @@ from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__
 from exporter.model import (
-    COLLECTORS,
     EXPIRY_WINDOWS_DAYS,
     REASONS,
     DapCustomers,
@@ -26,6 +24,7 @@ from exporter.model import (
     Snapshot,
     TenantSnapshot,
     ThresholdBuckets,
+    data_of,
     utc_date,
 )
 
@@ -88,8 +87,8 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
 
     migration = migration_families()
     buckets = ThresholdBuckets(thresholds, today)
-    for name, views in by_tenant(snapshot):
-        stats = _data(views, DapStatistics)
+    for name, views in snapshot.by_tenant():
+        stats = data_of(views, DapStatistics)
         if stats is not None:
             customers.add_metric([name], stats.total_customers)
             for day, count in stats.established.items():
@@ -118,22 +117,6 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
                 expiry.add_metric(where, view.token_expires_at)
     return [customers, established, inactive, over, *migration, success, last_success, duration,
             interval, last_error, errors, requests, skipped, expiry, build]
-
-
-_Data = TypeVar("_Data", DapStatistics, GdapRelationships, DapCustomers)
-
-
-def _data(views: Sequence[TenantSnapshot], kind: type[_Data]) -> _Data | None:
-    return next((v.stats for v in views if isinstance(v.stats, kind)), None)
-
-
-def by_tenant(snapshot: Snapshot) -> list[tuple[str, tuple[TenantSnapshot, ...]]]:
-    """Each tenant's views, tenants by name and each tenant's collectors in COLLECTORS order."""
-    grouped: dict[str, list[TenantSnapshot]] = {}
-    for view in snapshot.tenants:
-        grouped.setdefault(view.name, []).append(view)
-    return [(name, tuple(sorted(grouped[name], key=lambda v: COLLECTORS.index(v.collector))))
-            for name in sorted(grouped)]
 
 
 def migration_families() -> list[GaugeMetricFamily]:
@@ -180,19 +163,20 @@ def add_migration(families: Sequence[GaugeMetricFamily], name: str,
     """Add one tenant's GDAP and DAP-customer samples; the join needs both collectors' data."""
     (by_status, end_time, expiring, global_admin, gdap_customers, dap_enabled, without_count,
      without) = families
-    gdap = _data(views, GdapRelationships)
+    gdap = data_of(views, GdapRelationships)
     if gdap is not None:
         for status, count in gdap.by_status().items():
             by_status.add_metric([name, status], count)
-        for r in gdap.with_access():
+        with_access = gdap.with_access()
+        for r in with_access:
             if r.end_time is not None:
                 end_time.add_metric([name, r.id, r.display_name, r.customer_id, r.customer_name,
                                      _bool(r.auto_extend), _bool(r.global_admin)], r.end_time)
         for days in EXPIRY_WINDOWS_DAYS:
             expiring.add_metric([name, str(days)], gdap.expiring_without_auto_extend(days))
-        global_admin.add_metric([name], sum(1 for r in gdap.with_access() if r.global_admin))
+        global_admin.add_metric([name], sum(1 for r in with_access if r.global_admin))
         gdap_customers.add_metric([name], len(gdap.customers_with_access()))
-    dap = _data(views, DapCustomers)
+    dap = data_of(views, DapCustomers)
     if dap is not None:
         dap_enabled.add_metric([name], len(dap.customers))
         if gdap is not None:
@@ -249,6 +233,11 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+# Most tenants run dap_statistics only: building eight empty families for each would cost more
+# than the rest of their lines.
+_NO_MIGRATION = ("",) * len(migration_families())
+
+
 def _family_lines(family: Metric) -> str:
     """A family's samples as prometheus_client writes them: labels sorted by name."""
     lines = []
@@ -265,7 +254,7 @@ def _tenant_lines(name: str, views: Sequence[TenantSnapshot], *, today: dt.date,
     t = f'tenant="{_label(name)}"'
     num = _number
     customers = established = inactive = over = ""
-    stats = _data(views, DapStatistics)
+    stats = data_of(views, DapStatistics)
     if stats is not None:
         customers = f"partnercenter_dap_customers{{{t}}} {num(stats.total_customers)}\n"
         established = "".join([
@@ -284,12 +273,15 @@ def _tenant_lines(name: str, views: Sequence[TenantSnapshot], *, today: dt.date,
             f'partnercenter_dap_inactive_customers_over_threshold{{{t},threshold_days="{threshold}"}} '
             f"{num(sum(n for b, n in per_bucket.items() if b >= threshold > 0))}\n"
             for threshold in thresholds])
-    migration = migration_families()
-    add_migration(migration, name, views)
+    migration = _NO_MIGRATION
+    if any(isinstance(view.stats, (GdapRelationships, DapCustomers)) for view in views):
+        families = migration_families()
+        add_migration(families, name, views)
+        migration = tuple(map(_family_lines, families))
     health = [_health_lines(view, t, poll_interval) for view in views]
     return tuple(text.encode() for text in (
-        customers, established, inactive, over, *map(_family_lines, migration),
-        *("".join(parts) for parts in zip(*health, strict=True))))
+        customers, established, inactive, over, *migration,
+        *(health[0] if len(health) == 1 else ("".join(parts) for parts in zip(*health, strict=True)))))
 
 
 def _health_lines(view: TenantSnapshot, t: str, poll_interval: float) -> tuple[str, ...]:
@@ -336,7 +328,7 @@ class Renderer:
         buckets = ThresholdBuckets(thresholds, today)
         kept: dict[str, tuple[tuple[TenantSnapshot, ...], tuple[object, ...], tuple[bytes, ...]]] = {}
         per_tenant = []
-        for name, views in by_tenant(snapshot):
+        for name, views in snapshot.by_tenant():
             previous = self._kept.get(name)
             if (previous is not None and previous[1] == settings and len(previous[0]) == len(views)
                     and all(a is b for a, b in zip(previous[0], views, strict=True))):

@@ -435,6 +435,7 @@ def _collectors(c: _Collector, value: Any, path: str) -> tuple[CollectorName, ..
     if not isinstance(value, list) or not value:
         c.add(path, f"must be a non-empty list of collectors, from: {', '.join(COLLECTORS)}")
         return None
+    errors_before = len(c.errors)
     chosen: list[CollectorName] = []
     for i, item in enumerate(value):
         known = next((name for name in COLLECTORS if name == item), None)
@@ -447,9 +448,10 @@ def _collectors(c: _Collector, value: Any, path: str) -> tuple[CollectorName, ..
     if "dap_customers" in chosen and "gdap_relationships" not in chosen:
         c.add(path, "dap_customers finds DAP customers without GDAP by joining with GDAP relationships; "
                     "add gdap_relationships to the list")
+    if len(c.errors) > errors_before:
         return None
     # Config order does not matter; COLLECTORS order is the one everything else uses.
-    return tuple(name for name in COLLECTORS if name in chosen) if len(chosen) == len(value) else None
+    return tuple(name for name in COLLECTORS if name in chosen)
 
 
 def _graph_auth(c: _Collector, value: Any, path: str,

@@ -162,6 +162,11 @@ CollectorData: TypeAlias = DapStatistics | GdapRelationships | DapCustomers
 _Data = TypeVar("_Data", DapStatistics, GdapRelationships, DapCustomers)
 
 
+def data_of(views: Sequence[TenantSnapshot], kind: type[_Data]) -> _Data | None:
+    """One tenant's last good data of one kind, if that collector runs and has succeeded once."""
+    return next((v.stats for v in views if isinstance(v.stats, kind)), None)
+
+
 @dataclass(frozen=True)
 class TenantSnapshot:
     """What is known about one collector of one tenant after its latest poll.
@@ -190,12 +195,13 @@ class Snapshot:
 
     tenants: tuple[TenantSnapshot, ...] = ()
 
-    def data(self, tenant: str, kind: type[_Data]) -> _Data | None:
-        """A tenant's last good data of one kind, if that collector runs and has succeeded once."""
+    def by_tenant(self) -> list[tuple[str, tuple[TenantSnapshot, ...]]]:
+        """Each tenant's views, tenants by name and each tenant's collectors in COLLECTORS order."""
+        grouped: dict[str, list[TenantSnapshot]] = {}
         for view in self.tenants:
-            if view.name == tenant and isinstance(view.stats, kind):
-                return view.stats
-        return None
+            grouped.setdefault(view.name, []).append(view)
+        return [(name, tuple(sorted(grouped[name], key=lambda v: COLLECTORS.index(v.collector))))
+                for name in sorted(grouped)]
 
     @property
     def ready(self) -> bool:

@@ -25,9 +25,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exporter import __version__
-from exporter.collector import CONTENT_TYPE, Publisher, by_tenant
+from exporter.collector import CONTENT_TYPE, Publisher
 from exporter.logs import REDACTOR
-from exporter.model import DapCustomers, DapStatistics, GdapRelationships, Snapshot, TenantSnapshot, utc_date
+from exporter.model import (
+    DapCustomers,
+    DapStatistics,
+    GdapRelationships,
+    Snapshot,
+    TenantSnapshot,
+    data_of,
+    utc_date,
+)
 from exporter.webconfig import WebConfig, WebConfigProvider
 
 log = logging.getLogger("exporter.server")
@@ -80,8 +88,8 @@ def landing_page(snapshot: Snapshot, *, now: float, thresholds: tuple[int, ...],
                  redact: Callable[[str], str] = REDACTOR) -> bytes:
     """The `/` page: links and each tenant's state; every dynamic value is escaped and redacted."""
     top = max(thresholds) if thresholds else 90
-    rows = [_tenant_row(view, snapshot, now=now, threshold=top, redact=redact)
-            for _, views in by_tenant(snapshot) for view in views]
+    rows = [_tenant_row(view, views, now=now, threshold=top, redact=redact)
+            for _, views in snapshot.by_tenant() for view in views]
     table = "".join(rows) or '<tr><td colspan="6">no tenants configured</td></tr>'
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Partner Center exporter</title>
@@ -102,8 +110,9 @@ Center or Microsoft Graph.</p>
     return page.encode("utf-8")
 
 
-def _tenant_row(view: TenantSnapshot, snapshot: Snapshot, *, now: float, threshold: int,
+def _tenant_row(view: TenantSnapshot, views: tuple[TenantSnapshot, ...], *, now: float, threshold: int,
                 redact: Callable[[str], str]) -> str:
+    """One collector's row; views are all of its tenant's, for the DAP-to-GDAP join."""
     if not view.attempted:
         state = '<span class="pending">first poll pending</span>'
     elif view.last_poll_success:
@@ -121,7 +130,7 @@ def _tenant_row(view: TenantSnapshot, snapshot: Snapshot, *, now: float, thresho
                    f"{len(stats.customers_with_access())} customers")
     elif isinstance(stats, DapCustomers):
         figures = f"{len(stats.customers)} with DAP"
-        gdap = snapshot.data(view.name, GdapRelationships)
+        gdap = data_of(views, GdapRelationships)
         if gdap is not None:
             figures += f", {len(stats.without_gdap(gdap))} of them without GDAP"
     error = html.escape(redact(view.last_error_message or ""))

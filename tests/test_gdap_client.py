@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from exporter import client as client_module
 from exporter.client import (
     MAX_INLINE_RETRY_AFTER,
     PAGE_SIZE,
@@ -207,3 +208,28 @@ def test_dap_customers_404_names_its_own_setting() -> None:
         customers_client().fetch()
     assert caught.value.reason == "not_found"
     assert "endpoints.dap_customers_url" in caught.value.message
+
+
+@respx.mock
+def test_a_next_link_that_never_ends_stops_at_the_page_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Graph that keeps pointing onwards fails the poll after MAX_PAGES pages instead of looping."""
+    monkeypatch.setattr(client_module, "MAX_PAGES", 3)
+    route = respx.get(RELATIONSHIPS).respond(200, json={
+        "value": [rel("a")], "@odata.nextLink": f"{RELATIONSHIPS}?$skiptoken=again"})
+    with pytest.raises(PollError) as caught:
+        graph_client().fetch()
+    assert caught.value.reason == "invalid_response"
+    assert "more than 3 pages" in caught.value.message
+    assert route.call_count == 3
+
+
+@respx.mock
+def test_dap_customers_that_never_end_stop_at_the_page_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full pages without end fail the poll after MAX_PAGES pages instead of looping."""
+    monkeypatch.setattr(client_module, "MAX_PAGES", 2)
+    full = [{"customerTenantId": f"c{i}", "dapEnabled": True} for i in range(PAGE_SIZE)]
+    route = respx.get(CUSTOMERS).respond(200, json={"value": full})
+    with pytest.raises(PollError) as caught:
+        customers_client().fetch()
+    assert caught.value.reason == "invalid_response"
+    assert route.call_count == 2
