@@ -325,37 +325,38 @@ def gdap_migration() -> Json:
         [
             stat("DAP customers", f"Customers with DAP (delegatedAdminCustomers, dapEnabled). {GDAP_CACHED}",
                  dap, (0, 0, 4, 4), unit="none"),
-            stat("With GDAP", "DAP customers that also have a GDAP relationship in status active or "
-                 f"expiring: ready for DAP removal. {GDAP_CACHED}", with_gdap, (4, 0, 4, 4), unit="none",
+            stat("With GDAP", "DAP customers that also have an active GDAP relationship: ready for DAP "
+                 f"removal. {GDAP_CACHED}", with_gdap, (4, 0, 4, 4), unit="none",
                  steps=(("green", None),)),
-            stat("Without GDAP", "DAP customers with no GDAP relationship that grants access: removing DAP "
+            stat("Without GDAP", "DAP customers with no active GDAP relationship: removing DAP "
                  f"cuts the partner off from them. {GDAP_CACHED}", without, (8, 0, 4, 4), unit="none",
                  steps=(("green", None), ("red", 1))),
             stat("Migration progress", f"Share of DAP customers that have GDAP. {GDAP_CACHED}",
                  f"({with_gdap}) / clamp_min({dap}, 1)", (12, 0, 4, 4), unit="percentunit",
                  steps=(("red", None), ("orange", 0.5), ("green", 0.999)), decimals=1),
-            stat("Expiring within 30 days", "GDAP relationships that grant access, end within 30 days and do "
+            stat("Expiring within 30 days", "Active GDAP relationships that end within 30 days and do "
                  f"not auto-extend. {GDAP_CACHED}",
                  f'sum(partnercenter_gdap_relationships_expiring_without_auto_extend{{{T},within_days="30"}})',
                  (16, 0, 4, 4), unit="none", steps=(("green", None), ("orange", 1))),
-            stat("With Global Administrator", "GDAP relationships that grant access and include the Global "
+            stat("With Global Administrator", "Active GDAP relationships that include the Global "
                  f"Administrator role. {GDAP_CACHED}",
                  f"sum(partnercenter_gdap_relationships_with_global_admin{{{T}}})", (20, 0, 4, 4), unit="none",
                  steps=(("green", None), ("orange", 1))),
             timeseries(
                 "Migration progress over time",
-                "DAP customers with and without a GDAP relationship that grants access, summed over the "
+                "DAP customers with and without an active GDAP relationship, summed over the "
                 f"selected tenants. {GDAP_CACHED}",
                 [target(with_gdap, ref="A", legend="with GDAP"), target(without, ref="B", legend="without GDAP")],
                 (0, 4, 12, 8), unit="none"),
             timeseries(
                 "GDAP relationships by status",
-                "GDAP relationships of the selected tenants by status. approvalPending and created wait for "
-                f"the customer; active and expiring grant access. {GDAP_CACHED}",
+                "GDAP relationships of the selected tenants by status, direct and reseller. approvalPending "
+                "and created wait for the customer; only active grants access (expiring has passed its "
+                f"end date). {GDAP_CACHED}",
                 [target(f"sum by (status) (partnercenter_gdap_relationships{{{T}}}) > 0", legend="{{status}}")],
                 (12, 4, 12, 8), unit="none"),
             panel("table", "DAP customers without GDAP",
-                  "Every customer with DAP and no GDAP relationship that grants access. Request a GDAP "
+                  "Every customer with DAP and no active GDAP relationship. Request a GDAP "
                   f"relationship for each before removing DAP. {GDAP_CACHED}",
                   [target(f"max by (tenant, customer_name, customer_tenant_id) "
                           f"(partnercenter_dap_customer_without_gdap_info{{{T}}})", instant=True, table=True)],
@@ -370,25 +371,95 @@ def gdap_migration() -> Json:
                                        "customer_tenant_id": "Customer tenant id"}}}]),
             relationship_table(
                 "Relationships ending within 30 days",
-                "GDAP relationships that grant access and end within 30 days, with the days left; those "
+                "Active GDAP relationships that end within 30 days, with the days left; those "
                 f"without auto-extend need action. {GDAP_CACHED}",
                 f"{DAYS_LEFT} < 30", (12, 12, 12, 10)),
             relationship_table(
                 "Relationships with Global Administrator",
-                "GDAP relationships that grant access and include Global Administrator, with the days left. "
+                "Active GDAP relationships that include Global Administrator, with the days left. "
                 f"Replace them with least-privilege roles. {GDAP_CACHED}",
                 DAYS_LEFT.replace(T, T + ',global_admin="true"'), (0, 22, 24, 8)),
             per_tenant("Customers with GDAP access",
-                       f"Distinct customers with at least one GDAP relationship that grants access. {GDAP_CACHED}",
+                       f"Distinct customers with at least one active GDAP relationship. {GDAP_CACHED}",
                        f"partnercenter_gdap_customers{{{T}}}", (0, 30, 12, 7), unit="none"),
             timeseries(
                 "Relationships expiring without auto-extend",
-                "GDAP relationships that grant access, do not auto-extend and end within 7 or 30 days of "
+                "Active GDAP relationships that do not auto-extend and end within 7 or 30 days of "
                 f"the last poll, summed over the selected tenants. {GDAP_CACHED}",
                 [target("sum by (within_days) (partnercenter_gdap_relationships_expiring_without_auto_extend"
                         f"{{{T}}})", legend="within {{within_days}} days")],
                 (12, 30, 12, 7), unit="none"),
+            customer_activity_table((0, 37, 24, 12)),
         ])
+
+
+# Per DAP customer: the last partner sign-in, the DAP start, and whether GDAP covers it.
+LAST = f"partnercenter_dap_customer_last_signin_timestamp_seconds{{{T}}}"
+START = f"partnercenter_dap_customer_start_timestamp_seconds{{{T}}}"
+WITHOUT = f"partnercenter_dap_customer_without_gdap_info{{{T}}}"
+CUSTOMER = "on (job, instance, tenant, customer_tenant_id)"
+# GDAP data exists for the tenant: without it, no customer is called covered.
+HAS_GDAP = f"and on (job, instance, tenant) partnercenter_gdap_customers{{{T}}}"
+INACTIVE_90 = (f"(time() - {LAST} > 90 * 86400 and {LAST} > 0) or "
+               f"((time() - {START} > 90 * 86400) and {CUSTOMER} {LAST} == 0)")
+ACTIONS: dict[int, tuple[str, str | None]] = {1: ("Remove DAP: GDAP in place", "green"),
+           2: ("Set up GDAP before DAP is removed", "red"),
+           3: ("Inactive: remove DAP (or set up GDAP if still needed)", "orange")}
+
+
+def mapping(values: dict[int, tuple[str, str | None]]) -> Json:
+    return {"id": "mappings", "value": [{"type": "value", "options": {
+        str(value): {"text": text, **({"color": color} if color else {}), "index": i}
+        for i, (value, (text, color)) in enumerate(values.items())}}]}
+
+
+def customer_activity_table(grid: tuple[int, int, int, int]) -> Json:
+    """One row per DAP customer: last partner sign-in, GDAP, Global Admin sign-ins, the next step."""
+    covered = f"(({LAST} * 0 + 1) unless {CUSTOMER} {WITHOUT}) {HAS_GDAP}"
+    targets = [
+        target(f"((time() - {LAST}) / 86400 and {LAST} > 0) or ({LAST} == 0) - 1",
+               ref="A", instant=True, table=True),
+        target(f"({WITHOUT} * 0) or (({LAST} * 0 + 1) {HAS_GDAP})", ref="B", instant=True, table=True),
+        target(f"partnercenter_dap_customer_global_admin_signins{{{T}}}", ref="C", instant=True,
+               table=True),
+        target(f"{covered} or (({WITHOUT} * 0 + 2) unless {CUSTOMER} ({INACTIVE_90})) "
+               f"or (({WITHOUT} * 0 + 3) and {CUSTOMER} ({INACTIVE_90}))", ref="D", instant=True,
+               table=True),
+    ]
+    names = {"Value #A": "Last partner sign-in (days ago)", "Value #B": "GDAP",
+             "Value #C": "Global Admin sign-ins (last day)", "Value #D": "Suggested action"}
+    overrides = [
+        {"matcher": {"id": "byName", "options": names["Value #A"]},
+         "properties": [{"id": "decimals", "value": 0}, mapping({-1: ("never", "red")}),
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {"id": "thresholds", "value": thresholds(("green", None), ("orange", 60),
+                                                                 ("red", 80))}]},
+        {"matcher": {"id": "byName", "options": names["Value #B"]},
+         "properties": [mapping({0: ("no", "red"), 1: ("yes", "green")}),
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}}]},
+        {"matcher": {"id": "byName", "options": names["Value #C"]},
+         "properties": [{"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {"id": "thresholds", "value": thresholds(("green", None), ("orange", 1))}]},
+        {"matcher": {"id": "byName", "options": names["Value #D"]},
+         "properties": [mapping(ACTIONS),
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}}]},
+    ]
+    return panel(
+        "table", "DAP customers: last partner sign-in and next step",
+        "Every customer with DAP: days since the last partner sign-in (lastSignInDateTime; never when no "
+        "partner ever signed in), whether an active GDAP relationship covers it, partner sign-ins with "
+        "Global Administrator in the last day, and the suggested action. Microsoft removes DAP without a "
+        f"partner sign-in for 90 days. {GDAP_CACHED}",
+        targets, grid, unit="none", defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+        options={"showHeader": True, "cellHeight": "sm",
+                 "sortBy": [{"displayName": names["Value #D"], "desc": False}]},
+        overrides=overrides,
+        transformations=[{"id": "merge", "options": {}}, {"id": "organize", "options": {
+            "excludeByName": {"Time": True, "job": True, "instance": True},
+            "indexByName": {"tenant": 0, "customer_name": 1, "customer_tenant_id": 2, "Value #A": 3,
+                            "Value #B": 4, "Value #C": 5, "Value #D": 6},
+            "renameByName": {"tenant": "Partner tenant", "customer_name": "Customer",
+                             "customer_tenant_id": "Customer tenant id", **names}}}])
 
 
 DASHBOARDS = {"partnercenter-dap-overview.json": dap_overview, "partnercenter-exporter-health.json": exporter_health,

@@ -14,8 +14,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
-from urllib.parse import urlsplit
+from typing import Any, Literal, TextIO, get_args
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import msal
@@ -30,7 +30,9 @@ log = logging.getLogger("exporter.auth")
 
 _AADSTS_RE = re.compile(r"AADSTS(\d+)")
 _LOGIN = "run `partnercenter-exporter login --config.file={config} --tenant={tenant}`"
+_PC_APP = "2832473f-ec63-45fb-976f-5d45a7d4bb91"
 # Identity-platform error codes mapped to what the operator should do; README lists the same table.
+# Codes from Microsoft's AADSTS reference (learn.microsoft.com/entra/identity-platform/reference-error-codes).
 AAD_HINTS: Mapping[int, str] = {
     7000215: "the client secret is wrong: copy the secret's value (not its id) from the app "
              "registration into client_secret_file",
@@ -38,19 +40,51 @@ AAD_HINTS: Mapping[int, str] = {
              "client_secret_file",
     700016: "application {client_id} was not found in tenant {tenant_id}: check client_id and "
             "tenant_id, and that the app is registered or consented there",
-    65001: "the app has no consent for the Partner Center delegated permission: grant admin consent "
-           "in the app registration's API permissions",
+    65001: "the app has no consent for the {permission}: grant admin consent in the app "
+           "registration's API permissions, then " + _LOGIN,
     50126: "invalid username or password for {username}: fix username or password_file",
-    50076: "the account must use MFA, which username_password (ROPC) cannot do; Partner Center "
-           "requires MFA since April 2026: switch to method refresh_token and " + _LOGIN,
-    50079: "the account must register for MFA, which username_password (ROPC) cannot do; switch to "
-           "method refresh_token and " + _LOGIN,
+    # For refresh_token: the refresh token was fine; a Conditional Access policy now asks for MFA.
+    50076: "Conditional Access now requires MFA for this sign-in, which the stored refresh token "
+           "cannot satisfy: " + _LOGIN + " to sign in again with MFA",
+    50079: "the account must now register for MFA (Conditional Access or security defaults): register, "
+           "then " + _LOGIN,
+    50078: "the MFA of the stored sign-in has expired: " + _LOGIN + " to sign in again with MFA",
+    70043: "the refresh token is no longer accepted because of a Conditional Access sign-in frequency "
+           "policy: " + _LOGIN + ", and ask for the policy to exclude this app or lengthen its "
+           "frequency",
+    500011: "the resource's service principal is missing in tenant {tenant_id}: for Partner Center, "
+            "create it with `New-MgServicePrincipal -AppId " + _PC_APP + "` and grant admin consent",
+    7000218: "the app {client_id} is a public client but public client flows are disabled: turn on "
+             "Allow public client flows in the app registration (Authentication), or configure a "
+             "client secret",
+    53003: "Conditional Access blocked the sign-in: check the Entra sign-in log for the policy and "
+           "exclude this app or the exporter's location, then " + _LOGIN,
     700082: "the refresh token has expired (unused for 90 days): " + _LOGIN,
     50173: "the refresh token was revoked (password change or session revocation): " + _LOGIN,
     700025: "the refresh token belongs to a public client but a client secret was sent: remove "
             "client_secret_file for this tenant, or sign in again with a confidential flow",
     90002: "tenant {tenant_id} does not exist: check tenant_id",
 }
+# Where the fix depends on the tenant's method: ROPC can never do MFA, a signed-in user can.
+_METHOD_HINTS: Mapping[tuple[int, str], str] = {
+    (50076, "username_password"): "the account must use MFA, which username_password (ROPC) cannot "
+                                  "do; Partner Center requires MFA since April 2026: switch to method "
+                                  "refresh_token and " + _LOGIN,
+    (50079, "username_password"): "the account must register for MFA, which username_password (ROPC) "
+                                  "cannot do; switch to method refresh_token and " + _LOGIN,
+}
+
+
+def aad_hint(code: int, method: str) -> str | None:
+    """The operator's fix for an AADSTS code, for a tenant signing in with `method`."""
+    return _METHOD_HINTS.get((code, method)) or AAD_HINTS.get(code)
+
+
+def _permission(scope: str | None, method: str) -> str:
+    if scope is not None and "graph" in scope.lower():
+        kind = "application" if method == "client_credentials" else "delegated"
+        return f"Microsoft Graph {kind} permission DelegatedAdminRelationship.Read.All"
+    return "Partner Center delegated permission (Partner Customer Delegated Administration)"
 
 
 _ROPC_WARNING_LOCK = threading.Lock()
@@ -174,7 +208,8 @@ def build_msal_app(tenant: TenantConfig, endpoints: Endpoints, http: RecordingHt
 
 
 def classify_identity_error(result: Mapping[str, Any], *, tenant: TenantConfig, config_path: str,
-                            status: int | None, retry_after: float | None) -> PollError:
+                            status: int | None, retry_after: float | None,
+                            scope: str | None = None) -> PollError:
     """Map an identity-platform error response to a reason and a one-line, actionable message."""
     error = str(result.get("error") or "unknown_error")
     description = str(result.get("error_description") or "").strip()
@@ -191,10 +226,11 @@ def classify_identity_error(result: Mapping[str, Any], *, tenant: TenantConfig, 
                          retry_after=retry_after)
     fields = {"client_id": tenant.client_id, "tenant_id": tenant.tenant_id,
               "username": tenant.auth.username or "the user", "config": config_path,
-              "tenant": tenant.name}
+              "tenant": tenant.name, "permission": _permission(scope, tenant.auth.method)}
     for code in codes:
-        if code in AAD_HINTS:
-            return PollError("auth", f"{AAD_HINTS[code].format(**fields)} [AADSTS{code}]")
+        hint = aad_hint(code, tenant.auth.method)
+        if hint is not None:
+            return PollError("auth", f"{hint.format(**fields)} [AADSTS{code}]")
     if error == "invalid_grant" and tenant.auth.method == "refresh_token":
         return PollError("auth", "the refresh token is no longer valid: " + _LOGIN.format(**fields)
                          + f" [{first_line}]")
@@ -270,7 +306,7 @@ class TokenProvider:
             raise classify_identity_error(
                 result, tenant=self.tenant, config_path=self._config_path,
                 status=self._http.last_status,
-                retry_after=parse_retry_after(self._http.last_retry_after, self._clock()))
+                retry_after=parse_retry_after(self._http.last_retry_after, self._clock()), scope=scope)
         token = str(result["access_token"])
         self._expires_at[scope] = self._clock() + float(result.get("expires_in") or 0)
         if self._on_token is not None:
@@ -374,33 +410,53 @@ class ScopedTokens:
 
 
 class LoginError(Exception):
-    """Device-code login failed; the message says why and what to do."""
+    """Interactive login failed; the message says why and what to do."""
 
 
-def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Client, *,
-                      config_path: str, out: TextIO) -> str:
-    """Secure Application Model bootstrap: device code sign-in, result stored in the token cache."""
+LoginFlow = Literal["device-code", "auth-code"]
+LOGIN_FLOWS: tuple[LoginFlow, ...] = get_args(LoginFlow)
+DEFAULT_REDIRECT_URI = "http://localhost"
+
+
+def interactive_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Client, *,
+                      config_path: str, out: TextIO, flow: LoginFlow = "device-code",
+                      redirect_uri: str = DEFAULT_REDIRECT_URI,
+                      read_line: Callable[[], str] = input) -> str:
+    """Secure Application Model bootstrap: an admin signs in with MFA; the result goes to the cache.
+
+    device-code: the admin enters a code at Microsoft's device login page. auth-code: the
+    authorization code flow with PKCE, for partners whose Conditional Access blocks device code
+    flow (as Microsoft recommends); the admin opens the printed URL in any browser and pastes the
+    URL the browser was redirected to, which works on a headless server too.
+    """
     auth = tenant.auth
     if auth.method != "refresh_token" or auth.token_cache_file is None:
         raise LoginError(f"tenant {tenant.name} uses method {auth.method}; login is only for "
                          f"method refresh_token, which keeps its tokens in token_cache_file")
     if auth.client_secret is not None:
-        raise LoginError(f"tenant {tenant.name} has a client secret, but device code sign-in makes "
+        raise LoginError(f"tenant {tenant.name} has a client secret, but an interactive sign-in makes "
                          f"public-client tokens that cannot be redeemed with a secret: remove "
                          f"client_secret_file/client_secret_env for this tenant, or obtain a refresh "
                          f"token with your Secure Application Model tooling and set refresh_token_file")
     recording = RecordingHttp(http)
+
+    def refused(result: Mapping[str, Any]) -> LoginError:
+        return LoginError(classify_identity_error(
+            result, tenant=tenant, config_path=config_path, status=recording.last_status,
+            retry_after=None, scope=endpoints.scope).message)
+
     try:
         app = build_msal_app(tenant, endpoints, recording, open_token_cache(auth.token_cache_file),
                              confidential=False)
-        flow = app.initiate_device_flow(scopes=[endpoints.scope])
-        if "user_code" not in flow:
-            raise LoginError(classify_identity_error(
-                flow, tenant=tenant, config_path=config_path, status=recording.last_status,
-                retry_after=None).message)
-        print(flow.get("message") or f"Open {flow['verification_uri']} and enter the code "
-                                      f"{flow['user_code']}", file=out, flush=True)
-        result = app.acquire_token_by_device_flow(flow)
+        if flow == "auth-code":
+            result = _auth_code_flow(app, [endpoints.scope], redirect_uri, out, read_line)
+        else:
+            device = app.initiate_device_flow(scopes=[endpoints.scope])
+            if "user_code" not in device:
+                raise refused(device)
+            print(device.get("message") or f"Open {device['verification_uri']} and enter the code "
+                                           f"{device['user_code']}", file=out, flush=True)
+            result = app.acquire_token_by_device_flow(device)
     except httpx.TransportError as err:
         raise LoginError(describe_transport_error(err, "the identity platform").message) from None
     except OSError as err:
@@ -410,9 +466,7 @@ def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
         raise LoginError(f"sign-in could not start for tenant {tenant.tenant_id}: "
                          f"{str(err).splitlines()[0][:200]}") from None
     if "access_token" not in result:
-        raise LoginError(classify_identity_error(
-            result, tenant=tenant, config_path=config_path, status=recording.last_status,
-            retry_after=None).message)
+        raise refused(result)
     claims = result.get("id_token_claims") or {}
     user = claims.get("preferred_username")
     for account in app.get_accounts():
@@ -420,3 +474,35 @@ def device_code_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
             # The exporter uses the cache's one account; an older sign-in must not shadow this one.
             app.remove_account(account)
     return str(user or claims.get("name") or "the signed-in user")
+
+
+def _auth_code_flow(app: msal.ClientApplication, scopes: list[str], redirect_uri: str, out: TextIO,
+                    read_line: Callable[[], str]) -> dict[str, Any]:
+    """Authorization code with PKCE: print the sign-in URL, read back the redirected-to URL."""
+    with warnings.catch_warnings():
+        # MSAL recommends response_mode=form_post, but the admin pastes the code from the address
+        # bar: with form_post it would go in a POST to a localhost page nobody serves. PKCE and
+        # MSAL's state check protect the code instead.
+        warnings.filterwarnings("ignore", category=UserWarning, message="response_mode='form_post'")
+        flow = app.initiate_auth_code_flow(scopes, redirect_uri=redirect_uri, prompt="select_account")
+    print(f"Open this URL in a browser and sign in as a partner admin (with MFA):\n\n"
+          f"  {flow['auth_uri']}\n\n"
+          f"The browser is then sent to {redirect_uri}; that page may not load, which is fine. "
+          f"Copy the full address from the browser's address bar and paste it here:",
+          file=out, flush=True)
+    try:
+        pasted = read_line().strip()
+    except EOFError:
+        raise LoginError("no redirect URL was pasted (standard input ended); run login in a "
+                         "terminal") from None
+    parts = urlsplit(pasted)
+    response = {key: values[0] for key, values in parse_qs(parts.query or parts.fragment).items()}
+    if "code" not in response and "error" not in response:
+        raise LoginError(f"the pasted text is not the URL the browser was redirected to: it should "
+                         f"start with {redirect_uri} and hold code= and state=")
+    try:
+        return dict(app.acquire_token_by_auth_code_flow(flow, response))
+    except ValueError:
+        # MSAL checks state, so a URL from another sign-in attempt cannot be replayed here.
+        raise LoginError("the pasted URL belongs to another sign-in attempt (its state does not "
+                         "match): run login again and paste the URL of this attempt") from None

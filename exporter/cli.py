@@ -13,7 +13,7 @@ from types import FrameType
 
 from exporter import __version__
 from exporter.app import App, build_http_client, build_poller, build_sources, run_until
-from exporter.auth import LoginError, device_code_login
+from exporter.auth import DEFAULT_REDIRECT_URI, LOGIN_FLOWS, LoginError, interactive_login
 from exporter.collector import Publisher
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import LEVELS, REDACTOR, setup_logging
@@ -157,10 +157,17 @@ def run(argv: Sequence[str]) -> int:
 def login(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="partnercenter-exporter login",
-        description="Sign in once with the device code flow (MFA works) and store the rotating "
-                    "refresh token in the tenant's token_cache_file.")
+        description="Sign in once, interactively and with MFA, and store the rotating refresh token "
+                    "in the tenant's token_cache_file.")
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG_FILE)
     parser.add_argument("--tenant", required=True, help="the tenant's `name` in the config")
+    parser.add_argument("--flow", choices=list(LOGIN_FLOWS), default="device-code",
+                        help="device-code (default): enter a code at Microsoft's device login page; "
+                             "auth-code: open a URL in any browser and paste back the URL it was "
+                             "redirected to, for tenants whose Conditional Access blocks device code")
+    parser.add_argument("--redirect-uri", dest="redirect_uri", default=DEFAULT_REDIRECT_URI,
+                        help="with --flow=auth-code: a redirect URI registered on the app as a "
+                             f"mobile and desktop platform (default: {DEFAULT_REDIRECT_URI})")
     add_log_flags(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
@@ -178,8 +185,8 @@ def login(argv: Sequence[str]) -> int:
         return EXIT_CONFIG
     try:
         with build_http_client(config) as http:
-            user = device_code_login(tenant, config.endpoints, http, config_path=args.config_file,
-                                     out=sys.stdout)
+            user = interactive_login(tenant, config.endpoints, http, config_path=args.config_file,
+                                     out=sys.stdout, flow=args.flow, redirect_uri=args.redirect_uri)
     except LoginError as err:
         print(f"login failed: {REDACTOR(str(err))}", file=sys.stderr)
         return 1

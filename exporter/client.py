@@ -173,6 +173,7 @@ class ApiClient:
         self.tokens = tokens
         self._clock = clock
         self._sleep = sleep
+        self._origin = _origin(url)
         self.requests_by_code: dict[str, int] = {}
 
     @property
@@ -185,8 +186,9 @@ class ApiClient:
     def _get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
         """GET one document; a 401 gets one fresh token, any other failure raises PollError."""
         response = self._get(url, params, self.tokens.get_token())
-        if response.status_code == 401:
+        if response.status_code == 401 and not self._mfa_refused(response):
             # The identity platform may still think a revoked or rotated token is fine: one fresh try.
+            # A refusal for missing MFA is not one of those: a refreshed token has no more MFA.
             response = self._get(url, params, self.tokens.get_token(force_refresh=True))
         if response.status_code != 200:
             raise self._error(response)
@@ -219,11 +221,29 @@ class ApiClient:
             return PollError("auth", self._refused_message(status, response))
         if status in (404, 410):
             return PollError("not_found", self._not_found_message(status))
+        detail = _error_detail(*partner_center_error(response)) if self.api == "Partner Center" else ""
         if status >= 500:
-            return PollError("server_error", f"{self.api} answered {status} {response.reason_phrase}",
+            return PollError("server_error", f"{self.api} answered {status} {response.reason_phrase}"
+                                             f"{detail}",
                              retry_after=retry_after if status == 503 else None)
         return PollError("client_error", f"{self.api} refused the request with {status} "
-                                         f"{response.reason_phrase}")
+                                         f"{response.reason_phrase}{detail}")
+
+    def _next_link(self, payload: Any) -> str | None:
+        link = payload.get("@odata.nextLink") if isinstance(payload, dict) else None
+        if link is None:
+            return None
+        if not isinstance(link, str) or _origin(link) != self._origin:
+            # The bearer token goes with every page: never to a host other than the configured one.
+            raise PollError("invalid_response", f"{self.resource} pointed its next page away from "
+                                                f"{self._origin}; refusing to send the token there")
+        return link
+
+    def _mfa_refused(self, response: httpx.Response) -> bool:
+        """Partner Center's refusal of an App+User token without MFA, enforced since April 2026."""
+        code, description = partner_center_error(response)
+        return code == MFA_REQUIRED_CODE or "mfa" in description.lower() or (
+            "multi-factor" in description.lower())
 
     def _not_found_message(self, status: int) -> str:
         return (f"{self.api} answered {status} for {self.resource}; Microsoft retires this API after "
@@ -231,16 +251,60 @@ class ApiClient:
                 f"is right")
 
     def _refused_message(self, status: int, response: httpx.Response) -> str:
+        detail = _error_detail(*partner_center_error(response))
+        if status == 401 and self._mfa_refused(response):
+            how = {"client_credentials": "app-only tokens", "username_password": "username_password "
+                   "(ROPC)"}.get(self.tokens.method)
+            cannot = f"; {how} cannot satisfy it" if how else ""
+            return (f"Partner Center refused the token (401): it lacks MFA, which Partner Center "
+                    f"requires for App+User calls since April 2026; run `partnercenter-exporter login` "
+                    f"(an interactive sign-in with MFA) for this tenant{cannot}{detail}")
         if self.tokens.method == "client_credentials":
             return (f"Partner Center refused the app-only token ({status}): {self.resource} "
-                    f"accepts App+User tokens only; switch to method refresh_token and run login")
+                    f"accepts App+User tokens only; switch to method refresh_token and run login{detail}")
         if status == 403:
             return ("Partner Center refused access (403): the signed-in user needs an admin agent or "
                     "global admin role in the partner tenant, and the app needs the delegated "
-                    "permission with admin consent")
+                    f"permission with admin consent{detail}")
         return ("Partner Center refused the access token (401) even after a fresh one; check that "
                 "endpoints.scope is the Partner Customer Delegated Administration API and that the "
-                "service principal 2832473f-ec63-45fb-976f-5d45a7d4bb91 exists in the partner tenant")
+                "service principal 2832473f-ec63-45fb-976f-5d45a7d4bb91 exists in the partner "
+                f"tenant{detail}")
+
+
+# Partner Center's code for an App+User token without MFA (enforced since 1 April 2026).
+MFA_REQUIRED_CODE = "900421"
+# Upstream text goes into messages and logs: short, one line, no control characters.
+MAX_UPSTREAM_TEXT = 160
+
+
+def partner_center_error(response: httpx.Response) -> tuple[str, str]:
+    """The `code` and `description` of a Partner Center error body, or empty strings.
+
+    Partner Center REST errors are `{"code", "description", "data", "source"}`:
+    https://learn.microsoft.com/partner-center/developer/error-codes
+    """
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    code, description = body.get("code"), body.get("description")
+    code_text = str(code) if isinstance(code, (str, int)) and not isinstance(code, bool) else ""
+    return (_one_line(code_text, 32), _one_line(description, MAX_UPSTREAM_TEXT)
+            if isinstance(description, str) else "")
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _error_detail(code: str, description: str) -> str:
+    """` [code: description]` for a message, or "" when the body said nothing."""
+    text = ": ".join(part for part in (code, description) if part)
+    return f" [{text}]" if text else ""
 
 
 def _log_skipped(skipped: list[str], what: str) -> None:
@@ -261,7 +325,7 @@ class DapStatisticsClient(ApiClient):
         return parse_statistics(self._get_json(self._url), utc_date(self._clock()))
 
 
-# Partner Center documents no page size limit for delegatedAdminCustomers; Graph's is 300.
+# $top's largest value, for delegatedAdminCustomers and Graph's delegatedAdminRelationships alike.
 PAGE_SIZE = 300
 # A bound on pages per poll, so an upstream that keeps pointing onwards cannot loop us forever.
 MAX_PAGES = 1000
@@ -283,8 +347,25 @@ def _text(entry: dict[str, Any], *keys: str) -> str | None:
     return None
 
 
+def parse_time(value: Any) -> float | None:
+    """Unix time of an ISO 8601 timestamp (Partner Center sends 7 fractional digits); None if absent.
+
+    Raises ValueError for text that is not a timestamp.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"not a timestamp: {type(value).__name__}")
+    moment = dt.datetime.fromisoformat(value.strip())
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
 def parse_dap_customer(entry: Any, where: str, skipped: list[str]) -> DapCustomer | None:
-    """One delegatedAdminCustomers entry; None (and a note in skipped) if it is not usable or not DAP."""
+    """One delegatedAdminCustomers entry; None (and a note in skipped) if it is not usable or not DAP.
+
+    Fields as "List the delegated admin customers of a partner" documents them:
+    https://learn.microsoft.com/partner-center/developer/list-delegated-admin-customers
+    """
     if not isinstance(entry, dict):
         skipped.append(f"{where}: not an object")
         return None
@@ -298,12 +379,27 @@ def parse_dap_customer(entry: Any, where: str, skipped: list[str]) -> DapCustome
         return None
     if not enabled:
         return None
+    times: dict[str, float | None] = {}
+    for key in ("lastSignInDateTime", "startDateTime"):
+        try:
+            times[key] = parse_time(entry.get(key))
+        except ValueError:
+            skipped.append(f"{where}.{key}: not an ISO 8601 time ({str(entry.get(key))[:40]!r})")
+            return None
+    signins = entry.get("globalAdminSignInCount")
     name = _text(entry, "organizationDisplayName", "displayName", "companyName") or customer_id
-    return DapCustomer(id=customer_id.lower(), name=name)
+    return DapCustomer(id=customer_id.lower(), name=name, last_signin=times["lastSignInDateTime"],
+                       start_time=times["startDateTime"],
+                       global_admin_signins=signins if type(signins) is int and signins >= 0 else 0)
 
 
 class DapCustomersClient(ApiClient):
-    """delegatedAdminCustomers: every customer, and whether it has DAP; paged with $top/$skip."""
+    """delegatedAdminCustomers: every customer, and whether it has DAP.
+
+    Pages by @odata.nextLink when Partner Center sends one (Microsoft's GDAP bulk-migration tool
+    follows it); otherwise by $skip, advanced by the entries actually received, until an empty
+    page, so a server page smaller than $top loses nothing.
+    """
 
     collector: CollectorName = "dap_customers"
     resource = "delegatedAdminCustomers"
@@ -311,20 +407,40 @@ class DapCustomersClient(ApiClient):
 
     def fetch(self) -> DapCustomers:
         customers: dict[str, DapCustomer] = {}
+        seen: set[str] = set()
         skipped: list[str] = []
-        for page in range(MAX_PAGES):
-            items = _page_items(self._get_json(self._url, {"$top": str(PAGE_SIZE),
-                                                           "$skip": str(page * PAGE_SIZE)}),
-                                self.resource)
-            for i, entry in enumerate(items):
-                customer = parse_dap_customer(entry, f"value[{page * PAGE_SIZE + i}]", skipped)
+        received = 0
+        url: str | None = self._url
+        params: dict[str, str] | None = {"$top": str(PAGE_SIZE)}
+        for _ in range(MAX_PAGES):
+            payload = self._get_json(url or self._url, params)
+            items = _page_items(payload, self.resource)
+            if not items:
+                break
+            ids = {str(e.get("customerTenantId") or e.get("id") or "").lower()
+                   for e in items if isinstance(e, dict)} - {""}
+            if ids and ids <= seen:
+                # The same customers again: the server ignores $skip or its link goes round in a
+                # circle. Reading on would repeat them up to MAX_PAGES times.
+                raise PollError("invalid_response", f"{self.resource} sent customers it had already "
+                                                    f"listed after {received} entries (it ignores $skip "
+                                                    f"or its nextLink loops); stopped reading")
+            seen |= ids
+            for entry in items:
+                customer = parse_dap_customer(entry, f"value[{received}]", skipped)
+                received += 1
                 if customer is not None:
                     customers.setdefault(customer.id, customer)
-            if len(items) < PAGE_SIZE:
-                break
+            link = self._next_link(payload)
+            if link is not None:
+                url, params = link, None
+            elif url == self._url:
+                params = {"$top": str(PAGE_SIZE), "$skip": str(received)}
+            else:
+                break  # a nextLink chain that ends: the list is complete
         else:
-            raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages of "
-                                                f"{PAGE_SIZE}; stopped reading")
+            raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
+                                                f"stopped reading")
         _log_skipped(skipped, self.resource)
         return DapCustomers(tuple(sorted(customers.values(), key=lambda c: (c.name.lower(), c.id))),
                             skipped_entries=len(skipped))
@@ -342,30 +458,35 @@ def _is_zero_duration(value: str) -> bool:
     return not any(ch in "123456789" for ch in value)
 
 
+RESELLER_TYPE = "#microsoft.graph.resellerDelegatedAdminRelationship"
+
+
 def parse_relationship(entry: Any, where: str, skipped: list[str]) -> GdapRelationship | None:
-    """One delegatedAdminRelationship; None (and a note in skipped) if it cannot be used."""
+    """One delegatedAdminRelationship; None (and a note in skipped) if it cannot be used.
+
+    `customer` is "configured either by the partner at the time the relationship is created or by
+    the system after the customer approves", so a `created` or `approvalPending` relationship may
+    have none, or null: it still counts. Reseller relationships come in the same list.
+    https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship
+    https://learn.microsoft.com/graph/api/resources/resellerdelegatedadminrelationship
+    """
     if not isinstance(entry, dict):
         skipped.append(f"{where}: not an object")
         return None
     customer = entry.get("customer")
-    if not isinstance(customer, dict):
-        customer = {}
-    customer_id = _text(customer, "tenantId")
-    if customer_id is None:
-        skipped.append(f"{where}.customer.tenantId: missing")
+    if customer is not None and not isinstance(customer, dict):
+        skipped.append(f"{where}.customer: not an object")
         return None
+    customer = customer or {}
+    customer_id = _text(customer, "tenantId") or ""
     status = entry.get("status")
     if not isinstance(status, str) or status not in GDAP_STATUSES:
         status = "unknownFutureValue"
-    end_time = None
-    raw_end = entry.get("endDateTime")
-    if isinstance(raw_end, str) and raw_end:
-        try:
-            end = dt.datetime.fromisoformat(raw_end)
-        except ValueError:
-            skipped.append(f"{where}.endDateTime: not an ISO 8601 time ({raw_end[:40]!r})")
-            return None
-        end_time = (end if end.tzinfo else end.replace(tzinfo=dt.UTC)).timestamp()
+    try:
+        end_time = parse_time(entry.get("endDateTime"))
+    except ValueError:
+        skipped.append(f"{where}.endDateTime: not an ISO 8601 time ({str(entry.get('endDateTime'))[:40]!r})")
+        return None
     extend = entry.get("autoExtendDuration")
     access = entry.get("accessDetails")
     roles = access.get("unifiedRoles") if isinstance(access, dict) else None
@@ -376,7 +497,13 @@ def parse_relationship(entry: Any, where: str, skipped: list[str]) -> GdapRelati
         customer_id=customer_id.lower(), customer_name=_text(customer, "displayName") or customer_id,
         status=status, end_time=end_time,
         auto_extend=isinstance(extend, str) and not _is_zero_duration(extend),
-        global_admin=GLOBAL_ADMIN_ROLE in role_ids)
+        global_admin=GLOBAL_ADMIN_ROLE in role_ids, reseller=entry.get("@odata.type") == RESELLER_TYPE)
+
+
+NONE_VISIBLE_HINT = (
+    "Microsoft Graph listed no GDAP relationships: if the partner has any, the signed-in user is not "
+    "in the partner's Admin Agents group (Graph then answers with an empty list, not an error); add "
+    "the user to Admin Agents and run login again, or read Graph app-only with graph_auth")
 
 
 class GdapRelationshipsClient(ApiClient):
@@ -391,7 +518,6 @@ class GdapRelationshipsClient(ApiClient):
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(name, http, graph_url.rstrip("/") + RELATIONSHIPS_PATH, tokens, clock, sleep)
-        self._origin = _origin(self._url)
 
     def fetch(self) -> GdapRelationships:
         relationships: list[GdapRelationship] = []
@@ -412,6 +538,10 @@ class GdapRelationshipsClient(ApiClient):
                     relationships.append(relationship)
             url, params = self._next_link(payload), None
         _log_skipped(skipped, self.resource)
+        if not relationships and not skipped and self.tokens.method != "client_credentials":
+            # Graph answers 200 with an empty list, not 403, when the signed-in user is not in the
+            # partner's Admin Agents group (by design, microsoft-graph-docs-contrib issue 8921).
+            log.warning(NONE_VISIBLE_HINT, extra={"tenant": self.name})
         return GdapRelationships(tuple(relationships), fetched_at=self._clock(),
                                  skipped_entries=len(skipped))
 
@@ -428,16 +558,6 @@ class GdapRelationshipsClient(ApiClient):
                          extra={"tenant": self.name, "retry_after": f"{wait:.0f}s"})
                 self._sleep(wait)
         raise AssertionError("unreachable")
-
-    def _next_link(self, payload: Any) -> str | None:
-        link = payload.get("@odata.nextLink") if isinstance(payload, dict) else None
-        if link is None:
-            return None
-        if not isinstance(link, str) or _origin(link) != self._origin:
-            # The bearer token goes with every page: never to a host other than the configured one.
-            raise PollError("invalid_response", f"{self.resource} pointed its next page away from "
-                                                f"{self._origin}; refusing to send the token there")
-        return link
 
     def _not_found_message(self, status: int) -> str:
         return (f"Microsoft Graph answered {status} for {self.resource}; check endpoints.graph_url "

@@ -98,7 +98,7 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
                 inactive.add_metric([name, day.isoformat(), str(bucket)], count)
             for threshold in thresholds:
                 over.add_metric([name, str(threshold)], stats.inactive_over(threshold, today))
-        add_migration(migration, name, views)
+        add_migration(migration, name, views, today=today, thresholds=thresholds)
         for view in views:
             where = [name, view.collector]
             success.add_metric(where, 1 if view.last_poll_success else 0)
@@ -128,41 +128,61 @@ def migration_families() -> list[GaugeMetricFamily]:
             labels=["tenant", "status"]),
         GaugeMetricFamily(
             "partnercenter_gdap_relationship_end_timestamp_seconds",
-            "Unix time at which a GDAP relationship that grants access (active or expiring) ends, "
-            f"one series per relationship. {_CACHED}",
+            "Unix time at which a GDAP relationship that grants access (status active) ends, one "
+            f"series per relationship. {_CACHED}",
             labels=["tenant", "relationship_id", "relationship_name", "customer_tenant_id",
                     "customer_name", "auto_extend", "global_admin"]),
         GaugeMetricFamily(
             "partnercenter_gdap_relationships_expiring_without_auto_extend",
-            "GDAP relationships that grant access, end within within_days days of the last successful "
-            f"poll and are not extended automatically. {_CACHED}", labels=["tenant", "within_days"]),
+            "Active GDAP relationships that end within within_days days of the last successful poll "
+            f"(not already past) and are not extended automatically. {_CACHED}",
+            labels=["tenant", "within_days"]),
         GaugeMetricFamily(
             "partnercenter_gdap_relationships_with_global_admin",
-            "GDAP relationships that grant access and include the Global Administrator role. "
+            "Active GDAP relationships that include the Global Administrator role. "
             f"{_CACHED}", labels=["tenant"]),
         GaugeMetricFamily(
             "partnercenter_gdap_customers",
-            f"Distinct customers with at least one GDAP relationship that grants access. {_CACHED}",
+            f"Distinct customers with at least one active GDAP relationship. {_CACHED}",
             labels=["tenant"]),
         GaugeMetricFamily(
             "partnercenter_dap_enabled_customers",
             f"Customers that delegatedAdminCustomers lists with dapEnabled. {_CACHED}", labels=["tenant"]),
         GaugeMetricFamily(
             "partnercenter_dap_customers_without_gdap",
-            "Customers with DAP and no GDAP relationship that grants access: removing DAP cuts the "
-            f"partner off from them. {_CACHED}", labels=["tenant"]),
+            "Customers with DAP and no active GDAP relationship: removing DAP cuts the partner off "
+            f"from them. {_CACHED}", labels=["tenant"]),
         GaugeMetricFamily(
             "partnercenter_dap_customer_without_gdap_info",
-            f"1 for each customer with DAP and no GDAP relationship that grants access. {_CACHED}",
+            f"1 for each customer with DAP and no active GDAP relationship. {_CACHED}",
             labels=["tenant", "customer_tenant_id", "customer_name"]),
+        GaugeMetricFamily(
+            "partnercenter_dap_customer_last_signin_timestamp_seconds",
+            "Unix time of the last partner sign-in to a customer with DAP (lastSignInDateTime); 0 when "
+            f"no partner ever signed in. {_CACHED}",
+            labels=["tenant", "customer_tenant_id", "customer_name"]),
+        GaugeMetricFamily(
+            "partnercenter_dap_customer_start_timestamp_seconds",
+            f"Unix time at which the customer's DAP relationship was established (startDateTime). {_CACHED}",
+            labels=["tenant", "customer_tenant_id", "customer_name"]),
+        GaugeMetricFamily(
+            "partnercenter_dap_customer_global_admin_signins",
+            "Partner sign-ins with the Global Administrator role to a customer with DAP in the last "
+            f"day (globalAdminSignInCount). {_CACHED}",
+            labels=["tenant", "customer_tenant_id", "customer_name"]),
+        GaugeMetricFamily(
+            "partnercenter_dap_customers_inactive",
+            "Customers with DAP and no partner sign-in for more than threshold_days days before the "
+            "current UTC date (or never, with DAP older than that), by whether an active GDAP "
+            f"relationship covers them (gdap). {_CACHED}", labels=["tenant", "threshold_days", "gdap"]),
     ]
 
 
-def add_migration(families: Sequence[GaugeMetricFamily], name: str,
-                  views: Sequence[TenantSnapshot]) -> None:
+def add_migration(families: Sequence[GaugeMetricFamily], name: str, views: Sequence[TenantSnapshot],
+                  *, today: dt.date, thresholds: Sequence[int]) -> None:
     """Add one tenant's GDAP and DAP-customer samples; the join needs both collectors' data."""
     (by_status, end_time, expiring, global_admin, gdap_customers, dap_enabled, without_count,
-     without) = families
+     without, last_signin, start, ga_signins, inactive) = families
     gdap = data_of(views, GdapRelationships)
     if gdap is not None:
         for status, count in gdap.by_status().items():
@@ -179,11 +199,21 @@ def add_migration(families: Sequence[GaugeMetricFamily], name: str,
     dap = data_of(views, DapCustomers)
     if dap is not None:
         dap_enabled.add_metric([name], len(dap.customers))
+        for customer in dap.customers:
+            who = [name, customer.id, customer.name]
+            last_signin.add_metric(who, customer.last_signin or 0)
+            if customer.start_time is not None:
+                start.add_metric(who, customer.start_time)
+            ga_signins.add_metric(who, customer.global_admin_signins)
         if gdap is not None:
             missing = dap.without_gdap(gdap)
             without_count.add_metric([name], len(missing))
             for customer in missing:
                 without.add_metric([name, customer.id, customer.name], 1)
+            for threshold in thresholds:
+                covered, uncovered = dap.inactive_by_coverage(gdap, threshold, today)
+                inactive.add_metric([name, str(threshold), "true"], covered)
+                inactive.add_metric([name, str(threshold), "false"], uncovered)
 
 
 def _bool(value: bool) -> str:
@@ -276,7 +306,7 @@ def _tenant_lines(name: str, views: Sequence[TenantSnapshot], *, today: dt.date,
     migration = _NO_MIGRATION
     if any(isinstance(view.stats, (GdapRelationships, DapCustomers)) for view in views):
         families = migration_families()
-        add_migration(families, name, views)
+        add_migration(families, name, views, today=today, thresholds=thresholds)
         migration = tuple(map(_family_lines, families))
     health = [_health_lines(view, t, poll_interval) for view in views]
     return tuple(text.encode() for text in (

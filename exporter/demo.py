@@ -27,7 +27,11 @@ DEMO_TENANTS = {
     "contoso": "6f1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d",
     "fabrikam": "7a2b3c4d-5e6f-4b8c-9d0e-1f2a3b4c5d6e",
     "northwind": "8b3c4d5e-6f7a-4c9d-0e1f-2a3b4c5d6e7f",
+    "tailspin": "9c4d5e6f-7a8b-4d0e-1f2a-3b4c5d6e7f80",
 }
+# Its admin is not in the partner's Admin Agents group: Graph shows that user an empty list, so the
+# demo shows what PartnerCenterGDAPNoneVisible and the status page say about it.
+DEMO_OUTSIDE_ADMIN_AGENTS = "tailspin"
 
 
 def write_demo_config(sim: Simulator, workdir: Path) -> Path:
@@ -40,7 +44,8 @@ def write_demo_config(sim: Simulator, workdir: Path) -> Path:
     graph_secret_file.write_text(graph_secret)
     tenants = []
     for name, tenant_id in DEMO_TENANTS.items():
-        sim.add_tenant(tenant_id)
+        sim.add_tenant(tenant_id, customers=60 if name == DEMO_OUTSIDE_ADMIN_AGENTS else None)
+        sim.tenants[tenant_id].users_in_admin_agents = name != DEMO_OUTSIDE_ADMIN_AGENTS
         seed = workdir / f"{name}.refresh-token"
         seed.touch(mode=0o600)
         seed.write_text(sim.issue_refresh_token(tenant_id, DEMO_CLIENT_ID,

@@ -37,8 +37,11 @@ DEFAULT_COLLECTORS: tuple[CollectorName, ...] = ("dap_statistics",)
 GDAP_STATUSES: tuple[str, ...] = (
     "activating", "active", "approvalPending", "approved", "created", "expired", "expiring",
     "terminated", "terminating", "terminationRequested", "unknownFutureValue")
-# Statuses in which the relationship gives the partner access to the customer today.
-GDAP_ACCESS_STATUSES = frozenset({"active", "expiring"})
+# Statuses in which the relationship gives the partner access to the customer today. Graph v1.0's
+# delegatedAdminRelationshipStatus: `expiring` means "the relationship has passed its expiration
+# date" and is being deprovisioned, so only `active` grants access.
+# https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship
+GDAP_ACCESS_STATUSES = frozenset({"active"})
 GLOBAL_ADMIN_ROLE = "62e90394-69f5-4237-9190-012177145e10"
 EXPIRY_WINDOWS_DAYS: tuple[int, ...] = (7, 30)
 
@@ -101,16 +104,19 @@ class GdapRelationship:
 
     id: str
     display_name: str
-    customer_id: str  # the customer's tenant id, lower case
+    # The customer's tenant id, lower case, and name; "" while Graph names no customer yet, as it
+    # may for `created` and `approvalPending` relationships.
+    customer_id: str
     customer_name: str
     status: str  # one of GDAP_STATUSES
     end_time: float | None  # Unix time of endDateTime
     auto_extend: bool
     global_admin: bool
+    reseller: bool = False  # a resellerDelegatedAdminRelationship (indirect reseller)
 
     @property
     def grants_access(self) -> bool:
-        return self.status in GDAP_ACCESS_STATUSES
+        return self.status in GDAP_ACCESS_STATUSES and bool(self.customer_id)
 
 
 @dataclass(frozen=True)
@@ -134,16 +140,35 @@ class GdapRelationships:
         return frozenset(r.customer_id for r in self.relationships if r.grants_access)
 
     def expiring_without_auto_extend(self, within_days: int) -> int:
-        """Relationships with access that end within that many days and will not be extended."""
+        """Relationships with access that end within that many days and will not be extended.
+
+        An end already past is not "within N days": that relationship has ended.
+        """
         limit = self.fetched_at + within_days * 86400
         return sum(1 for r in self.relationships if r.grants_access and not r.auto_extend
-                   and r.end_time is not None and r.end_time <= limit)
+                   and r.end_time is not None and self.fetched_at < r.end_time <= limit)
 
 
 @dataclass(frozen=True)
 class DapCustomer:
+    """One delegatedAdminCustomers entry with dapEnabled."""
+
     id: str  # the customer's tenant id, lower case
     name: str
+    # Unix time of lastSignInDateTime; None when Partner Center says "no sign-ins to customer
+    # tenant by partners" (null or empty).
+    last_signin: float | None = None
+    start_time: float | None = None  # startDateTime: when the DAP relationship was established
+    global_admin_signins: int = 0  # globalAdminSignInCount: partner Global Admin sign-ins, last day
+
+    def inactive_over(self, threshold_days: int, today: dt.date) -> bool:
+        """No partner sign-in for more than threshold_days days before today.
+
+        A customer no partner ever signed in to counts once its DAP relationship is older than
+        that (or of unknown age): Microsoft removes DAP without a sign-in in 90 days.
+        """
+        since = self.last_signin if self.last_signin is not None else self.start_time
+        return since is None or is_past(utc_date(since), threshold_days, today)
 
 
 @dataclass(frozen=True)
@@ -156,6 +181,13 @@ class DapCustomers:
     def without_gdap(self, gdap: GdapRelationships) -> list[DapCustomer]:
         covered = gdap.customers_with_access()
         return [c for c in self.customers if c.id not in covered]
+
+    def inactive_by_coverage(self, gdap: GdapRelationships, threshold_days: int,
+                             today: dt.date) -> tuple[int, int]:
+        """DAP customers inactive over threshold_days: (with active GDAP, without)."""
+        covered = gdap.customers_with_access()
+        inactive = [c.id in covered for c in self.customers if c.inactive_over(threshold_days, today)]
+        return sum(inactive), len(inactive) - sum(inactive)
 
 
 CollectorData: TypeAlias = DapStatistics | GdapRelationships | DapCustomers

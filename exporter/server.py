@@ -128,6 +128,9 @@ def _tenant_row(view: TenantSnapshot, views: tuple[TenantSnapshot, ...], *, now:
     elif isinstance(stats, GdapRelationships):
         figures = (f"{len(stats.with_access())} active relationships, "
                    f"{len(stats.customers_with_access())} customers")
+        if not stats.relationships:
+            figures = ("no GDAP relationships visible: if the partner has any, the signed-in user is "
+                       "not in the Admin Agents group (or use graph_auth app-only)")
     elif isinstance(stats, DapCustomers):
         figures = f"{len(stats.customers)} with DAP"
         gdap = data_of(views, GdapRelationships)

@@ -39,9 +39,11 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
 
 
 def inactive_over_90(sim: Simulator, tenant_id: str) -> int:
-    """The simulator's own count of a tenant's customers whose last sign-in is over 90 days ago."""
+    """The simulator's own count of a tenant's customers whose last sign-in is over 90 days ago
+    (never signed in: since DAP was established, as the simulator's statistics count them)."""
     today = dt.datetime.now(dt.UTC).date()
-    return sum(1 for c in sim.tenants[tenant_id].customers if (today - c.last_signin).days > 90)
+    return sum(1 for c in sim.tenants[tenant_id].customers
+               if (today - (c.last_signin or c.established)).days > 90)
 
 
 def exporter_command(*args: str) -> list[str]:

@@ -361,3 +361,46 @@ def test_app_only_graph_tokens_use_client_credentials_for_the_graph_scope(aad: A
     sent = form(aad.token.calls[0].request)
     assert (sent["grant_type"], sent["scope"]) == ("client_credentials", GRAPH_SCOPE)
     assert graph.method == "client_credentials"
+
+
+@pytest.mark.parametrize("code", [50076, 50079])
+def test_mfa_required_on_refresh_says_sign_in_again_not_switch_methods(aad: Any, tmp_path: Path,
+                                                                      code: int) -> None:
+    """For a refresh_token tenant, 50076/50079 means Conditional Access changed: the fix is login
+    (an MFA sign-in), and the message must not send the operator to refresh_token it already uses."""
+    aad.token.mock(return_value=httpx.Response(400, json=aad_error("invalid_grant", code)))
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    message = caught.value.message
+    assert "partnercenter-exporter login" in message
+    assert "switch to method refresh_token" not in message
+    assert message.endswith(f"[AADSTS{code}]")
+
+
+def test_sign_in_frequency_arrives_as_interaction_required_and_asks_for_login(
+        aad: Any, tmp_path: Path) -> None:
+    """AADSTS70043 comes as error interaction_required; it names Conditional Access sign-in
+    frequency and login."""
+    aad.token.mock(return_value=httpx.Response(400, json=aad_error("interaction_required", 70043)))
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    assert "sign-in frequency" in caught.value.message
+    assert "partnercenter-exporter login" in caught.value.message
+
+
+@pytest.mark.parametrize(("method", "expected"), [
+    ("refresh_token", "Microsoft Graph delegated permission DelegatedAdminRelationship.Read.All"),
+    ("client_credentials", "Microsoft Graph application permission DelegatedAdminRelationship.Read.All"),
+])
+def test_missing_consent_for_graph_names_the_graph_permission(aad: Any, tmp_path: Path, method: str,
+                                                              expected: str) -> None:
+    """AADSTS65001 on a Graph token names Graph's permission, not Partner Center's."""
+    aad.token.mock(return_value=httpx.Response(400, json=aad_error("invalid_grant", 65001)))
+    config = (tenant(seed="seed-rt", cache=tmp_path / "cache.json") if method == "refresh_token"
+              else tenant("client_credentials", secret="s3cr3t-value"))
+    with pytest.raises(PollError) as caught:
+        provider(config).get_token(scope="https://graph.microsoft.com/.default")
+    assert expected in caught.value.message
+    assert "Partner Center" not in caught.value.message

@@ -73,20 +73,36 @@ def relationship(customer: str, *, status: str = "active", ends_in_days: float |
 
 
 def sample_gdap() -> GdapRelationships:
-    """Customers a (active, 5 days left), b (expiring, 20 days, Global Admin), c (auto-extends
-    in 3 days), d (only a pending and an expired relationship)."""
+    """Customers a (active, 5 days left), b (active, 20 days, Global Admin), c (auto-extends
+    in 3 days), d (only a pending and an expired relationship), f (expiring: past its end date a
+    day ago), and an invitation that names no customer yet."""
     return GdapRelationships((
         relationship("a", ends_in_days=5),
-        relationship("b", status="expiring", ends_in_days=20, global_admin=True),
+        relationship("b", ends_in_days=20, global_admin=True),
         relationship("c", ends_in_days=3, auto_extend=True),
         relationship("d", status="approvalPending", ends_in_days=None),
         relationship("d", status="expired", ends_in_days=-10),
+        relationship("f", status="expiring", ends_in_days=-1),
+        dataclasses.replace(relationship("", status="created", ends_in_days=None), customer_id="",
+                            customer_name=""),
     ), fetched_at=NOW, skipped_entries=0)
 
 
+def signed_in(days_ago: float) -> float:
+    return NOW - days_ago * DAY
+
+
 def sample_dap_customers() -> DapCustomers:
-    """DAP customers a and b have GDAP; d (pending only) and e (none) do not."""
-    return DapCustomers(tuple(DapCustomer(f"id-{c}", f"{c} Ltd") for c in "abde"))
+    """DAP customers a and b have GDAP; d (pending only), e (none) and f (expiring) do not.
+    Last partner sign-in: a 10 days ago, b 100, d never (DAP since 2022), e 95 (with 2 Global
+    Admin sign-ins today), f 200."""
+    start = dt.datetime(2022, 4, 20, 6, 11, 11, tzinfo=dt.UTC).timestamp()
+    return DapCustomers((
+        DapCustomer("id-a", "a Ltd", signed_in(10), start),
+        DapCustomer("id-b", "b Ltd", signed_in(100), start),
+        DapCustomer("id-d", "d Ltd", None, start),
+        DapCustomer("id-e", "e Ltd", signed_in(95), start, global_admin_signins=2),
+        DapCustomer("id-f", "f Ltd", signed_in(200), None)))
 
 
 def test_exposition_matches_golden_file() -> None:
@@ -245,13 +261,14 @@ def test_gdap_statuses_are_precreated_and_counted() -> None:
     """Every documented status has a series, at 0 unless relationships are in it."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     by_status = _samples(body, "partnercenter_gdap_relationships")
-    expected = {"active": "2.0", "expiring": "1.0", "approvalPending": "1.0", "expired": "1.0"}
+    expected = {"active": "3.0", "expiring": "1.0", "approvalPending": "1.0", "expired": "1.0",
+                "created": "1.0"}
     assert by_status == {f'status="{s}",tenant="contoso"': expected.get(s, "0.0") for s in GDAP_STATUSES}
 
 
 def test_end_timestamps_only_for_relationships_that_grant_access() -> None:
-    """Active and expiring relationships get an end timestamp with their labels; pending and expired
-    ones do not, and label values are escaped."""
+    """Active relationships get an end timestamp with their labels; pending, expired and expiring
+    (past its end date) ones do not, and label values are escaped."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     ends = _samples(body, "partnercenter_gdap_relationship_end_timestamp_seconds")
     assert len(ends) == 3
@@ -263,7 +280,8 @@ def test_end_timestamps_only_for_relationships_that_grant_access() -> None:
 
 
 def test_expiry_windows_count_only_relationships_without_auto_extend() -> None:
-    """Within 7 days: a (5 days); c ends in 3 but auto-extends. Within 30: a and b (20 days)."""
+    """Within 7 days: a (5 days); c ends in 3 but auto-extends. Within 30: a and b (20 days). f
+    ended a day ago (expiring): an end already past is not "within N days"."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert _samples(body, "partnercenter_gdap_relationships_expiring_without_auto_extend") == {
         'tenant="contoso",within_days="7"': "1.0", 'tenant="contoso",within_days="30"': "2.0"}
@@ -273,22 +291,54 @@ def test_expiry_windows_count_only_relationships_without_auto_extend() -> None:
 
 
 def test_dap_customers_without_gdap_are_joined_with_the_gdap_data() -> None:
-    """DAP customers whose relationships are only pending or expired, or who have none, are listed."""
+    """DAP customers whose relationships are only pending, expired or expiring, or who have none,
+    are listed: only an active relationship covers a customer."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
-    assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "4.0"}
-    assert _samples(body, "partnercenter_dap_customers_without_gdap") == {'tenant="contoso"': "2.0"}
+    assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "5.0"}
+    assert _samples(body, "partnercenter_dap_customers_without_gdap") == {'tenant="contoso"': "3.0"}
     assert _samples(body, "partnercenter_dap_customer_without_gdap_info") == {
-        'customer_name="d Ltd",customer_tenant_id="id-d",tenant="contoso"': "1.0",
-        'customer_name="e Ltd",customer_tenant_id="id-e",tenant="contoso"': "1.0"}
+        f'customer_name="{c} Ltd",customer_tenant_id="id-{c}",tenant="contoso"': "1.0" for c in "def"}
+
+
+def test_last_partner_sign_in_per_dap_customer_is_zero_when_never() -> None:
+    """One last-sign-in series per DAP customer, its Unix time, 0 for "no sign-ins by partners";
+    the DAP start and Global Admin sign-ins alongside."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    last = _samples(body, "partnercenter_dap_customer_last_signin_timestamp_seconds")
+    who = 'customer_name="{0} Ltd",customer_tenant_id="id-{0}",tenant="contoso"'
+    assert float(last[who.format("a")]) == signed_in(10)
+    assert last[who.format("d")] == "0.0"
+    assert len(last) == 5
+    assert len(_samples(body, "partnercenter_dap_customer_start_timestamp_seconds")) == 4
+    signins = _samples(body, "partnercenter_dap_customer_global_admin_signins")
+    assert (signins[who.format("e")], signins[who.format("a")]) == ("2.0", "0.0")
+
+
+def test_inactive_dap_customers_are_split_by_gdap_coverage_per_threshold() -> None:
+    """Over 90 days: b (covered), e and f (not), and d, never signed in with DAP since 2022 (not).
+    Over 30: the same. a signed in 10 days ago and counts for neither."""
+    body = render(sample_snapshot(), today=TODAY, thresholds=(30, 90), poll_interval=900).decode()
+    assert _samples(body, "partnercenter_dap_customers_inactive") == {
+        'gdap="true",tenant="contoso",threshold_days="30"': "1.0",
+        'gdap="false",tenant="contoso",threshold_days="30"': "3.0",
+        'gdap="true",tenant="contoso",threshold_days="90"': "1.0",
+        'gdap="false",tenant="contoso",threshold_days="90"': "3.0"}
+
+
+def test_a_dap_customer_never_signed_in_counts_as_inactive_once_its_dap_is_older() -> None:
+    """No sign-in ever, with DAP established 40 days ago: inactive over 30 days, not over 90."""
+    young = DapCustomer("id-y", "y", None, NOW - 40 * DAY)
+    assert (young.inactive_over(30, TODAY), young.inactive_over(90, TODAY)) == (True, False)
 
 
 def test_no_join_before_the_gdap_collector_has_data() -> None:
     """Without GDAP data yet, the DAP customer count is shown but no customer is called uncovered."""
     views = tuple(v for v in sample_snapshot().tenants if v.collector != "gdap_relationships")
     body = render(Snapshot(views), today=TODAY, thresholds=(90,), poll_interval=900).decode()
-    assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "4.0"}
+    assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "5.0"}
     assert "partnercenter_dap_customers_without_gdap{" not in body
     assert "partnercenter_dap_customer_without_gdap_info{" not in body
+    assert "partnercenter_dap_customers_inactive{" not in body
 
 
 def test_each_collector_reports_its_own_poll_health() -> None:
@@ -303,3 +353,10 @@ def test_each_collector_reports_its_own_poll_health() -> None:
     success = _samples(body, "partnercenter_exporter_poll_success")
     assert success['collector="gdap_relationships",tenant="contoso"'] == "1.0"
     assert success['collector="dap_statistics",tenant="fabrikam"'] == "0.0"
+
+
+def test_an_active_relationship_whose_end_has_passed_is_not_expiring_within_days() -> None:
+    """Graph may still say active for a moment after endDateTime: that end is not "within 7 days"."""
+    gdap = GdapRelationships((relationship("a", ends_in_days=-0.5), relationship("b", ends_in_days=2)),
+                             fetched_at=NOW)
+    assert gdap.expiring_without_auto_extend(7) == 1

@@ -194,9 +194,10 @@ def test_login_refuses_unknown_tenant(sim: Simulator, tmp_path: Path) -> None:
     assert "contoso" in result.stderr
 
 
-def test_demo_serves_metrics_for_three_tenants(tmp_path: Path) -> None:
-    """`demo` starts the simulator and exporter and serves metrics for its three tenants, each with
-    all three collectors succeeding and customers without GDAP listed."""
+def test_demo_serves_metrics_for_four_tenants(tmp_path: Path) -> None:
+    """`demo` starts the simulator and exporter and serves metrics for its four tenants, each with
+    all three collectors succeeding and customers without GDAP listed; for tailspin, whose admin is
+    not in Admin Agents, Graph shows no relationship and every DAP customer is without GDAP."""
     proc = subprocess.Popen(exporter_command("demo", "--web.listen-address=127.0.0.1:0"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -212,15 +213,18 @@ def test_demo_serves_metrics_for_three_tenants(tmp_path: Path) -> None:
         body = ""
         while time.monotonic() < deadline:
             body = http_get(url)[1].decode()
-            if body.count("partnercenter_exporter_poll_success{") == 9 and \
-                    body.count("partnercenter_dap_customers_without_gdap{") == 3:
+            if body.count("partnercenter_exporter_poll_success{") == 12 and \
+                    body.count("partnercenter_dap_customers_without_gdap{") == 4:
                 break
             time.sleep(0.1)
-        for name in ("contoso", "fabrikam", "northwind"):
+        for name in ("contoso", "fabrikam", "northwind", "tailspin"):
             for collector in ("dap_statistics", "gdap_relationships", "dap_customers"):
                 labels = f'{{collector="{collector}",tenant="{name}"}}'
                 assert metric(body, f"partnercenter_exporter_poll_success{labels}") == 1
             assert metric(body, f'partnercenter_dap_customers_without_gdap{{tenant="{name}"}}') > 0
+        assert metric(body, 'partnercenter_gdap_relationships{status="active",tenant="tailspin"}') == 0
+        assert metric(body, 'partnercenter_dap_customers_without_gdap{tenant="tailspin"}') == \
+            metric(body, 'partnercenter_dap_enabled_customers{tenant="tailspin"}') == 60
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:

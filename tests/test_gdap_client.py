@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import httpx
@@ -12,9 +13,9 @@ import respx
 from exporter import client as client_module
 from exporter.client import (
     MAX_INLINE_RETRY_AFTER,
-    PAGE_SIZE,
     DapCustomersClient,
     GdapRelationshipsClient,
+    parse_dap_customer,
     parse_relationship,
 )
 from exporter.model import GLOBAL_ADMIN_ROLE, PollError
@@ -75,18 +76,60 @@ def test_relationship_fields_are_parsed() -> None:
 
 
 def test_unknown_statuses_count_as_unknown_future_value_and_bad_entries_are_skipped() -> None:
-    """A status Graph adds later is counted as unknownFutureValue; entries without a customer or
-    with an unreadable end time are skipped and counted."""
+    """A status Graph adds later is counted as unknownFutureValue; an entry whose customer is not
+    an object, or whose end time is unreadable, is skipped and counted."""
     skipped: list[str] = []
     future = parse_relationship(rel("a", status="somethingNew"), "value[0]", skipped)
     assert future is not None
     assert future.status == "unknownFutureValue"
-    no_customer = {**rel("b"), "customer": None}
-    assert parse_relationship(no_customer, "value[1]", skipped) is None
+    assert parse_relationship({**rel("b"), "customer": "b"}, "value[1]", skipped) is None
     assert parse_relationship(rel("c", end="next tuesday"), "value[2]", skipped) is None
     assert parse_relationship("nope", "value[3]", skipped) is None
-    assert [s.split(":")[0] for s in skipped] == [
-        "value[1].customer.tenantId", "value[2].endDateTime", "value[3]"]
+    assert [s.split(":")[0] for s in skipped] == ["value[1].customer", "value[2].endDateTime", "value[3]"]
+
+
+@respx.mock
+def test_customer_less_and_reseller_relationships_are_all_counted() -> None:
+    """Graph's `customer` is set "by the system after the customer approves", so created and
+    approvalPending entries come without one or with null; reseller relationships come in the
+    same list. Every entry counts in its status and nothing is skipped
+    (learn.microsoft.com/graph/api/resources/delegatedadminrelationship)."""
+    missing = {k: v for k, v in rel("a", "created", end=None).items() if k != "customer"}
+    null = {**rel("b", "approvalPending", end=None), "customer": None}
+    reseller = {**rel("c"), "@odata.type": "#microsoft.graph.resellerDelegatedAdminRelationship",
+                "indirectProviderTenantId": "d4e5", "isPartnerConsentPending": False}
+    respx.get(RELATIONSHIPS).respond(200, json={"value": [missing, null, reseller, rel("d", "expiring")]})
+    result = graph_client().fetch()
+    assert result.skipped_entries == 0
+    counts = result.by_status()
+    assert [counts[s] for s in ("created", "approvalPending", "active", "expiring")] == [1, 1, 1, 1]
+    assert sum(counts.values()) == 4
+    assert [(r.customer_id, r.reseller) for r in result.relationships] == [
+        ("", False), ("", False), ("c", True), ("d", False)]
+    assert result.customers_with_access() == {"c"}
+
+
+@respx.mock
+def test_an_empty_relationship_list_for_a_signed_in_user_logs_the_admin_agents_hint(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Graph answers 200 and an empty list, not 403, to a user outside Admin Agents
+    (microsoft-graph-docs-contrib issue 8921): a delegated read warns once, naming the group."""
+    respx.get(RELATIONSHIPS).respond(200, json={"value": []})
+    with caplog.at_level(logging.WARNING, logger="exporter.client"):
+        graph_client(FakeTokens("refresh_token")).fetch()
+    warnings = [r for r in caplog.records if "Admin Agents" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "graph_auth" in warnings[0].getMessage()
+
+
+@respx.mock
+def test_an_empty_relationship_list_read_app_only_is_not_blamed_on_admin_agents(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """App-only tokens are not subject to Admin Agents membership: no such warning for them."""
+    respx.get(RELATIONSHIPS).respond(200, json={"value": []})
+    with caplog.at_level(logging.WARNING, logger="exporter.client"):
+        graph_client(FakeTokens("client_credentials")).fetch()
+    assert not [r for r in caplog.records if "Admin Agents" in r.getMessage()]
 
 
 @respx.mock
@@ -163,28 +206,96 @@ def test_graph_401_is_retried_once_with_a_fresh_token() -> None:
     assert tokens.calls == [False, True]
 
 
+def customer(i: int, *, dap: bool = True, **fields: Any) -> dict[str, Any]:
+    """A delegatedAdminCustomers entry with the documented fields
+    (learn.microsoft.com/partner-center/developer/list-delegated-admin-customers)."""
+    return {"id": f"c{i}", "customerTenantId": f"C{i}", "organizationDisplayName": f"n{i}",
+            "partnerAgentCount": 0, "partnerSignInCount": 0, "globalAdminSignInCount": 0,
+            "dapEnabled": dap, "startDateTime": "2022-04-20T06:11:11.7227953Z", "endDateTime": None,
+            "lastSignInDateTime": "2026-11-01T08:00:00.1234567Z", **fields}
+
+
 @respx.mock
-def test_dap_customers_page_with_top_and_skip_until_a_short_page() -> None:
-    """Pages of 300 are read with $skip until one comes back short; only dapEnabled customers count."""
-    full = [{"customerTenantId": f"C{i}", "organizationDisplayName": f"n{i}", "dapEnabled": i % 2 == 0}
-            for i in range(PAGE_SIZE)]
-    first = respx.get(CUSTOMERS, params={"$top": "300", "$skip": "0"}).respond(200, json={"value": full})
-    second = respx.get(CUSTOMERS, params={"$top": "300", "$skip": "300"}).respond(200, json={"value": [
-        {"customerTenantId": "Z", "organizationDisplayName": "last", "dapEnabled": True}]})
+def test_dap_customers_without_next_link_skip_by_what_was_received_until_an_empty_page() -> None:
+    """230 customers at a server page size of 100 and no nextLink: $skip advances by the entries
+    received (100, 200, 230), not by $top, and an empty page ends the list; all 230 are read."""
+    everyone = [customer(i) for i in range(230)]
+
+    def page(request: httpx.Request) -> httpx.Response:
+        skip = int(request.url.params.get("$skip", "0"))
+        assert request.url.params["$top"] == "300"
+        return httpx.Response(200, json={"value": everyone[skip:skip + 100]})
+
+    route = respx.get(CUSTOMERS).mock(side_effect=page)
     result = customers_client().fetch()
-    assert (first.call_count, second.call_count) == (1, 1)
-    assert len(result.customers) == PAGE_SIZE // 2 + 1
-    assert {c.id for c in result.customers} >= {"c0", "z"}
+    assert len(result.customers) == 230
+    assert [call.request.url.params.get("$skip", "0") for call in route.calls] == ["0", "100", "200", "230"]
+
+
+@respx.mock
+def test_dap_customers_follow_next_link_and_only_dap_enabled_count() -> None:
+    """@odata.nextLink is followed as given, as Microsoft's GDAP bulk-migration tool does; only
+    customers with dapEnabled count."""
+    link = f"{CUSTOMERS}?$top=300&$skip=100"
+    route = respx.get(CUSTOMERS).mock(side_effect=[
+        httpx.Response(200, json={"value": [customer(i, dap=i % 2 == 0) for i in range(100)],
+                                  "@odata.nextLink": link}),
+        httpx.Response(200, json={"value": [customer(100)]})])
+    result = customers_client().fetch()
+    assert [str(call.request.url) for call in route.calls] == [f"{CUSTOMERS}?%24top=300", link]
+    assert len(result.customers) == 51
     assert "c1" not in {c.id for c in result.customers}
+
+
+@respx.mock
+def test_a_dap_customers_next_link_to_another_host_is_refused() -> None:
+    """The Partner Center token is never sent to a host other than endpoints.dap_customers_url's."""
+    respx.get(CUSTOMERS).respond(200, json={"value": [customer(0)],
+                                            "@odata.nextLink": "https://evil.test.invalid/x"})
+    evil = respx.get("https://evil.test.invalid/x").respond(200, json={"value": []})
+    with pytest.raises(PollError) as caught:
+        customers_client().fetch()
+    assert caught.value.reason == "invalid_response"
+    assert evil.call_count == 0
+
+
+@respx.mock
+def test_a_server_that_ignores_skip_fails_the_poll_within_a_few_requests() -> None:
+    """The same page again means $skip is ignored: invalid_response at once, not 1,000 requests."""
+    route = respx.get(CUSTOMERS).respond(200, json={"value": [customer(i) for i in range(100)]})
+    with pytest.raises(PollError) as caught:
+        customers_client().fetch()
+    assert caught.value.reason == "invalid_response"
+    assert "ignores $skip" in caught.value.message
+    assert route.call_count <= 10
+
+
+def test_dap_customer_activity_fields_are_parsed_to_the_second() -> None:
+    """lastSignInDateTime with seven fractional digits becomes its Unix time; null or empty means
+    no partner ever signed in (None); startDateTime and globalAdminSignInCount are kept."""
+    skipped: list[str] = []
+    seen = parse_dap_customer(customer(1, globalAdminSignInCount=3), "v", skipped)
+    never = parse_dap_customer(customer(2, lastSignInDateTime=None), "v", skipped)
+    empty = parse_dap_customer(customer(3, lastSignInDateTime=""), "v", skipped)
+    assert seen is not None
+    assert never is not None
+    assert empty is not None
+    assert int(seen.last_signin or 0) == int(dt.datetime(2026, 11, 1, 8, tzinfo=dt.UTC).timestamp())
+    assert seen.start_time == pytest.approx(dt.datetime(2022, 4, 20, 6, 11, 11, 722795,
+                                                        tzinfo=dt.UTC).timestamp())
+    assert seen.global_admin_signins == 3
+    assert (never.last_signin, empty.last_signin) == (None, None)
+    assert parse_dap_customer(customer(4, lastSignInDateTime="yesterday"), "value[4]", skipped) is None
+    assert [s.split(":")[0] for s in skipped] == ["value[4].lastSignInDateTime"]
 
 
 @respx.mock
 def test_dap_customer_entries_without_dap_enabled_are_skipped_and_counted() -> None:
     """An entry without a dapEnabled flag or a tenant id is skipped, not guessed."""
-    respx.get(CUSTOMERS).respond(200, json={"value": [
+    respx.get(CUSTOMERS).mock(side_effect=[httpx.Response(200, json={"value": [
         {"customerTenantId": "a", "organizationDisplayName": "A", "dapEnabled": True},
         {"customerTenantId": "b", "organizationDisplayName": "B"},
-        {"organizationDisplayName": "C", "dapEnabled": True}]})
+        {"organizationDisplayName": "C", "dapEnabled": True}]}), httpx.Response(200, json={"value": []})])
     result = customers_client().fetch()
     assert [c.id for c in result.customers] == ["a"]
     assert result.skipped_entries == 2
@@ -225,11 +336,58 @@ def test_a_next_link_that_never_ends_stops_at_the_page_bound(monkeypatch: pytest
 
 @respx.mock
 def test_dap_customers_that_never_end_stop_at_the_page_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Full pages without end fail the poll after MAX_PAGES pages instead of looping."""
+    """Pages of new customers without end fail the poll after MAX_PAGES pages instead of looping."""
     monkeypatch.setattr(client_module, "MAX_PAGES", 2)
-    full = [{"customerTenantId": f"c{i}", "dapEnabled": True} for i in range(PAGE_SIZE)]
-    route = respx.get(CUSTOMERS).respond(200, json={"value": full})
+    pages = iter(range(10))
+
+    def page(request: httpx.Request) -> httpx.Response:
+        n = next(pages)
+        return httpx.Response(200, json={"value": [customer(n * 100 + i) for i in range(100)]})
+
+    route = respx.get(CUSTOMERS).mock(side_effect=page)
     with pytest.raises(PollError) as caught:
         customers_client().fetch()
     assert caught.value.reason == "invalid_response"
+    assert "more than 2 pages" in caught.value.message
     assert route.call_count == 2
+
+
+@respx.mock
+def test_partner_center_mfa_refusal_is_auth_with_the_login_fix_and_no_forced_refresh() -> None:
+    """A 401 with code 900421 in Partner Center's error shape {code, description, data, source}
+    (learn.microsoft.com/partner-center/developer/error-codes) is MFA enforcement: reason auth,
+    a message that says to run login, and no pointless fresh token."""
+    route = respx.get(CUSTOMERS).respond(401, json={
+        "code": 900421, "description": "MFA is required for this request.", "data": [],
+        "source": "PartnerCenter"})
+    tokens = FakeTokens()
+    with pytest.raises(PollError) as caught:
+        customers_client(tokens).fetch()
+    assert caught.value.reason == "auth"
+    assert "lacks MFA" in caught.value.message
+    assert "partnercenter-exporter login" in caught.value.message
+    assert (route.call_count, tokens.calls) == (1, [False])
+
+
+@respx.mock
+def test_partner_center_mfa_refusal_tells_ropc_users_it_cannot_work() -> None:
+    """For username_password, the MFA message says ROPC cannot satisfy it."""
+    respx.get(CUSTOMERS).respond(401, json={"code": "900421", "description": "x"})
+    with pytest.raises(PollError) as caught:
+        customers_client(FakeTokens("username_password")).fetch()
+    assert "username_password (ROPC) cannot satisfy it" in caught.value.message
+
+
+@respx.mock
+def test_partner_center_error_code_and_description_appear_short_and_on_one_line() -> None:
+    """Another error body's code and description are named, cut short, without line breaks."""
+    respx.get(CUSTOMERS).respond(400, json={
+        "code": 2000, "description": "Bad $filter.\r\nTrace: " + "x" * 500, "source": "PartnerCenter"})
+    with pytest.raises(PollError) as caught:
+        customers_client().fetch()
+    message = caught.value.message
+    assert caught.value.reason == "client_error"
+    assert "[2000: Bad $filter. Trace: xxx" in message
+    assert "\n" not in message
+    assert "\r" not in message
+    assert len(message) < 300

@@ -84,7 +84,7 @@ def test_every_collector_of_every_tenant_polls_successfully(stack: Stack) -> Non
 
 def test_customers_without_gdap_are_the_simulators(stack: Stack) -> None:
     """The count and the per-customer series name exactly the DAP customers that the simulator gave
-    no active or expiring relationship, with their names."""
+    no active relationship (expiring ones have passed their end date), with their names."""
     for name, tenant_id in (("contoso", CONTOSO), ("fabrikam", FABRIKAM)):
         expected = {(c.id, c.name) for c in stack.sim.tenants[tenant_id].without_gdap()}
         assert expected, "the seeded data should leave some DAP customers without GDAP"
@@ -107,10 +107,11 @@ def test_relationships_across_pages_are_counted_by_status(stack: Stack) -> None:
 
 
 def test_end_timestamps_and_expiry_windows_match_the_simulator(stack: Stack) -> None:
-    """One end timestamp per relationship with access, at its endDateTime; the 7- and 30-day counts
-    are those without auto-extend; Global Admin relationships are flagged and counted."""
-    relationships = [r for r in stack.sim.tenants[CONTOSO].relationships
-                     if r.status in ("active", "expiring")]
+    """One end timestamp per active relationship, at its endDateTime; the 7- and 30-day counts
+    are those without auto-extend and not yet ended; Global Admin relationships are flagged and
+    counted. Expiring relationships (past their end date) are in none of these."""
+    relationships = [r for r in stack.sim.tenants[CONTOSO].relationships if r.grants_access]
+    assert any(r.status == "expiring" for r in stack.sim.tenants[CONTOSO].relationships)
     series = stack.values("partnercenter_gdap_relationship_end_timestamp_seconds", tenant="contoso")
     assert {ls["relationship_id"]: v for ls, v in series} == pytest.approx(
         {r.id: r.end.timestamp() for r in relationships if r.end is not None})
@@ -123,7 +124,7 @@ def test_end_timestamps_and_expiry_windows_match_the_simulator(stack: Stack) -> 
     for days in (7, 30):
         limit = polled + days * 86400
         expected = sum(1 for r in relationships if not r.auto_extend and r.end is not None
-                       and r.end.timestamp() <= limit)
+                       and polled < r.end.timestamp() <= limit)
         assert stack.value("partnercenter_gdap_relationships_expiring_without_auto_extend",
                            tenant="contoso", within_days=str(days)) == pytest.approx(expected, abs=1)
 

@@ -71,7 +71,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
                 elif all(a.get("exp_labels") and a.get("exp_annotations") for a in expected):
                     firing.add(check["alertname"])
     alerts = {rule["alert"] for rule in rules("alert")}
-    assert len(alerts) == 10
+    assert len(alerts) == 12
     assert alerts - firing == set(), "alerts without a firing case"
     assert alerts - quiet == set(), "alerts without a quiet case"
 
@@ -122,7 +122,7 @@ def test_alertmanager_example_passes_amtool_check_config() -> None:
     """amtool check-config accepts the example Alertmanager config."""
     result = run(require_binary("amtool"), "check-config", str(ALERTMANAGER))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 inhibit rules" in result.stdout
+    assert "3 inhibit rules" in result.stdout
 
 
 @pytest.mark.parametrize(("labels", "receiver"), [

@@ -3,7 +3,9 @@
 One stack for the module: simulator (two partner tenants), exporter, Prometheus (1s scrape and
 evaluation, our rule files) and Alertmanager (the example config, receivers pointed at a webhook
 the test runs). fabrikam's grant is revoked right after the first poll, so its next poll, a poll
-interval later, fails with reason auth.
+interval later, fails with reason auth. fabrikam's admin is also outside the Admin Agents group, so
+Graph shows it no GDAP relationship (an empty list, as Graph does) and PartnerCenterGDAPNoneVisible
+fires for it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from devtools.grafana import (
 )
 from devtools.render import render_dashboard
 from exporter.simulator import Simulator
+from exporter.simulator.app import SimTenant
+from exporter.simulator.data import Customer
 from tests.conftest import CLIENT_ID, TENANT_ID, free_port, require_binary
 from tests.e2e_helpers import (
     ALL_COLLECTORS,
@@ -56,8 +60,30 @@ FABRIKAM_ID = "00000000-0000-0000-0000-0000000000bb"
 TENANTS = {"contoso": TENANT_ID, "fabrikam": FABRIKAM_ID}
 SHORTENED_ALERTS = ("PartnerCenterDAPInactiveOver90Days", "PartnerCenterExporterAuthFailing",
                     "PartnerCenterDAPCustomerWithoutGDAP", "PartnerCenterGDAPRelationshipExpiringSoon",
-                    "PartnerCenterGDAPGlobalAdminRole")
+                    "PartnerCenterGDAPGlobalAdminRole", "PartnerCenterDAPCustomerLosingAccess",
+                    "PartnerCenterGDAPNoneVisible")
 SCRAPE_INTERVAL = 1.0
+LOSING_ACCESS_DAYS = 80
+
+
+def without_gdap(tenant: SimTenant) -> set[str]:
+    """The DAP customers the exporter must call uncovered: all of them when Graph shows the signed-in
+    user no relationship (outside Admin Agents), else the simulator's oracle."""
+    customers = tenant.customers if not tenant.users_in_admin_agents else tenant.without_gdap()
+    return {c.id for c in customers}
+
+
+def suggested_action(tenant: SimTenant, customer_id: str, now: float) -> int:
+    """The migration table's action code for a customer: 1 GDAP in place, 2 set up GDAP, 3 inactive."""
+    if customer_id not in without_gdap(tenant):
+        return 1
+    customer = next(c for c in tenant.customers if c.id == customer_id)
+    return 3 if now - last_activity(customer) > 90 * 86400 else 2
+
+
+def last_activity(customer: Customer) -> float:
+    """The last partner sign-in, or for "never" the DAP start: what the inactivity rules age."""
+    return (customer.last_signin_at or customer.dap_start_at).timestamp()
 
 
 @dataclass
@@ -147,6 +173,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         sim.add_tenant(TENANT_ID, customers=250)
         config = write_config(sim, tmp, collectors=ALL_COLLECTORS, extra_tenants=[
             seeded_tenant(sim, tmp, "fabrikam", FABRIKAM_ID, collectors=ALL_COLLECTORS)])
+        sim.tenants[FABRIKAM_ID].users_in_admin_agents = False
         exporter = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
                                    tmp / "exporter.log")
         webhook = Webhook()
@@ -276,15 +303,32 @@ def test_migration_stats_match_the_simulator(stack: Stack) -> None:
         return float(sample["value"][1])
 
     tenants = [stack.sim.tenants[t] for t in TENANTS.values()]
-    missing = sum(len(t.without_gdap()) for t in tenants)
+    missing = sum(len(without_gdap(t)) for t in tenants)
     dap = sum(len(t.customers) for t in tenants)
     wait_for(lambda: value("DAP customers") == dap, 20, "the DAP customers stat")
     assert (value("Without GDAP"), value("With GDAP")) == (missing, dap - missing)
     assert value("Migration progress") == pytest.approx((dap - missing) / dap)
     rows = run_query(stack.api, queries["DAP customers without GDAP"], context)
     assert {(r["metric"]["tenant"], r["metric"]["customer_tenant_id"]) for r in rows} == {
-        (name, c.id) for name, tenant_id in TENANTS.items()
-        for c in stack.sim.tenants[tenant_id].without_gdap()}
+        (name, c) for name, tenant_id in TENANTS.items() for c in without_gdap(stack.sim.tenants[tenant_id])}
+
+
+def test_customer_table_suggests_the_simulators_next_step_per_customer(stack: Stack) -> None:
+    """The per-customer table's last sign-in is "never" (-1) exactly for customers without one, and
+    its suggested action (GDAP in place / set up GDAP / inactive) follows each simulated customer."""
+    dashboard = load_dashboards()["partnercenter-gdap-migration.json"]
+    context = QueryContext({"tenant": sorted(TENANTS)}, dashboard_range(dashboard), SCRAPE_INTERVAL)
+    [query_a, _, _, query_d] = [q for q in panel_queries({"d": dashboard})
+                                if q.panel == "DAP customers: last partner sign-in and next step"]
+    tenant = stack.sim.tenants[TENANT_ID]
+    never = {(r["metric"]["customer_tenant_id"]) for r in run_query(stack.api, query_a, context)
+             if r["metric"]["tenant"] == "contoso" and float(r["value"][1]) == -1}
+    assert never == {c.id for c in tenant.customers if c.last_signin is None}
+    actions = {r["metric"]["customer_tenant_id"]: int(float(r["value"][1]))
+               for r in run_query(stack.api, query_d, context) if r["metric"]["tenant"] == "contoso"}
+    now = time.time()
+    assert actions == {c.id: suggested_action(tenant, c.id, now) for c in tenant.customers}
+    assert set(actions.values()) == {1, 2, 3}
 
 
 @pytest.mark.parametrize(("alertname", "expected"), [
@@ -292,11 +336,14 @@ def test_migration_stats_match_the_simulator(stack: Stack) -> None:
         c.name for c in sim.tenants[tenant_id].without_gdap()}),
     ("PartnerCenterGDAPRelationshipExpiringSoon", lambda sim, tenant_id: {
         r.customer_name for r in sim.tenants[tenant_id].relationships
-        if r.status in ("active", "expiring") and not r.auto_extend and r.end is not None
+        if r.grants_access and not r.auto_extend and r.end is not None
         and r.end.timestamp() - time.time() < 14 * 86400}),
     ("PartnerCenterGDAPGlobalAdminRole", lambda sim, tenant_id: {
         r.customer_name for r in sim.tenants[tenant_id].relationships
-        if r.status in ("active", "expiring") and "62e90394-69f5-4237-9190-012177145e10" in r.roles}),
+        if r.grants_access and "62e90394-69f5-4237-9190-012177145e10" in r.roles}),
+    ("PartnerCenterDAPCustomerLosingAccess", lambda sim, tenant_id: {
+        c.name for c in sim.tenants[tenant_id].without_gdap()
+        if time.time() - last_activity(c) > LOSING_ACCESS_DAYS * 86400}),
 ])
 def test_gdap_alerts_reach_the_webhook_for_the_simulators_cases(
         stack: Stack, alertname: str, expected: Any) -> None:
@@ -313,6 +360,34 @@ def test_gdap_alerts_reach_the_webhook_for_the_simulators_cases(
     for receiver, alert in stack.webhook.alerts(alertname):
         assert receiver == "partnercenter-team"
         assert alert["annotations"]["runbook_url"].endswith("#" + alertname.lower())
+
+
+def am_alerts(url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(url + "/api/v2/alerts", timeout=5) as response:
+        return list(json.load(response))
+
+
+def test_no_gdap_visible_alert_fires_and_holds_back_that_tenants_without_gdap_alerts(stack: Stack) -> None:
+    """fabrikam has DAP customers and Graph shows its user nothing: PartnerCenterGDAPNoneVisible
+    reaches the warning route for fabrikam only, and Alertmanager inhibits fabrikam's per-customer
+    PartnerCenterDAPCustomerWithoutGDAP alerts while contoso's stay active."""
+    def none_visible() -> set[str]:
+        return {a["labels"]["tenant"] for _, a in stack.webhook.alerts("PartnerCenterGDAPNoneVisible")}
+
+    wait_for(lambda: none_visible() == {"fabrikam"}, 40, "PartnerCenterGDAPNoneVisible for fabrikam")
+    for receiver, alert in stack.webhook.alerts("PartnerCenterGDAPNoneVisible"):
+        assert receiver == "partnercenter-team"
+        assert "Admin Agents" in alert["annotations"]["description"]
+
+    def inhibited() -> dict[str, set[bool]]:
+        states: dict[str, set[bool]] = {}
+        for alert in am_alerts(stack.alertmanager_url):
+            if alert["labels"]["alertname"] == "PartnerCenterDAPCustomerWithoutGDAP":
+                states.setdefault(alert["labels"]["tenant"], set()).add(bool(alert["status"]["inhibitedBy"]))
+        return states
+
+    wait_for(lambda: inhibited() == {"fabrikam": {True}, "contoso": {False}}, 40,
+             "fabrikam's without-GDAP alerts inhibited, contoso's not")
 
 
 def post_alerts(url: str, alerts: list[dict[str, str]]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.auth import TokenProvider, device_code_login
+from exporter.auth import TokenProvider, interactive_login
 from exporter.client import DapStatisticsClient
 from exporter.model import PollError
 from exporter.simulator import Fault, Simulator
@@ -132,12 +132,12 @@ def test_connection_refused_and_dns_failure(sim: Simulator, http: httpx.Client, 
         in error.message
 
 
-def test_device_code_login_fills_the_cache(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+def test_interactive_login_fills_the_cache(sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
     """The device code flow prints the code and leaves an account the provider can use."""
     cache = tmp_path / "cache.json"
     ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
     out = io.StringIO()
-    user = device_code_login(tenant(cache=cache), ends, http, config_path="c.yml", out=out)
+    user = interactive_login(tenant(cache=cache), ends, http, config_path="c.yml", out=out)
     assert user.startswith("admin@")
     assert "enter the code" in out.getvalue()
     provider = TokenProvider(tenant(cache=cache), ends, http)
@@ -150,7 +150,7 @@ def test_login_replaces_an_earlier_sign_in(sim: Simulator, http: httpx.Client, t
     client.fetch()
     sim.revoke_refresh_tokens()
     ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
-    user = device_code_login(tenant(cache=tmp_path / "cache.json"), ends, http, config_path="c.yml",
+    user = interactive_login(tenant(cache=tmp_path / "cache.json"), ends, http, config_path="c.yml",
                              out=io.StringIO())
     assert user != "admin@contoso.test"
     assert cached_refresh_tokens(tmp_path / "cache.json") == [sim.live_refresh_tokens()[-1]]

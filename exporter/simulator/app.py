@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import secrets
 import socket
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from exporter.simulator.certs import generate_certs
 from exporter.simulator.data import (
@@ -38,8 +39,12 @@ RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
 PARTNER_API_RESOURCE = "https://api.partnercustomeradministration.microsoft.com"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_MAX_PAGE = 300
-# What the simulator lists when the client sends no $top.
-CUSTOMERS_DEFAULT_PAGE = 100
+# delegatedAdminCustomers: "$top supports up to 300 objects"; the server may send fewer a page
+# and a nextLink, as Microsoft's GDAP bulk-migration tool expects (it follows @odata.nextLink).
+CUSTOMERS_MAX_TOP = 300
+CUSTOMERS_SERVER_PAGE = 100
+# Partner Center's code for an App+User token without MFA, enforced since 1 April 2026.
+MFA_REQUIRED_CODE = 900421
 GRAPH_DEFAULT_PAGE = 100
 _RESERVED_SCOPES = {"openid", "profile", "offline_access"}
 
@@ -70,10 +75,14 @@ class SimTenant:
     customers: list[Customer]  # with DAP
     relationships: list[Relationship] = field(default_factory=list)
     other_customers: list[Customer] = field(default_factory=list)  # listed without DAP
+    # False: the signed-in users are not in the partner's Admin Agents group, and Graph answers
+    # their delegated calls with 200 and an empty list, not 403 (microsoft-graph-docs-contrib
+    # issue 8921: by design). App-only calls still see every relationship.
+    users_in_admin_agents: bool = True
 
     def without_gdap(self) -> list[Customer]:
-        """DAP customers with no active or expiring relationship: what the exporter must find."""
-        covered = {r.customer_id for r in self.relationships if r.status in ("active", "expiring")}
+        """DAP customers with no active relationship: what the exporter must find."""
+        covered = {r.customer_id for r in self.relationships if r.grants_access}
         return [c for c in self.customers if c.id not in covered]
 
 
@@ -85,6 +94,7 @@ class _Token:
     scope: str
     expires_at: float
     valid: bool = True
+    mfa: bool = False  # the sign-in behind it did MFA (device code, auth code, an admin's seed)
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,7 @@ class Simulator:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None,
                  today: dt.date | None = None, accept_app_only: bool = False,
                  token_lifetime: int = 3600, latency: float = 0.0, graph_throttle_every: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 enforce_mfa: bool = True, clock: Callable[[], float] = time.time) -> None:
         self._tempdir = None if cert_dir else tempfile.TemporaryDirectory(prefix="pcsim-")
         self.certs = generate_certs(cert_dir or Path(self._tempdir.name))  # type: ignore[union-attr]
         self.today = today or dt.datetime.now(dt.UTC).date()
@@ -159,9 +169,17 @@ class Simulator:
         # Every Nth Graph request answers 429 with Retry-After: 1, as Graph does under load (0: never).
         self.graph_throttle_every = graph_throttle_every
         self._graph_requests = 0
+        # Partner Center refuses App+User tokens without MFA (401, code 900421), as since April 2026.
+        self.enforce_mfa = enforce_mfa
+        # The largest page delegatedAdminCustomers sends, and whether it sends @odata.nextLink.
+        self.customers_page = CUSTOMERS_SERVER_PAGE
+        self.customers_next_link = True
         self.clock = clock
         self.tenants: dict[str, SimTenant] = {}
         self.clients: dict[str, str | None] = {}  # client_id -> secret (None: public client)
+        self.redirect_uris: dict[str, tuple[str, ...]] = {}  # client_id -> registered redirect URIs
+        # code -> tenant, client, redirect URI, PKCE challenge, nonce
+        self._codes: dict[str, tuple[str, str, str, str, str]] = {}
         self.users: dict[str, tuple[str, bool]] = {}  # username -> (password, needs MFA)
         self.requests: list[RequestRecord] = []
         self._faults: list[Fault] = []
@@ -222,18 +240,22 @@ class Simulator:
         self.tenants[tenant_id] = tenant
         return tenant
 
-    def add_client(self, client_id: str, secret: str | None = None) -> None:
+    def add_client(self, client_id: str, secret: str | None = None,
+                   redirect_uris: tuple[str, ...] = ("http://localhost",)) -> None:
         self.clients[client_id] = secret
+        self.redirect_uris[client_id] = redirect_uris
 
     def add_user(self, username: str, password: str, *, mfa: bool = False) -> None:
         self.users[username] = (password, mfa)
 
-    def issue_refresh_token(self, tenant_id: str, client_id: str, username: str) -> str:
-        """A refresh token as an admin's interactive sign-in would have produced."""
+    def issue_refresh_token(self, tenant_id: str, client_id: str, username: str, *,
+                            mfa: bool = True) -> str:
+        """A refresh token as an admin's interactive sign-in would have produced (mfa=False: one
+        from a sign-in without MFA, as a password-only sign-in before April 2026 gave)."""
         token = "sim-rt-" + secrets.token_urlsafe(32)
         with self._lock:
             self._refresh[token] = _Token(tenant_id, client_id, username,
-                                          PARTNER_API_RESOURCE + "/.default", float("inf"))
+                                          PARTNER_API_RESOURCE + "/.default", float("inf"), mfa=mfa)
         return token
 
     def throttle_graph_now(self) -> bool:
@@ -387,11 +409,14 @@ class Simulator:
                 return 400, _aad_error("invalid_grant", 50076, "Due to a configuration change made "
                                        "by your administrator, or because you moved to a new "
                                        "location, you must use multi-factor authentication.")
-            return 200, self._issue(tenant, client_id, username, scope)
+            # A password alone is one factor: Partner Center will refuse this token (900421).
+            return 200, self._issue(tenant, client_id, username, scope, mfa=False)
         if grant == "refresh_token":
             return self._redeem_refresh_token(tenant, client_id, form.get("refresh_token", ""), scope)
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
             return self._redeem_device_code(form.get("device_code", ""), scope)
+        if grant == "authorization_code":
+            return self._redeem_auth_code(tenant, client_id, form, scope)
         return 400, _aad_error("unsupported_grant_type", 70003,
                                f"The app requested an unsupported grant type '{grant}'.")
 
@@ -409,7 +434,7 @@ class Simulator:
                 return 400, _aad_error("invalid_grant", 700082, "The refresh token has expired due "
                                        "to inactivity.")
             info.valid = False  # rotation: a refresh token works once
-        return 200, self._issue(tenant, client_id, info.username, scope or info.scope)
+        return 200, self._issue(tenant, client_id, info.username, scope or info.scope, mfa=info.mfa)
 
     def _redeem_device_code(self, device_code: str, scope: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -418,8 +443,47 @@ class Simulator:
             if entry is None:
                 return 400, _aad_error("expired_token", 70019, "Verification code expired.")
             tenant, client_id = entry
-        domain = tenant if "." in tenant else f"{tenant[:8]}.onmicrosoft.com"
-        return 200, self._issue(tenant, client_id, f"admin@{domain}", scope)
+        return 200, self._issue(tenant, client_id, _admin(tenant), scope, mfa=True)
+
+    def authorize(self, tenant: str, query: dict[str, str]) -> tuple[int, str]:
+        """The authorization endpoint, as the admin's browser meets it: (status, redirect or page).
+
+        The simulated admin signs in with MFA at once, and the browser is sent to the redirect URI
+        with `code` and `state`, per the authorization code flow with PKCE
+        (learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow).
+        """
+        client_id, redirect_uri = query.get("client_id", ""), query.get("redirect_uri", "")
+        if tenant not in self.tenants:
+            return 400, f"AADSTS90002: Tenant '{tenant}' not found."
+        if client_id not in self.clients:
+            return 400, f"AADSTS700016: Application with identifier '{client_id}' was not found."
+        if redirect_uri not in self.redirect_uris.get(client_id, ()):
+            return 400, (f"AADSTS50011: The redirect URI '{redirect_uri}' specified in the request "
+                         f"does not match the redirect URIs configured for the application.")
+        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            return 400, "AADSTS501491: Invalid size of Code_Challenge parameter."
+        code = "sim-code-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._codes[code] = (tenant, client_id, redirect_uri, query["code_challenge"],
+                                 query.get("nonce", ""))
+        params = {"code": code, "state": query.get("state", ""), "session_state": str(uuid.uuid4())}
+        return 302, f"{redirect_uri}?{urlencode(params)}"
+
+    def _redeem_auth_code(self, tenant: str, client_id: str, form: dict[str, str],
+                          scope: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            entry = self._codes.pop(form.get("code", ""), None)
+        if entry is None or entry[:2] != (tenant, client_id):
+            return 400, _aad_error("invalid_grant", 70000, "The provided authorization code is "
+                                   "invalid or has expired.")
+        if form.get("redirect_uri") != entry[2]:
+            return 400, _aad_error("invalid_grant", 50011, "The redirect URI does not match the one "
+                                   "in the authorization request.")
+        digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+        if _b64(digest) != entry[3]:
+            return 400, _aad_error("invalid_grant", 501481, "The Code_Verifier does not match the "
+                                   "code_challenge supplied in the authorization request.")
+        return 200, self._issue(tenant, client_id, _admin(tenant), scope, mfa=True, nonce=entry[4])
 
     def devicecode(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         client_id = form.get("client_id", "")
@@ -438,13 +502,13 @@ class Simulator:
                      "message": f"To sign in, use a web browser to open the page {uri} and enter "
                                 f"the code {user_code} to authenticate."}
 
-    def _issue(self, tenant: str, client_id: str, username: str | None,
-               scope: str) -> dict[str, Any]:
+    def _issue(self, tenant: str, client_id: str, username: str | None, scope: str, *,
+               mfa: bool = False, nonce: str = "") -> dict[str, Any]:
         now = self.clock()
         access = "sim-at-" + secrets.token_urlsafe(32)
         with self._lock:
             self._access[access] = _Token(tenant, client_id, username, scope,
-                                          now + self.token_lifetime)
+                                          now + self.token_lifetime, mfa=mfa)
         body: dict[str, Any] = {"token_type": "Bearer", "scope": scope,
                                 "expires_in": self.token_lifetime,
                                 "ext_expires_in": self.token_lifetime, "access_token": access}
@@ -452,28 +516,36 @@ class Simulator:
             oid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{username}"))
             refresh = "sim-rt-" + secrets.token_urlsafe(32)
             with self._lock:
-                self._refresh[refresh] = _Token(tenant, client_id, username, scope, float("inf"))
+                self._refresh[refresh] = _Token(tenant, client_id, username, scope, float("inf"),
+                                                mfa=mfa)
             body["refresh_token"] = refresh
             body["client_info"] = _b64(json.dumps({"uid": oid, "utid": tenant}).encode())
-            body["id_token"] = _unsigned_jwt({
+            claims = {
                 "iss": f"{self.base_url}/{tenant}/v2.0", "aud": client_id, "sub": oid, "oid": oid,
                 "tid": tenant, "preferred_username": username, "name": username.split("@")[0],
-                "iat": int(now), "nbf": int(now), "exp": int(now) + self.token_lifetime})
+                "iat": int(now), "nbf": int(now), "exp": int(now) + self.token_lifetime}
+            if nonce:
+                claims["nonce"] = nonce
+            body["id_token"] = _unsigned_jwt(claims)
         return body
 
     # --- Partner Center -----------------------------------------------------------------------
     def _partner_center_tenant(self, authorization: str | None) -> SimTenant | tuple[int, dict[str, Any]]:
         """The caller's tenant, or the error Partner Center gives for its token."""
         if not authorization or not authorization.startswith("Bearer "):
-            return 401, {"code": 401, "description": "Authorization header missing"}
+            return 401, _pc_error(401, "Authorization header missing")
         with self._lock:
             info = self._access.get(authorization[7:])
         if info is None or not info.valid or info.expires_at < self.clock():
-            return 401, {"code": 401, "description": "The access token is invalid or expired"}
+            return 401, _pc_error(401, "The access token is invalid or expired")
         if not info.scope.startswith(PARTNER_API_RESOURCE):
-            return 401, {"code": 401, "description": "The token's audience is not this API"}
+            return 401, _pc_error(401, "The token's audience is not this API")
         if info.username is None and not self.accept_app_only:
-            return 401, {"code": 401, "description": "App-only tokens are not supported; use App+User"}
+            return 401, _pc_error(401, "App-only tokens are not supported; use App+User")
+        if info.username is not None and self.enforce_mfa and not info.mfa:
+            # The exact body is not documented; the code is what partners report.
+            return 401, _pc_error(MFA_REQUIRED_CODE, "Multi-factor authentication (MFA) is required "
+                                                     "for this request. Sign in with MFA and try again.")
         return self.tenants[info.tenant_id]
 
     def statistics(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
@@ -488,13 +560,22 @@ class Simulator:
         if not isinstance(tenant, SimTenant):
             return tenant
         try:
-            top = int(query.get("$top", CUSTOMERS_DEFAULT_PAGE))
+            top = int(query.get("$top", CUSTOMERS_MAX_TOP))
             skip = int(query.get("$skip", 0))
         except ValueError:
-            return 400, {"code": 400, "description": "$top and $skip must be whole numbers"}
+            return 400, _pc_error(400, "$top and $skip must be whole numbers")
+        if not 1 <= top <= CUSTOMERS_MAX_TOP or skip < 0:
+            return 400, _pc_error(400, f"$top must be between 1 and {CUSTOMERS_MAX_TOP}, $skip >= 0")
         everyone = ([dap_customer_json(c, True) for c in tenant.customers]
                     + [dap_customer_json(c, False) for c in tenant.other_customers])
-        return 200, {"@odata.count": len(everyone), "value": everyone[skip:skip + max(0, top)]}
+        size = min(top, self.customers_page)
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.base_url}/CustomerServiceAdminApi/Web/v1/$metadata"
+                              "#delegatedAdminCustomers",
+            "value": everyone[skip:skip + size]}
+        if self.customers_next_link and skip + size < len(everyone):
+            body["@odata.nextLink"] = f"{self.base_url}{CUSTOMERS_PATH}?$top={top}&$skip={skip + size}"
+        return 200, body
 
     # --- Microsoft Graph ------------------------------------------------------------------------
     def gdap_relationships(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
@@ -515,7 +596,9 @@ class Simulator:
             return 400, _graph_error("BadRequest", "Invalid $top or $skiptoken.")
         if not 1 <= top <= GRAPH_MAX_PAGE:
             return 400, _graph_error("BadRequest", f"$top must be between 1 and {GRAPH_MAX_PAGE}.")
-        items = self.tenants[info.tenant_id].relationships
+        tenant = self.tenants[info.tenant_id]
+        hidden = info.username is not None and not tenant.users_in_admin_agents
+        items = [] if hidden else tenant.relationships
         body: dict[str, Any] = {
             "@odata.context": f"{self.graph_url}/v1.0/$metadata#tenantRelationships/"
                               f"delegatedAdminRelationships",
@@ -524,6 +607,20 @@ class Simulator:
             body["@odata.nextLink"] = (f"{self.graph_url}{RELATIONSHIPS_PATH}"
                                        f"?$top={top}&$skiptoken={skip + top}")
         return 200, body
+
+
+def _admin(tenant: str) -> str:
+    """The admin who signs in interactively (device code or browser) to a simulated tenant."""
+    domain = tenant if "." in tenant else f"{tenant[:8]}.onmicrosoft.com"
+    return f"admin@{domain}"
+
+
+def _pc_error(code: int, description: str) -> dict[str, Any]:
+    """A Partner Center REST error body: code, description, data, source.
+
+    https://learn.microsoft.com/partner-center/developer/error-codes
+    """
+    return {"code": code, "description": description, "data": [], "source": "PartnerCenter"}
 
 
 def _b64(data: bytes) -> str:
@@ -586,6 +683,14 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 target, call = "discovery", lambda: sim.discovery(parts[0])
             elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
                 target, call = "token", lambda: sim.token(parts[0], form)
+            elif method == "GET" and parts[1:] == ["oauth2", "v2.0", "authorize"]:
+                status, where = sim.authorize(parts[0], query)
+                sim._record("authorize", "", status, parts[0])
+                if status == 302:
+                    self._send(302, b"", {"Location": where})
+                else:
+                    self._send(status, where.encode(), {"Content-Type": "text/plain; charset=utf-8"})
+                return
             elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "devicecode"]:
                 target, call = "devicecode", lambda: sim.devicecode(parts[0], form)
             elif method == "GET" and parts[:2] == ["common", "userrealm"]:

@@ -34,9 +34,26 @@ def customer_id(seed: str, index: int) -> str:
 @dataclass(frozen=True)
 class Customer:
     established: dt.date
-    last_signin: dt.date
+    last_signin: dt.date | None  # None: no partner ever signed in
     id: str = ""
     name: str = ""
+    global_admin_signins: int = 0  # in the last day
+    partner_signins: int = 0  # in the last day
+
+    @property
+    def dap_start_at(self) -> dt.datetime:
+        """startDateTime as delegatedAdminCustomers gives it: on the established date."""
+        return dt.datetime.combine(self.established, dt.time(21, 15, 4, 346150), dt.UTC)
+
+    @property
+    def last_signin_at(self) -> dt.datetime | None:
+        """The moment of the last sign-in on last_signin, as delegatedAdminCustomers gives it."""
+        if self.last_signin is None:
+            return None
+        # A time of day per customer, with Partner Center's seven fractional digits.
+        seconds = int(hashlib.sha256(self.id.encode()).hexdigest()[:6], 16) % 86400
+        return (dt.datetime.combine(self.last_signin, dt.time(0), dt.UTC)
+                + dt.timedelta(seconds=seconds, microseconds=722795))
 
 
 @dataclass
@@ -45,12 +62,22 @@ class Relationship:
 
     id: str
     display_name: str
-    customer_id: str
+    customer_id: str  # "" with customer "missing" or "null"
     customer_name: str
     status: str
     end: dt.datetime | None
     auto_extend: bool
     roles: tuple[str, ...] = field(default=COMMON_ROLES[:2])
+    # How Graph shows the customer: an object, no `customer` key, or `"customer": null`; the
+    # latter two only before the customer approves.
+    customer_field: str = "object"
+    # An indirect provider's tenant id: a resellerDelegatedAdminRelationship.
+    indirect_provider: str | None = None
+
+    @property
+    def grants_access(self) -> bool:
+        """What the exporter must count as covering a customer: active, with a customer."""
+        return self.status == "active" and bool(self.customer_id)
 
 
 def _rng(seed: str) -> random.Random:
@@ -72,8 +99,16 @@ def generate_customers(seed: str, today: dt.date, count: int | None = None) -> l
             since = rng.randint(31, 90)
         else:
             since = rng.randint(91, 2 * 365)
-        customers.append(Customer(established, today - dt.timedelta(days=min(since, age)),
-                                  id=customer_id(seed, len(customers)), name=customer_name(rng)))
+        last: dt.date | None = today - dt.timedelta(days=min(since, age))
+        # Some customers no partner ever signed in to: lastSignInDateTime is null.
+        if rng.random() < 0.06:
+            last = None
+        recent = last is not None and since <= 1
+        signins = rng.randint(1, 12) if recent else 0
+        global_admin = rng.randint(1, signins) if signins and rng.random() < 0.3 else 0
+        customers.append(Customer(established, last, id=customer_id(seed, len(customers)),
+                                  name=customer_name(rng), global_admin_signins=global_admin,
+                                  partner_signins=signins))
     return customers
 
 
@@ -95,7 +130,11 @@ def _grouped(days: list[dt.date]) -> list[dict[str, Any]]:
 
 
 def statistics_payload(tenant_id: str, customers: list[Customer], base_url: str) -> dict[str, Any]:
-    """The delegatedAdminStatistics document, shaped like Microsoft's documented example."""
+    """The delegatedAdminStatistics document, shaped like Microsoft's documented example.
+
+    Where no partner ever signed in, the customer counts as inactive since DAP was established:
+    the statistics page documents no null date (an assumption; the counts agree with the list).
+    """
     return {
         "@odata.context": f"{base_url}/CustomerServiceAdminApi/Web/v1/$metadata"
                           "#delegatedAdminStatistics/$entity",
@@ -103,24 +142,28 @@ def statistics_payload(tenant_id: str, customers: list[Customer], base_url: str)
         "partnerTenantId": tenant_id,
         "totalDapCustomerCount": len(customers),
         "establishedDapCount": _grouped([c.established for c in customers]),
-        "inactiveDapCount": _grouped([c.last_signin for c in customers]),
+        "inactiveDapCount": _grouped([c.last_signin or c.established for c in customers]),
     }
 
 
 def relationship(customer_id: str, customer_name: str, *, status: str = "active",
                  ends_in_days: float | None = 365.0, auto_extend: bool = False,
                  global_admin: bool = False, now: dt.datetime | None = None,
-                 name: str | None = None) -> Relationship:
+                 name: str | None = None, customer_field: str = "object",
+                 indirect_provider: str | None = None) -> Relationship:
     """One relationship, for tests and the generator: ends that many days from now."""
     start = now or dt.datetime.now(dt.UTC)
     end = None if ends_in_days is None else start + dt.timedelta(days=ends_in_days)
     roles = (GLOBAL_ADMIN_ROLE, *COMMON_ROLES[:1]) if global_admin else COMMON_ROLES[:2]
     rid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"gdap/{customer_id}/{name}/{status}/{ends_in_days}"))
+    hidden = customer_field != "object"
     # Graph's relationship ids are two GUIDs joined by a hyphen.
     return Relationship(id=f"{rid}-{uuid.uuid5(uuid.NAMESPACE_URL, rid)}",
-                        display_name=name or f"GDAP {customer_name}"[:50], customer_id=customer_id,
-                        customer_name=customer_name, status=status, end=end, auto_extend=auto_extend,
-                        roles=roles)
+                        display_name=name or f"GDAP {customer_name}"[:50],
+                        customer_id="" if hidden else customer_id,
+                        customer_name="" if hidden else customer_name, status=status, end=end,
+                        auto_extend=auto_extend, roles=roles, customer_field=customer_field,
+                        indirect_provider=indirect_provider)
 
 
 def generate_relationships(seed: str, dap: list[Customer], now: dt.datetime) -> tuple[
@@ -129,12 +172,15 @@ def generate_relationships(seed: str, dap: list[Customer], now: dt.datetime) -> 
 
     Returns the relationships and the customers that have GDAP only (no DAP), so that
     delegatedAdminCustomers can list them too. About a quarter of the DAP customers have no
-    relationship that grants access: some none at all, some only one awaiting approval or expired.
+    relationship that grants access: some none at all, some only one awaiting approval (often with
+    no customer named yet), expiring (past its end date), expired or terminated. Some of the active
+    relationships are reseller relationships, which Graph lists in the same collection.
     """
     rng = _rng("gdap/" + seed)
     relationships: list[Relationship] = []
     gdap_only = [Customer(now.date(), now.date(), id=customer_id("gdap-only/" + seed, i),
                           name=customer_name(rng)) for i in range(rng.randint(10, 40))]
+    provider = str(uuid.uuid5(uuid.NAMESPACE_URL, "indirect-provider/" + seed))
 
     def active(customer: Customer) -> None:
         roll = rng.random()
@@ -145,8 +191,8 @@ def generate_relationships(seed: str, dap: list[Customer], now: dt.datetime) -> 
         relationships.append(relationship(
             customer.id, customer.name, ends_in_days=ends, now=now, global_admin=global_admin,
             auto_extend=not global_admin and rng.random() < 0.5,
-            status="expiring" if ends < 30 and rng.random() < 0.3 else "active",
-            name=f"{customer.name} {'GA' if global_admin else 'support'}"))
+            name=f"{customer.name} {'GA' if global_admin else 'support'}",
+            indirect_provider=provider if rng.random() < 0.06 else None))
 
     for customer in dap:
         roll = rng.random()
@@ -157,9 +203,18 @@ def generate_relationships(seed: str, dap: list[Customer], now: dt.datetime) -> 
                                                   ends_in_days=-rng.uniform(1, 300), now=now,
                                                   name=f"{customer.name} old"))
         elif roll < 0.84:
-            relationships.append(relationship(customer.id, customer.name, now=now, ends_in_days=None,
-                                              status=rng.choice(("approvalPending", "created")),
-                                              name=f"{customer.name} pending"))
+            # Before the customer approves, Graph may name no customer: no key, or null.
+            status = rng.choice(("approvalPending", "created"))
+            relationships.append(relationship(
+                customer.id, customer.name, now=now, ends_in_days=None, status=status,
+                name=f"{customer.name} pending",
+                customer_field=rng.choice(("object", "missing", "null"))))
+        elif roll < 0.87:
+            # `expiring`: "the relationship has passed its expiration date" and is being removed.
+            # (now is noon today: over half a day back is in the past all day long.)
+            relationships.append(relationship(customer.id, customer.name, status="expiring",
+                                              ends_in_days=-rng.uniform(0.6, 2.5), now=now,
+                                              name=f"{customer.name} lapsing"))
         elif roll < 0.9:
             relationships.append(relationship(customer.id, customer.name, status="terminated",
                                               ends_in_days=-rng.uniform(1, 100), now=now,
@@ -169,24 +224,50 @@ def generate_relationships(seed: str, dap: list[Customer], now: dt.datetime) -> 
     return relationships, gdap_only
 
 
+def _graph_time(moment: dt.datetime) -> str:
+    # Graph writes seven fractional digits: 2022-04-20T06:11:11.7227953Z.
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+
 def relationship_json(r: Relationship) -> dict[str, Any]:
-    """A delegatedAdminRelationship as Graph v1.0 returns it."""
-    end = None if r.end is None else r.end.strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
-    return {
+    """A delegatedAdminRelationship as Graph v1.0 returns it.
+
+    https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship and, for reseller
+    relationships, .../resellerdelegatedadminrelationship.
+    """
+    body: dict[str, Any] = {
         "@odata.type": "#microsoft.graph.delegatedAdminRelationship",
         "id": r.id, "displayName": r.display_name, "duration": "P730D", "status": r.status,
         "autoExtendDuration": "P180D" if r.auto_extend else "PT0S",
         "createdDateTime": "2024-01-02T10:00:00Z", "lastModifiedDateTime": "2024-01-02T10:00:00Z",
         "activatedDateTime": None if r.status in ("approvalPending", "created") else "2024-01-03T10:00:00Z",
-        "endDateTime": end,
+        "endDateTime": None if r.end is None else _graph_time(r.end),
         "customer": {"tenantId": r.customer_id, "displayName": r.customer_name},
         "accessDetails": {"unifiedRoles": [{"roleDefinitionId": role} for role in r.roles]},
     }
+    if r.customer_field == "missing":
+        del body["customer"]
+    elif r.customer_field == "null":
+        body["customer"] = None
+    if r.indirect_provider is not None:
+        body["@odata.type"] = "#microsoft.graph.resellerDelegatedAdminRelationship"
+        body["indirectProviderTenantId"] = r.indirect_provider
+        body["isPartnerConsentPending"] = False
+    return body
 
 
 def dap_customer_json(customer: Customer, dap_enabled: bool) -> dict[str, Any]:
-    """An entry of Partner Center's delegatedAdminCustomers list."""
-    return {"customerTenantId": customer.id, "organizationDisplayName": customer.name,
+    """An entry of Partner Center's delegatedAdminCustomers list, every documented field.
+
+    https://learn.microsoft.com/partner-center/developer/list-delegated-admin-customers
+    """
+    last = customer.last_signin_at
+    return {"id": customer.id, "customerTenantId": customer.id,
+            "organizationDisplayName": customer.name,
+            "partnerAgentCount": min(customer.partner_signins, 3),
+            "partnerSignInCount": customer.partner_signins,
+            "globalAdminSignInCount": customer.global_admin_signins,
             "dapEnabled": dap_enabled,
-            "startDateTime": f"{customer.established.isoformat()}T00:00:00Z",
-            "lastSignInDateTime": f"{customer.last_signin.isoformat()}T00:00:00Z"}
+            "startDateTime": _graph_time(customer.dap_start_at),
+            "endDateTime": None,
+            "lastSignInDateTime": None if last is None else _graph_time(last)}

@@ -1,0 +1,178 @@
+"""The real clients against the simulator where it follows Microsoft's reference pages: paging,
+customer-less and reseller relationships, MFA enforcement, Admin Agents and the auth-code login."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from exporter.auth import TokenProvider, interactive_login
+from exporter.client import DapCustomersClient, DapStatisticsClient, GdapRelationshipsClient
+from exporter.config import Endpoints
+from exporter.model import PollError
+from exporter.simulator import Simulator
+from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, tenant
+from tests.e2e_helpers import exporter_command
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+@pytest.fixture
+def http(sim: Simulator) -> Iterator[httpx.Client]:
+    context = ssl.create_default_context(cafile=str(sim.certs.ca_file))
+    with httpx.Client(verify=context, timeout=5.0) as client:
+        yield client
+
+
+def sim_endpoints(sim: Simulator) -> Endpoints:
+    return endpoints(**sim.endpoints_config())
+
+
+def signed_in(sim: Simulator, http: httpx.Client, tmp_path: Path, *, mfa: bool = True) -> TokenProvider:
+    seed = sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test", mfa=mfa)
+    return TokenProvider(tenant(seed=seed, cache=tmp_path / "cache.json"), sim_endpoints(sim), http)
+
+
+def test_customer_list_is_read_whole_through_next_links_at_a_page_of_100(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Partner Center sends at most 100 a page here, below the $top of 300 we ask, with a nextLink:
+    every DAP customer of the 250 is read, with its last sign-in to the second and 0 skipped."""
+    client = DapCustomersClient("contoso", http, sim.dap_customers_url, signed_in(sim, http, tmp_path))
+    result = client.fetch()
+    simulated = sim.tenants[TENANT_ID].customers
+    assert len(result.customers) == len(simulated) == 250
+    assert result.skipped_entries == 0
+    assert sim.count("customers") >= 3
+    by_id = {c.id: c for c in result.customers}
+    for customer in simulated:
+        expected = customer.last_signin_at
+        got = by_id[customer.id].last_signin
+        assert (None if got is None else int(got)) == (
+            None if expected is None else int(expected.timestamp()))
+    assert any(c.last_signin_at is None for c in simulated), "the simulator has a never-signed-in customer"
+
+
+def test_customer_list_without_next_link_is_read_whole_by_skip(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Without nextLink, $skip by the entries received still reads every customer."""
+    sim.customers_next_link = False
+    client = DapCustomersClient("contoso", http, sim.dap_customers_url, signed_in(sim, http, tmp_path))
+    total = len(sim.tenants[TENANT_ID].customers) + len(sim.tenants[TENANT_ID].other_customers)
+    assert len(client.fetch().customers) == 250
+    assert sim.count("customers") == total // 100 + 2  # full pages, the short one, the empty one
+
+
+def test_generated_relationships_parse_whole_including_customer_less_and_reseller_ones(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Graph's shapes as the simulator sends them (no customer, null customer, reseller type,
+    expiring past its end date) all parse: nothing skipped, statuses counted as simulated, and
+    coverage is what the simulator's oracle says."""
+    relationships = sim.tenants[TENANT_ID].relationships
+    assert {r.customer_field for r in relationships} == {"object", "missing", "null"}
+    assert any(r.indirect_provider for r in relationships)
+    now = dt.datetime.now(dt.UTC)
+    assert all(r.end is not None and r.end < now for r in relationships if r.status == "expiring")
+    tokens = signed_in(sim, http, tmp_path).for_scope(GRAPH_SCOPE)
+    result = GdapRelationshipsClient("contoso", http, sim.graph_url, tokens).fetch()
+    assert result.skipped_entries == 0
+    counts = result.by_status()
+    for status in {r.status for r in relationships}:
+        assert counts[status] == sum(1 for r in relationships if r.status == status)
+    covered = result.customers_with_access()
+    assert {c.id for c in sim.tenants[TENANT_ID].customers if c.id not in covered} == {
+        c.id for c in sim.tenants[TENANT_ID].without_gdap()}
+
+
+def test_graph_shows_a_user_outside_admin_agents_an_empty_list_but_app_only_sees_all(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Graph answers the delegated call with 200 and no relationships when the user is not in
+    Admin Agents (microsoft-graph-docs-contrib issue 8921); the exporter reads that as an empty
+    list, not an error."""
+    sim.tenants[TENANT_ID].users_in_admin_agents = False
+    tokens = signed_in(sim, http, tmp_path).for_scope(GRAPH_SCOPE)
+    assert GdapRelationshipsClient("contoso", http, sim.graph_url, tokens).fetch().relationships == ()
+
+
+def test_partner_center_refuses_a_token_without_mfa_with_900421(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """A token from a sign-in without MFA gets Partner Center's 401 with code 900421: reason auth,
+    the MFA message, and one request (no forced refresh)."""
+    client = DapStatisticsClient("contoso", http, sim.dap_statistics_url,
+                                 signed_in(sim, http, tmp_path, mfa=False))
+    with pytest.raises(PollError) as caught:
+        client.fetch()
+    assert caught.value.reason == "auth"
+    assert "lacks MFA" in caught.value.message
+    assert "[900421:" in caught.value.message
+    assert (sim.count("api", 401), sim.count("token")) == (1, 1)
+
+
+def browser(http: httpx.Client, printed: str) -> str:
+    """What the admin's browser does: open the printed URL, sign in, end up at the redirect URI."""
+    url = re.search(r"https://\S+/oauth2/v2\.0/authorize\?\S+", printed)
+    assert url is not None, printed
+    response = http.get(url.group(0), follow_redirects=False)
+    assert response.status_code == 302
+    return response.headers["location"]
+
+
+def test_auth_code_login_with_a_pasted_redirect_url_fills_the_cache(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """--flow=auth-code: PKCE authorization code flow; the pasted redirect URL is redeemed and the
+    cache then serves Partner Center tokens, which pass MFA enforcement."""
+    out = io.StringIO()
+    cache = tmp_path / "cache.json"
+    user = interactive_login(tenant(cache=cache), sim_endpoints(sim), http, config_path="c.yml", out=out,
+                             flow="auth-code", read_line=lambda: browser(http, out.getvalue()))
+    assert user.startswith("admin@")
+    assert sim.count("devicecode") == 0
+    provider = TokenProvider(tenant(cache=cache), sim_endpoints(sim), http)
+    client = DapStatisticsClient("contoso", http, sim.dap_statistics_url, provider)
+    assert client.fetch().total_customers == 250
+
+
+def test_auth_code_login_refuses_text_that_is_not_the_redirect_url(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Pasting something else gives a one-line error that says what to paste."""
+    from exporter.auth import LoginError
+
+    with pytest.raises(LoginError) as caught:
+        interactive_login(tenant(cache=tmp_path / "c.json"), sim_endpoints(sim), http, config_path="c.yml",
+                          out=io.StringIO(), flow="auth-code", read_line=lambda: "hello")
+    assert "code= and state=" in str(caught.value)
+
+
+def test_login_command_with_auth_code_flow_over_a_real_terminal_pipe(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """`partnercenter-exporter login --flow=auth-code` prints the URL, reads the pasted redirect URL
+    from standard input and writes the token cache."""
+    cache = tmp_path / "cache.json"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"endpoints": sim.endpoints_config(), "tenants": [{
+        "name": "contoso", "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
+        "auth": {"token_cache_file": str(cache)}}]}))
+    process = subprocess.Popen(
+        exporter_command("login", f"--config.file={config}", "--tenant=contoso", "--flow=auth-code"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdin is not None
+    printed = ""
+    while "paste it here" not in printed:
+        line = process.stdout.readline()
+        assert line, "login ended before asking for the redirect URL"
+        printed += line
+    process.stdin.write(browser(http, printed) + "\n")
+    process.stdin.flush()
+    rest, errors = process.communicate(timeout=30)
+    assert process.returncode == 0, errors
+    assert "Signed in as admin@" in rest
+    assert cache.exists()
