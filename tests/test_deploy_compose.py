@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from exporter import __version__
+from exporter.demo import DEMO_TENANTS
 from tests.conftest import require_binary
 from tests.deploy_helpers import ContainerFiles, flag_value
 from tests.e2e_helpers import ROOT, ExporterProcess, http_get, run_exporter
@@ -249,6 +250,7 @@ def test_demo_service_command_serves_metrics(tmp_path: Path) -> None:
         exporter.wait_ready(timeout=30)
         status, body = http_get(exporter.url + "/metrics")
         assert status == 200
-        assert len(re.findall(r'^partnercenter_dap_customers\{tenant="', body.decode(), re.M)) == 3
+        tenants = re.findall(r'^partnercenter_dap_customers\{tenant="', body.decode(), re.M)
+        assert len(tenants) == len(DEMO_TENANTS)
     finally:
         exporter.kill()

@@ -18,7 +18,8 @@ from exporter.client import (
     parse_dap_customer,
     parse_relationship,
 )
-from exporter.model import GLOBAL_ADMIN_ROLE, PollError
+from exporter.model import GLOBAL_ADMIN_ROLE, DapCustomers, PollError
+from exporter.poller import Poller
 from tests.test_client import FakeTokens
 
 GRAPH = "https://graph.test.invalid"
@@ -391,3 +392,26 @@ def test_partner_center_error_code_and_description_appear_short_and_on_one_line(
     assert "\n" not in message
     assert "\r" not in message
     assert len(message) < 300
+
+
+@respx.mock
+def test_a_server_that_starts_ignoring_skip_keeps_the_last_good_customer_list() -> None:
+    """Polled through the poller: after a good poll, a server ignoring $skip fails the next poll as
+    invalid_response within a few requests, and the customers of the good poll stay published."""
+    everyone = [customer(i) for i in range(150)]
+    ignore_skip = False
+
+    def page(request: httpx.Request) -> httpx.Response:
+        skip = 0 if ignore_skip else int(request.url.params.get("$skip", "0"))
+        return httpx.Response(200, json={"value": everyone[skip:skip + 100]})
+
+    route = respx.get(CUSTOMERS).mock(side_effect=page)
+    poller = Poller([customers_client()], interval=900, concurrency=1, on_snapshot=lambda s: None)
+    good = poller.poll_all_once().tenants[0].stats
+    assert isinstance(good, DapCustomers)
+    assert len(good.customers) == 150
+    ignore_skip, before = True, route.call_count
+    view = poller.poll_all_once().tenants[0]
+    assert (view.last_poll_success, view.last_error_reason) == (False, "invalid_response")
+    assert view.stats is good
+    assert route.call_count - before <= 10

@@ -19,7 +19,7 @@ import pytest
 
 from exporter.collector import Publisher
 from exporter.logs import Redactor
-from exporter.model import DapStatistics, Snapshot, TenantSnapshot
+from exporter.model import DapStatistics, GdapRelationship, GdapRelationships, Snapshot, TenantSnapshot
 from exporter.server import ExporterServer, landing_page, parse_listen_address
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig
@@ -160,6 +160,20 @@ def test_landing_page_shows_state_escaped_and_redacted() -> None:
     assert "&lt;script&gt;" in page
     assert "super-secret-value" not in page
     assert 'href="/metrics"' in page
+
+
+def test_landing_page_says_when_graph_shows_no_gdap_relationship() -> None:
+    """An empty GDAP list gets a note naming the Admin Agents group, as Graph answers a user outside
+    it with an empty list (microsoft-graph-docs-contrib issue 8921); a non-empty one does not."""
+    def page(relationships: tuple[GdapRelationship, ...]) -> str:
+        view = TenantSnapshot(name="contoso", collector="gdap_relationships", attempted=True,
+                              last_poll_success=True, stats=GdapRelationships(relationships, fetched_at=0))
+        return landing_page(Snapshot((view,)), now=time.time(), thresholds=(90,)).decode()
+
+    assert "no GDAP relationships visible" in page(())
+    assert "Admin Agents" in page(())
+    one = GdapRelationship("r", "r", "c", "C", "active", None, auto_extend=False, global_admin=False)
+    assert "Admin Agents" not in page((one,))
 
 
 def test_basic_auth_protects_metrics_but_not_probes(publisher: Publisher) -> None:
