@@ -30,6 +30,7 @@ from exporter.model import (
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CACHED = "Cached from the last successful poll."
+_PER_CUSTOMER = ["tenant", "customer_tenant_id", "customer_name"]
 
 
 def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
@@ -155,21 +156,21 @@ def migration_families() -> list[GaugeMetricFamily]:
         GaugeMetricFamily(
             "partnercenter_dap_customer_without_gdap_info",
             f"1 for each customer with DAP and no active GDAP relationship. {_CACHED}",
-            labels=["tenant", "customer_tenant_id", "customer_name"]),
+            labels=_PER_CUSTOMER),
         GaugeMetricFamily(
             "partnercenter_dap_customer_last_signin_timestamp_seconds",
             "Unix time of the last partner sign-in to a customer with DAP (lastSignInDateTime); 0 when "
             f"no partner ever signed in. {_CACHED}",
-            labels=["tenant", "customer_tenant_id", "customer_name"]),
+            labels=_PER_CUSTOMER),
         GaugeMetricFamily(
             "partnercenter_dap_customer_start_timestamp_seconds",
             f"Unix time at which the customer's DAP relationship was established (startDateTime). {_CACHED}",
-            labels=["tenant", "customer_tenant_id", "customer_name"]),
+            labels=_PER_CUSTOMER),
         GaugeMetricFamily(
             "partnercenter_dap_customer_global_admin_signins",
             "Partner sign-ins with the Global Administrator role to a customer with DAP in the last "
             f"day (globalAdminSignInCount). {_CACHED}",
-            labels=["tenant", "customer_tenant_id", "customer_name"]),
+            labels=_PER_CUSTOMER),
         GaugeMetricFamily(
             "partnercenter_dap_customers_inactive",
             "Customers with DAP and no partner sign-in for more than threshold_days days before the "

@@ -193,7 +193,7 @@ TIMES = st.none() | st.floats(0, 4e9, allow_nan=False)
 STAMPS = st.floats(0, 4e9, allow_nan=False)
 LABEL_TEXT = st.text(st.sampled_from('ab-_."\\\n é{}='), max_size=12)
 RELATIONSHIPS = st.builds(
-    GdapRelationship, id=LABEL_TEXT, display_name=LABEL_TEXT, customer_id=st.sampled_from("abcdef"),
+    GdapRelationship, id=LABEL_TEXT, display_name=LABEL_TEXT, customer_id=st.sampled_from(["", *"abcdef"]),
     customer_name=LABEL_TEXT, status=st.sampled_from(GDAP_STATUSES), end_time=TIMES,
     auto_extend=st.booleans(), global_admin=st.booleans())
 COLLECTOR_DATA = st.one_of(
@@ -203,7 +203,9 @@ COLLECTOR_DATA = st.one_of(
     st.tuples(st.just("gdap_relationships"), st.none() | st.builds(
         GdapRelationships, st.lists(RELATIONSHIPS, max_size=8).map(tuple), fetched_at=STAMPS)),
     st.tuples(st.just("dap_customers"), st.none() | st.builds(
-        DapCustomers, st.lists(st.builds(DapCustomer, id=st.sampled_from("abcdef"), name=LABEL_TEXT),
+        DapCustomers, st.lists(st.builds(DapCustomer, id=st.sampled_from("abcdef"), name=LABEL_TEXT,
+                                         last_signin=TIMES, start_time=TIMES,
+                                         global_admin_signins=COUNTS),
                                max_size=6, unique_by=lambda c: c.id).map(tuple))))
 TENANTS = st.builds(
     lambda name, data, **fields: TenantSnapshot(name=name, collector=data[0], stats=data[1], **fields),

@@ -74,6 +74,9 @@ def test_secrets_never_leak(sim: Simulator, tmp_path: Path) -> None:
     sim.inject(Fault("token", status=400, body={"error": "invalid_grant",
                                                  "error_description": f"AADSTS50126: echo {PASSWORD}",
                                                  "error_codes": [50126]}))
+    # Partner Center's error description is named in messages: one that echoes a secret is redacted.
+    sim.inject(Fault("api", status=400, body={"code": 400, "description": f"bad request {CLIENT_SECRET}",
+                                              "data": [], "source": "PartnerCenter"}))
     for i in range(3):
         once = run_exporter("--config.file", str(config), "--once", "--log.level=debug")
         outputs[f"--once #{i} stdout"] = once.stdout
@@ -88,6 +91,7 @@ def test_secrets_never_leak(sim: Simulator, tmp_path: Path) -> None:
     outputs["--config.check (bad)"] = bad_check.stdout + bad_check.stderr
 
     assert len(sim.issued_tokens()) >= 4
+    assert any("bad request [REDACTED]" in text for text in outputs.values()), "the echo was shown"
     assert_no_leak([CLIENT_SECRET, PASSWORD, *sim.issued_tokens()], outputs)
 
 
