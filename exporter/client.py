@@ -410,10 +410,10 @@ class DapCustomersClient(ApiClient):
         seen: set[str] = set()
         skipped: list[str] = []
         received = 0
-        url: str | None = self._url
+        url = self._url
         params: dict[str, str] | None = {"$top": str(PAGE_SIZE)}
         for _ in range(MAX_PAGES):
-            payload = self._get_json(url or self._url, params)
+            payload = self._get_json(url, params)
             items = _page_items(payload, self.resource)
             if not items:
                 break
