@@ -297,7 +297,8 @@ def partner_center_error(response: httpx.Response) -> tuple[str, str]:
 
 
 def _one_line(text: str, limit: int) -> str:
-    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    # Cut first: a huge upstream description costs no more than a short one.
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text[: limit * 2]).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -347,6 +348,10 @@ def _text(entry: dict[str, Any], *keys: str) -> str | None:
     return None
 
 
+# Counts from upstream are exported as floats: larger ones would not be exact (or not render at all).
+MAX_COUNT = 2**53
+
+
 def parse_time(value: Any) -> float | None:
     """Unix time of an ISO 8601 timestamp (Partner Center sends 7 fractional digits); None if absent.
 
@@ -390,7 +395,8 @@ def parse_dap_customer(entry: Any, where: str, skipped: list[str]) -> DapCustome
     name = _text(entry, "organizationDisplayName", "displayName", "companyName") or customer_id
     return DapCustomer(id=customer_id.lower(), name=name, last_signin=times["lastSignInDateTime"],
                        start_time=times["startDateTime"],
-                       global_admin_signins=signins if type(signins) is int and signins >= 0 else 0)
+                       global_admin_signins=signins if type(signins) is int and 0 <= signins < MAX_COUNT
+                       else 0)
 
 
 class DapCustomersClient(ApiClient):

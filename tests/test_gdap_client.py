@@ -286,6 +286,9 @@ def test_dap_customer_activity_fields_are_parsed_to_the_second() -> None:
                                                         tzinfo=dt.UTC).timestamp())
     assert seen.global_admin_signins == 3
     assert (never.last_signin, empty.last_signin) == (None, None)
+    huge = parse_dap_customer(customer(5, globalAdminSignInCount=10**400), "v", skipped)
+    assert huge is not None
+    assert huge.global_admin_signins == 0
     assert parse_dap_customer(customer(4, lastSignInDateTime="yesterday"), "value[4]", skipped) is None
     assert [s.split(":")[0] for s in skipped] == ["value[4].lastSignInDateTime"]
 
