@@ -99,7 +99,7 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
                 inactive.add_metric([name, day.isoformat(), str(bucket)], count)
             for threshold in thresholds:
                 over.add_metric([name, str(threshold)], stats.inactive_over(threshold, today))
-        add_migration(migration, name, views, today=today, thresholds=thresholds)
+        add_migration(migration, name, views, buckets=buckets, thresholds=thresholds)
         for view in views:
             where = [name, view.collector]
             success.add_metric(where, 1 if view.last_poll_success else 0)
@@ -180,7 +180,7 @@ def migration_families() -> list[GaugeMetricFamily]:
 
 
 def add_migration(families: Sequence[GaugeMetricFamily], name: str, views: Sequence[TenantSnapshot],
-                  *, today: dt.date, thresholds: Sequence[int]) -> None:
+                  *, buckets: ThresholdBuckets, thresholds: Sequence[int]) -> None:
     """Add one tenant's GDAP and DAP-customer samples; the join needs both collectors' data."""
     (by_status, end_time, expiring, global_admin, gdap_customers, dap_enabled, without_count,
      without, last_signin, start, ga_signins, inactive) = families
@@ -211,8 +211,8 @@ def add_migration(families: Sequence[GaugeMetricFamily], name: str, views: Seque
             without_count.add_metric([name], len(missing))
             for customer in missing:
                 without.add_metric([name, customer.id, customer.name], 1)
-            for threshold in thresholds:
-                covered, uncovered = dap.inactive_by_coverage(gdap, threshold, today)
+            for threshold, (covered, uncovered) in dap.inactive_by_coverage(gdap, buckets,
+                                                                            thresholds).items():
                 inactive.add_metric([name, str(threshold), "true"], covered)
                 inactive.add_metric([name, str(threshold), "false"], uncovered)
 
@@ -307,7 +307,7 @@ def _tenant_lines(name: str, views: Sequence[TenantSnapshot], *, today: dt.date,
     migration = _NO_MIGRATION
     if any(isinstance(view.stats, (GdapRelationships, DapCustomers)) for view in views):
         families = migration_families()
-        add_migration(families, name, views, today=today, thresholds=thresholds)
+        add_migration(families, name, views, buckets=buckets, thresholds=thresholds)
         migration = tuple(map(_family_lines, families))
     health = [_health_lines(view, t, poll_interval) for view in views]
     return tuple(text.encode() for text in (

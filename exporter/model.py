@@ -161,14 +161,13 @@ class DapCustomer:
     start_time: float | None = None  # startDateTime: when the DAP relationship was established
     global_admin_signins: int = 0  # globalAdminSignInCount: partner Global Admin sign-ins, last day
 
-    def inactive_over(self, threshold_days: int, today: dt.date) -> bool:
-        """No partner sign-in for more than threshold_days days before today.
-
-        A customer no partner ever signed in to counts once its DAP relationship is older than
-        that (or of unknown age): Microsoft removes DAP without a sign-in in 90 days.
-        """
+    @property
+    def activity_day(self) -> dt.date | None:
+        """The UTC date inactivity counts from: the last partner sign-in or, when no partner ever
+        signed in, the DAP start (Microsoft removes DAP without a sign-in in 90 days); None if
+        neither is known."""
         since = self.last_signin if self.last_signin is not None else self.start_time
-        return since is None or is_past(utc_date(since), threshold_days, today)
+        return None if since is None else utc_date(since)
 
 
 @dataclass(frozen=True)
@@ -182,12 +181,23 @@ class DapCustomers:
         covered = gdap.customers_with_access()
         return [c for c in self.customers if c.id not in covered]
 
-    def inactive_by_coverage(self, gdap: GdapRelationships, threshold_days: int,
-                             today: dt.date) -> tuple[int, int]:
-        """DAP customers inactive over threshold_days: (with active GDAP, without)."""
+    def inactive_by_coverage(self, gdap: GdapRelationships, buckets: ThresholdBuckets,
+                             thresholds: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Per threshold, DAP customers inactive over it: (with active GDAP, without).
+
+        One pass: each customer's largest threshold passed comes from `buckets`, as for the
+        statistics' dates; a customer of unknown age is past every threshold.
+        """
         covered = gdap.customers_with_access()
-        inactive = [c.id in covered for c in self.customers if c.inactive_over(threshold_days, today)]
-        return sum(inactive), len(inactive) - sum(inactive)
+        top = max(thresholds, default=0)
+        per_bucket: dict[tuple[int, bool], int] = {}
+        for customer in self.customers:
+            day = customer.activity_day
+            key = (top if day is None else buckets(day), customer.id in covered)
+            per_bucket[key] = per_bucket.get(key, 0) + 1
+        return {t: (sum(n for (b, cov), n in per_bucket.items() if cov and b >= t > 0),
+                    sum(n for (b, cov), n in per_bucket.items() if not cov and b >= t > 0))
+                for t in thresholds}
 
 
 CollectorData: TypeAlias = DapStatistics | GdapRelationships | DapCustomers

@@ -23,6 +23,7 @@ from exporter.model import (
     GdapRelationships,
     Snapshot,
     TenantSnapshot,
+    ThresholdBuckets,
 )
 from tests.conftest import require_binary
 
@@ -326,9 +327,13 @@ def test_inactive_dap_customers_are_split_by_gdap_coverage_per_threshold() -> No
 
 
 def test_a_dap_customer_never_signed_in_counts_as_inactive_once_its_dap_is_older() -> None:
-    """No sign-in ever, with DAP established 40 days ago: inactive over 30 days, not over 90."""
-    young = DapCustomer("id-y", "y", None, NOW - 40 * DAY)
-    assert (young.inactive_over(30, TODAY), young.inactive_over(90, TODAY)) == (True, False)
+    """No sign-in ever, with DAP established 40 days ago: inactive over 30 days, not over 90; with
+    neither a sign-in nor a start date, inactive over every threshold."""
+    customers = DapCustomers((DapCustomer("id-y", "y", None, NOW - 40 * DAY),
+                              DapCustomer("id-z", "z", None, None)))
+    counts = customers.inactive_by_coverage(GdapRelationships((), fetched_at=NOW),
+                                            ThresholdBuckets((30, 90), TODAY), (30, 90))
+    assert counts == {30: (0, 2), 90: (0, 1)}
 
 
 def test_no_join_before_the_gdap_collector_has_data() -> None:
