@@ -25,6 +25,7 @@ from exporter.model import (
     GdapRelationship,
     GdapRelationships,
     PollError,
+    clean_text,
     utc_date,
 )
 
@@ -298,6 +299,7 @@ def partner_center_error(response: httpx.Response) -> tuple[str, str]:
 
 def _one_line(text: str, limit: int) -> str:
     # Cut first: a huge upstream description costs no more than a short one.
+    # Lone surrogates are not printable, so they go too.
     flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text[: limit * 2]).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
@@ -341,10 +343,11 @@ def _page_items(payload: Any, what: str) -> list[Any]:
 
 
 def _text(entry: dict[str, Any], *keys: str) -> str | None:
+    """The first non-blank string among keys, cleaned here so no later step can fail on it."""
     for key in keys:
         value = entry.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()
+            return clean_text(value.strip())
     return None
 
 

@@ -17,6 +17,7 @@ from prometheus_client.utils import floatToGoString as _go_float
 from exporter import __version__
 from exporter.model import (
     EXPIRY_WINDOWS_DAYS,
+    INTERNAL_STAGES,
     REASONS,
     DapCustomers,
     DapStatistics,
@@ -82,6 +83,12 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
     expiry = GaugeMetricFamily(
         "partnercenter_exporter_token_expiry_timestamp_seconds",
         "Unix time at which the access token in use expires.", labels=["tenant", "collector"])
+    internal = CounterMetricFamily(
+        "partnercenter_exporter_internal_errors",
+        "Unexpected errors in the exporter itself (a bug) by poll-loop stage; the loop goes on with the "
+        "last good data.", labels=["stage"])
+    for stage in INTERNAL_STAGES:
+        internal.add_metric([stage], snapshot.internal_errors.get(stage, 0))
     build = GaugeMetricFamily(
         "partnercenter_exporter_build_info", "Build information; always 1.", labels=["version"])
     build.add_metric([version], 1)
@@ -117,7 +124,7 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
             if view.token_expires_at is not None:
                 expiry.add_metric(where, view.token_expires_at)
     return [customers, established, inactive, over, *migration, success, last_success, duration,
-            interval, last_error, errors, requests, skipped, expiry, build]
+            interval, last_error, errors, requests, skipped, expiry, internal, build]
 
 
 def migration_families() -> list[GaugeMetricFamily]:
@@ -371,9 +378,13 @@ class Renderer:
             per_tenant.append(lines)
         self._kept = kept
         pieces: list[bytes] = []
-        for index, header in enumerate(_HEADERS[:-1]):
+        for index, header in enumerate(_HEADERS[:-2]):
             pieces.append(header)
             pieces.extend(lines[index] for lines in per_tenant)
+        pieces.append(_HEADERS[-2])
+        pieces.append("".join(f'partnercenter_exporter_internal_errors_total{{stage="{stage}"}} '
+                              f"{_count_text(snapshot.internal_errors.get(stage, 0))}\n"
+                              for stage in INTERNAL_STAGES).encode())
         pieces.append(_HEADERS[-1])
         pieces.append(self._build)
         return [piece for piece in pieces if piece]

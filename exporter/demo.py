@@ -16,6 +16,7 @@ from exporter.cli import add_log_flags, load_configs, serve, stop_on_signals
 from exporter.logs import setup_logging
 from exporter.server import DEFAULT_PORT, ExporterServer
 from exporter.simulator import Simulator
+from exporter.simulator.data import with_hostile_names
 
 DEMO_CLIENT_ID = "5b0c7e4a-1f9e-4c55-9d5e-3a1c2b7d8e90"
 # An app-only registration for Graph, as a partner may keep one apart from the SAM app.
@@ -44,7 +45,8 @@ def write_demo_config(sim: Simulator, workdir: Path) -> Path:
     graph_secret_file.write_text(graph_secret)
     tenants = []
     for name, tenant_id in DEMO_TENANTS.items():
-        sim.add_tenant(tenant_id, customers=60 if name == DEMO_OUTSIDE_ADMIN_AGENTS else None)
+        sim_tenant = sim.add_tenant(tenant_id, customers=60 if name == DEMO_OUTSIDE_ADMIN_AGENTS else None)
+        sim_tenant.customers = with_hostile_names(sim_tenant.customers, sim_tenant.relationships)
         sim.tenants[tenant_id].users_in_admin_agents = name != DEMO_OUTSIDE_ADMIN_AGENTS
         seed = workdir / f"{name}.refresh-token"
         seed.touch(mode=0o600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -17,10 +18,25 @@ RETRYABLE_REASONS: frozenset[Reason] = frozenset(
     {"throttled", "timeout", "connection", "server_error", "invalid_response"})
 
 
+# Where in the poll loop an unexpected error (a bug) can happen; each is counted, none ends the loop.
+INTERNAL_STAGES = ("poll", "publish", "tick", "loop")
+
+# JSON may carry a lone surrogate (`"\\ud800"`): valid JSON, a valid Python str, but not encodable
+# as UTF-8, so it would break every render, log line or page it reached. A surrogate left in a
+# str after json.loads is always a lone one (pairs are joined into one code point).
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Upstream text made safe to encode: each lone surrogate becomes U+FFFD."""
+    return text if text.isascii() else _SURROGATES.sub("\ufffd", text)
+
+
 class PollError(Exception):
     """A failed poll: a short reason for metrics and a one-line, secret-free message for people."""
 
     def __init__(self, reason: Reason, message: str, *, retry_after: float | None = None) -> None:
+        message = clean_text(message)  # it may quote upstream text; it goes to logs and pages
         super().__init__(message)
         self.reason: Reason = reason
         self.message = message
@@ -236,6 +252,8 @@ class Snapshot:
     """One view per configured (tenant, collector)."""
 
     tenants: tuple[TenantSnapshot, ...] = ()
+    # Unexpected errors in the exporter itself (a bug), by the poll-loop stage they happened in.
+    internal_errors: Mapping[str, int] = field(default_factory=dict)
 
     def by_tenant(self) -> list[tuple[str, tuple[TenantSnapshot, ...]]]:
         """Each tenant's views, tenants by name and each tenant's collectors in COLLECTORS order."""

@@ -28,6 +28,10 @@ log = logging.getLogger("exporter.poller")
 
 # How far the regular interval is spread so tenants and replicas do not poll in lockstep.
 INTERVAL_JITTER = 0.03
+# The loop wakes at least this often, so a watchdog can tell a live loop from a dead or stuck one.
+HEARTBEAT = 30.0
+# After an unexpected error in the loop itself, wait this long rather than spin on it.
+_LOOP_ERROR_PAUSE = 1.0
 
 
 class Source(Protocol):
@@ -94,26 +98,59 @@ class Poller:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._dirty = False
+        # Unexpected errors outside a fetch (render, publish, bookkeeping), by stage: a bug, counted
+        # and logged, never the end of the loop.
+        self._internal_errors: dict[str, int] = {}
+        self._traced: set[str] = set()
         now = monotonic()
+        self._heartbeat = now
+        self._fetching: set[int] = set()  # id() of each source being polled
         self._states = [_TenantState(source=s, view=_first_view(s), next_due=now,
                                      regular_next=now) for s in sources]
 
     def reconfigure(self, sources: Sequence[Source], *, interval: float, concurrency: int) -> None:
-        """Poll these sources from now on; a source polled before keeps its state and schedule."""
+        """Poll these sources from now on; a source polled before keeps its state and schedule.
+
+        A source rebuilt for the same tenant and collector (new credentials, timeout or endpoints)
+        takes over the old one's data and schedule: a reload never polls earlier than planned,
+        which would get around the interval and Partner Center's throttling. Only one that never
+        succeeded is polled at once.
+        """
         now = self._monotonic()
         with self._lock:
             known = {id(state.source): state for state in self._states}
-            self._states = [known.get(id(source)) or _TenantState(
-                source=source, view=_first_view(source), next_due=now, regular_next=now)
-                for source in sources]
+            by_key = {(state.source.name, state.source.collector): state for state in self._states}
+            states = []
+            for source in sources:
+                state = known.get(id(source))
+                old = by_key.get((source.name, source.collector))
+                if state is None and old is not None:
+                    succeeded = old.view.last_success_time is not None
+                    # A poll still running on the old source is this cycle's: wait for the next.
+                    due = (old.regular_next if old.running else old.next_due) if succeeded else now
+                    state = _TenantState(source=source, view=old.view, next_due=due,
+                                         regular_next=old.regular_next, failures=old.failures)
+                states.append(state or _TenantState(source=source, view=_first_view(source),
+                                                    next_due=now, regular_next=now))
+            self._states = states
             self._interval = interval
             self._concurrency = concurrency
             self._dirty = True
         self._wake.set()
 
+    def busy(self, source: Source) -> bool:
+        """True while a poll of this source runs, even one dropped by reconfigure."""
+        with self._lock:
+            return id(source) in self._fetching
+
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(tuple(state.view for state in self._states))
+            return Snapshot(tuple(state.view for state in self._states),
+                            internal_errors=dict(self._internal_errors))
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the loop last woke; it wakes at least every HEARTBEAT seconds."""
+        return self._monotonic() - self._heartbeat
 
     def step(self) -> float:
         """Start the polls that are due, publish what changed; return seconds until next due."""
@@ -125,6 +162,7 @@ class Poller:
             starting = due[:max(0, self._concurrency - running)]
             for state in starting:
                 state.running = True
+                self._fetching.add(id(state.source))
         for state in starting:
             self._spawn(lambda state=state: self._poll(state))  # type: ignore[misc]
         publish_wait = self._publish_if_dirty()
@@ -138,13 +176,22 @@ class Poller:
         return min(max(0.0, soonest - now), publish_wait)
 
     def run(self) -> None:
-        """Poll until stop(); each tenant starts at once, then every interval."""
+        """Poll until stop(); each tenant starts at once, then every interval. Nothing ends it early:
+        an unexpected error is counted and logged, and the loop goes on with the last good data."""
         while not self._stopped.is_set():
-            timeout = min(self.step(), self._seconds_to_utc_midnight())
+            self._heartbeat = self._monotonic()
+            try:
+                timeout = min(self.step(), self._seconds_to_utc_midnight(), HEARTBEAT)
+            except Exception:
+                self.internal_error("loop")
+                timeout = _LOOP_ERROR_PAUSE
             self._wake.wait(timeout)
             self._wake.clear()
             if self._on_tick is not None:
-                self._on_tick()
+                try:
+                    self._on_tick()
+                except Exception:
+                    self.internal_error("tick")
 
     def stop(self) -> None:
         self._stopped.set()
@@ -161,6 +208,7 @@ class Poller:
 
         for state in self._states:
             state.running = True
+            self._fetching.add(id(state.source))
             thread = threading.Thread(target=poll, args=(state,), daemon=True)
             thread.start()
             threads.append(thread)
@@ -180,8 +228,22 @@ class Poller:
                 return wait
             self._dirty = False
             self._last_publish = now
-        self._on_snapshot(self.snapshot())
+        try:
+            self._on_snapshot(self.snapshot())
+        except Exception:
+            # The last good exposition stays in place; the next poll publishes again.
+            self.internal_error("publish")
         return float("inf")
+
+    def internal_error(self, stage: str) -> None:
+        """Count an unexpected error (call from an except block); the first of a stage is traced."""
+        with self._lock:
+            self._internal_errors[stage] = self._internal_errors.get(stage, 0) + 1
+            first = stage not in self._traced
+            self._traced.add(stage)
+            self._dirty = True
+        log.error("unexpected error in the poll loop; it goes on with the last good data; this is a "
+                  "bug, please report it", exc_info=first, extra={"stage": stage})
 
     def _seconds_to_utc_midnight(self) -> float:
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
@@ -209,15 +271,20 @@ class Poller:
             error = PollError("invalid_response", f"unexpected {type(err).__name__} while polling; "
                                                   f"this is a bug, please report it")
         finished = self._monotonic()
-        with self._lock:
-            first = not state.view.attempted
-            was_failing = state.view.attempted and not state.view.last_poll_success
-            state.view = self._next_view(state, stats, error, finished - started)
-            state.next_due = self._schedule(state, error, finished)
-            state.running = False
-            self._dirty = True
-        self._log_outcome(source, error, first or was_failing, finished - started, stats)
-        self._wake.set()
+        try:
+            with self._lock:
+                first = not state.view.attempted
+                was_failing = state.view.attempted and not state.view.last_poll_success
+                # Whatever goes wrong below, the source is polled again at its regular time.
+                state.running, state.next_due, self._dirty = False, max(state.regular_next, finished), True
+                self._fetching.discard(id(source))
+                state.view = self._next_view(state, stats, error, finished - started)
+                state.next_due = self._schedule(state, error, finished)
+            self._log_outcome(source, error, first or was_failing, finished - started, stats)
+        except Exception:
+            self.internal_error("poll")
+        finally:
+            self._wake.set()
 
     def _next_view(self, state: _TenantState, stats: CollectorData | None,
                    error: PollError | None, duration: float) -> TenantSnapshot:

@@ -225,8 +225,17 @@ def test_demo_serves_metrics_for_four_tenants(tmp_path: Path) -> None:
         assert metric(body, 'partnercenter_gdap_relationships{status="active",tenant="tailspin"}') == 0
         assert metric(body, 'partnercenter_dap_customers_without_gdap{tenant="tailspin"}') == \
             metric(body, 'partnercenter_dap_enabled_customers{tenant="tailspin"}') == 60
+        # The demo's hostile names (HOSTILE_NAMES) arrive cleaned and escaped, and the page shows.
+        assert 'customer_name="Broken \ufffd Surrogate BV"' in body
+        assert 'customer_name="Line\\nBreak Inc"' in body
+        assert 'customer_name="Quote \\" Backslash \\\\ Ltd"' in body
+        assert http_get(url.removesuffix("metrics"))[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        assert "Traceback" not in log
+        assert "level=error" not in log
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -71,7 +71,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
                 elif all(a.get("exp_labels") and a.get("exp_annotations") for a in expected):
                     firing.add(check["alertname"])
     alerts = {rule["alert"] for rule in rules("alert")}
-    assert len(alerts) == 12
+    assert len(alerts) == 13
     assert alerts - firing == set(), "alerts without a firing case"
     assert alerts - quiet == set(), "alerts without a quiet case"
 
@@ -91,8 +91,9 @@ def test_every_alert_has_severity_tenant_texts_and_a_runbook_section() -> None:
         name = rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
         annotations = rule["annotations"]
-        # The down alert is about the exporter, which has no tenant label.
-        subject = "$labels.instance" if name == "PartnerCenterExporterDown" else "$labels.tenant"
+        # These alerts are about the exporter itself, whose series have no tenant label.
+        subject = "$labels.instance" if name in ("PartnerCenterExporterDown",
+                                                 "PartnerCenterExporterInternalError") else "$labels.tenant"
         assert subject in annotations["summary"], name
         assert subject in annotations["description"], name
         url, _, anchor = annotations["runbook_url"].partition("#")

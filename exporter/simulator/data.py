@@ -3,6 +3,7 @@ GDAP relationships that cover most of them, some more, in every stage of their l
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import random
@@ -110,6 +111,24 @@ def generate_customers(seed: str, today: dt.date, count: int | None = None) -> l
                                   name=customer_name(rng), global_admin_signins=global_admin,
                                   partner_signins=signins))
     return customers
+
+
+# Names a careless or hostile upstream can send, all valid JSON: a lone surrogate (which no UTF-8
+# encoder accepts), quotes and a backslash, a line break, markup, and plain non-ASCII. The demo
+# carries them, so it exercises the exporter's cleaning and escaping on every run.
+HOSTILE_NAMES = ("Broken \ud800 Surrogate BV", 'Quote " Backslash \\ Ltd', "Line\nBreak Inc",
+                 "<script>alert(1)</script> LLC", "Zoë & 中文 — Oy")
+
+
+def with_hostile_names(customers: list[Customer],
+                       relationships: list[Relationship]) -> list[Customer]:
+    """The first customers renamed to HOSTILE_NAMES, in their relationships too."""
+    renamed = {c.id: name for c, name in zip(customers, HOSTILE_NAMES, strict=False)}
+    for r in relationships:
+        if r.customer_id in renamed:
+            r.customer_name = renamed[r.customer_id]
+            r.display_name = f"{renamed[r.customer_id]} GDAP"[:50]
+    return [dataclasses.replace(c, name=renamed.get(c.id, c.name)) for c in customers]
 
 
 def spread_customers(dates: int, today: dt.date) -> list[Customer]:
