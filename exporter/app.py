@@ -20,8 +20,8 @@ from exporter.client import ApiClient, DapCustomersClient, DapStatisticsClient, 
 from exporter.collector import Publisher
 from exporter.config import Config, TenantConfig
 from exporter.logs import REDACTOR
-from exporter.poller import Poller, Source
-from exporter.server import ExporterServer
+from exporter.poller import HEARTBEAT, Poller, Source
+from exporter.server import DEFAULT_MAX_CONNECTIONS, ExporterServer
 from exporter.webconfig import WebConfigProvider
 
 log = logging.getLogger("exporter")
@@ -72,6 +72,9 @@ def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client,
     return tuple(sources)
 
 
+# /healthz fails (so Kubernetes or Docker restarts the process) once the poll loop, which wakes at
+# least every HEARTBEAT seconds, has missed this many wake-ups.
+WATCHDOG_AFTER = 5 * HEARTBEAT
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
 # Polls that end within a second of each other are published together.
 PUBLISH_SPACING = 1.0
@@ -94,7 +97,8 @@ class App:
     """Polls in the background and serves /metrics; `reload` swaps in a new config while running."""
 
     def __init__(self, config: Config, *, config_path: str, listen_address: str,
-                 web: WebConfigProvider | None = None, retry_initial: float = 15.0) -> None:
+                 web: WebConfigProvider | None = None, retry_initial: float = 15.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.config = config
         self._config_path = config_path
         self._http = build_http_client(config)
@@ -105,12 +109,24 @@ class App:
                                    retry_initial=retry_initial)
         self.publisher.publish(self.poller.snapshot())
         try:
-            self.server = ExporterServer(listen_address, self.publisher, web=web)
+            self.server = ExporterServer(listen_address, self.publisher, web=web, health=self.health,
+                                         max_connections=max_connections)
         except OSError:
             self._http.close()
             raise
         self._poll_thread = threading.Thread(target=self.poller.run, name="poller", daemon=True)
-        self._retired: list[httpx.Client] = []
+        self._stopping = False
+        self._retired: list[tuple[httpx.Client, tuple[ApiClient, ...]]] = []
+
+    def health(self) -> str | None:
+        """Why the process should be restarted, or None: the poll loop ended or stopped waking."""
+        thread = self._poll_thread
+        if thread.ident is not None and not thread.is_alive() and not self._stopping:
+            return "unhealthy: the poll loop has stopped; restart the exporter"
+        age = self.poller.heartbeat_age()
+        if age > WATCHDOG_AFTER:
+            return f"unhealthy: the poll loop has not run for {age:.0f}s; restart the exporter"
+        return None
 
     def _all_sources(self) -> list[ApiClient]:
         return [source for _, sources in self._sources.values() for source in sources]
@@ -129,17 +145,22 @@ class App:
         """Apply a new config. Unchanged tenants keep their tokens, data and schedule."""
         rebuild = _shared_settings(config) != _shared_settings(self.config)
         if rebuild:
-            # Polls still running finish on the old client; it is closed at stop().
-            self._retired.append(self._http)
+            # Polls still running finish on the old client; tidy() closes it once they have.
+            self._retired.append((self._http, tuple(self._all_sources())))
             self._http = build_http_client(config)
         sources = {}
         for tenant in config.tenants:
             old = self._sources.get(tenant.name)
             if old is not None and old[0] == tenant and not rebuild:
                 sources[tenant.name] = old
-            else:
-                sources[tenant.name] = (tenant, build_sources(tenant, config, self._http,
-                                                              self._config_path))
+                continue
+            built = build_sources(tenant, config, self._http, self._config_path)
+            if old is not None:
+                # Request counters are counters: they carry on rather than drop to 0.
+                counts = {source.collector: source.requests_by_code for source in old[1]}
+                for source in built:
+                    source.requests_by_code.update(counts.get(source.collector, {}))
+            sources[tenant.name] = (tenant, built)
         kept = sum(1 for name, entry in sources.items() if self._sources.get(name) is entry)
         self._sources = sources
         self.config = config
@@ -148,7 +169,23 @@ class App:
                                 concurrency=config.poll_concurrency)
         log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})
 
+    def tidy(self) -> None:
+        """Close HTTP clients retired by a reload once no poll or token request still uses them."""
+        still = []
+        for http, sources in self._retired:
+            if any(self.poller.busy(source) or not source.tokens.wait_idle(0) for source in sources):
+                still.append((http, sources))
+            else:
+                http.close()
+        self._retired = still
+
+    @property
+    def http_client(self) -> httpx.Client:
+        """The outbound client in use now."""
+        return self._http
+
     def stop(self) -> None:
+        self._stopping = True
         self.poller.stop()
         deadline = time.monotonic() + TOKEN_SHUTDOWN_GRACE
         for source in self._all_sources():
@@ -156,7 +193,7 @@ class App:
                 log.warning("stopped while a token request was in flight; if the refresh token "
                             "was rotated, run login again", extra={"tenant": source.name})
         self.server.shutdown()
-        for client in (*self._retired, self._http):
+        for client in (*(http for http, _ in self._retired), self._http):
             client.close()
 
 
@@ -164,6 +201,7 @@ def run_until(app: App, stop: threading.Event, reload: threading.Event,
               load: Callable[[], Config]) -> None:
     """Serve until `stop`; on `reload`, load the config again, keeping the old one if it is bad."""
     while not stop.wait(0.2):
+        app.tidy()
         if not reload.is_set():
             continue
         reload.clear()

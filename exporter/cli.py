@@ -18,7 +18,7 @@ from exporter.collector import Publisher
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import LEVELS, REDACTOR, setup_logging
 from exporter.model import Snapshot
-from exporter.server import DEFAULT_LISTEN_ADDRESS, ExporterServer
+from exporter.server import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_CONNECTIONS, ExporterServer
 from exporter.webconfig import WebConfigFile, WebConfigProvider
 
 log = logging.getLogger("exporter")
@@ -47,6 +47,11 @@ def _run_parser() -> argparse.ArgumentParser:
                         help=f"address to serve /metrics on (default: {DEFAULT_LISTEN_ADDRESS})")
     parser.add_argument("--web.config.file", dest="web_config_file", default=None,
                         help="exporter-toolkit web config: TLS, basic auth, headers")
+    parser.add_argument("--web.max-connections", dest="max_connections", type=_positive,
+                        default=DEFAULT_MAX_CONNECTIONS,
+                        help="most client connections open at once; at the limit the longest-quiet "
+                             f"one is dropped for a new one (default: {DEFAULT_MAX_CONNECTIONS}; never "
+                             "more than half of ulimit -n)")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the config and every secret it references, then exit")
     parser.add_argument("--once", action="store_true",
@@ -55,6 +60,12 @@ def _run_parser() -> argparse.ArgumentParser:
                         version=f"partnercenter-exporter {__version__}")
     add_log_flags(parser)
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text[:20]!r}")
+    return int(text)
 
 
 def load_configs(config_file: str, web_config_file: str | None,
@@ -97,10 +108,12 @@ def stop_on_signals(stop: threading.Event, reload: threading.Event | None = None
 
 def serve(config: Config, *, config_path: str, listen_address: str, web: WebConfigProvider | None,
           stop: threading.Event, reload: threading.Event | None = None,
-          on_listening: Callable[[ExporterServer], None] | None = None) -> int:
+          on_listening: Callable[[ExporterServer], None] | None = None,
+          max_connections: int = DEFAULT_MAX_CONNECTIONS) -> int:
     """Run the poller and the HTTP server until `stop` is set; reload the config on `reload`."""
     try:
-        app = App(config, config_path=config_path, listen_address=listen_address, web=web)
+        app = App(config, config_path=config_path, listen_address=listen_address, web=web,
+                  max_connections=max_connections)
     except OSError as err:
         reason = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be used: {err.strerror}"
         print(f"--web.listen-address: {listen_address} {reason}; choose another address",
@@ -151,7 +164,7 @@ def run(argv: Sequence[str]) -> int:
     stop, reload = threading.Event(), threading.Event()
     stop_on_signals(stop, reload)
     return serve(config, config_path=args.config_file, listen_address=args.listen_address,
-                 web=web, stop=stop, reload=reload)
+                 web=web, stop=stop, reload=reload, max_connections=args.max_connections)
 
 
 def login(argv: Sequence[str]) -> int:

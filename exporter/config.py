@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import reprlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,26 +126,101 @@ class Config:
 def parse_duration(text: str) -> float:
     """Parse a Prometheus-style duration such as `30s`, `15m`, `1h30m` into seconds."""
     if not _DURATION_RE.match(text):
-        raise ValueError(f"invalid duration {text!r}: write a number and a unit, like 30s, 15m or 1h")
+        raise ValueError(f"invalid duration {shown(text)}: write a number and a unit, like 30s, 15m or 1h")
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART_RE.findall(text))
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, which PyYAML otherwise silently overwrites."""
+    """SafeLoader that refuses duplicate keys, which PyYAML otherwise silently overwrites, and
+    keys that are not plain values (`? [a]`)."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark)
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+                None, None, f"duplicate key {shown(key)}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node)
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+# Anchors and aliases share blocks (an auth block for several tenants); expanded, they must not
+# add more than this many values, or a few lines could stand for billions ("billion laughs").
+MAX_ALIAS_EXPANSION = 10_000
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _alias_expansion(root: yaml.Node, what: str) -> int:
+    """How many values aliases add when the document is expanded, counted without expanding it."""
+    sizes: dict[int, int] = {}
+    path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            path.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            sizes[key] = min(total, 10 * MAX_ALIAS_EXPANSION)
+            continue
+        if key in sizes:
+            continue
+        if key in path:
+            raise ConfigError([f"{what}: an alias refers to a block that contains it; YAML like this "
+                               f"has no end"])
+        path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+    return sizes[id(root)] - len(sizes)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
+
+
+def load_yaml(data: bytes, what: str) -> Any:
+    """Strict YAML (no duplicate or complex keys, bounded aliases) from a file's bytes.
+
+    Every failure is a ConfigError naming `what`, whatever the bytes are."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{what}: not UTF-8 text (invalid byte at offset {err.start}); save the "
+                           f"file as UTF-8"]) from None
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _alias_expansion(node, what) > MAX_ALIAS_EXPANSION:
+            raise ConfigError([f"{what}: aliases expand to more than {MAX_ALIAS_EXPANSION} values; "
+                               f"share smaller blocks, or write them out"])
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ConfigError([f"{what}: {_yaml_problem(err)}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{what}: nested too deeply to read"]) from None
+    except ValueError as err:  # such as an integer with more digits than Python converts
+        raise ConfigError([f"{what}: a value cannot be read: {shown(str(err))}"]) from None
+    finally:
+        loader.dispose()
 
 
 class _Collector:
@@ -166,7 +242,8 @@ class _Collector:
             return {}
         for key in value:
             if not isinstance(key, str) or key not in allowed:
-                self.add(_join(path, str(key)), f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+                self.add(_join(path, key_text(key)),
+                         f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
         return {k: v for k, v in value.items() if isinstance(k, str) and k in allowed}
 
     def string(self, data: dict[str, Any], key: str, path: str, *, required: bool = False,
@@ -188,7 +265,7 @@ class _Collector:
         if value is None:
             return default
         if not isinstance(value, str):
-            self.add(where, f"write durations with a unit, like 30s, 15m or 1h (got {value!r})")
+            self.add(where, f"write durations with a unit, like 30s, 15m or 1h (got {shown(value)})")
             return default
         try:
             return parse_duration(value.strip())
@@ -242,6 +319,29 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 2, 40, 40, 40
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
+MAX_SHOWN = 60
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, never longer than MAX_SHOWN characters,
+    so a huge value (or an alias expanding to one) is never spelled out."""
+    try:
+        text = _SHOWN.repr(value)
+    except Exception:  # such as an int with more digits than str() allows
+        text = f"<{_type_name(value)}>"
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
+
+
+def key_text(key: Any) -> str:
+    """A mapping key as a path segment: short, whatever the key is."""
+    if isinstance(key, str):
+        return key if len(key) <= 40 else key[:37] + "..."
+    return shown(key)
+
+
 def _type_name(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
@@ -270,21 +370,23 @@ _METHOD_ONLY_KEYS: dict[str, AuthMethod] = {
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Load, validate and resolve a config file; raise ConfigError listing every problem."""
+    """Load, validate and resolve a config file; raise ConfigError listing every problem.
+
+    Nothing a file can hold ends in a traceback: the answer is always a ConfigError."""
     config_path = Path(path)
     try:
-        text = config_path.read_text(encoding="utf-8")
+        data = config_path.read_bytes()
     except OSError as err:
         raise ConfigError([f"config.file: cannot read {config_path}: {_os_reason(err)}"]) from None
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError([f"config.file: invalid YAML{where}: {problem}"]) from None
-    return parse_config(raw, environ=os.environ if environ is None else environ,
-                        base_dir=config_path.resolve().parent)
+        raw = load_yaml(data, "config.file")
+        return parse_config(raw, environ=os.environ if environ is None else environ,
+                            base_dir=config_path.resolve().parent)
+    except ConfigError:
+        raise
+    except Exception as err:  # a check missed a case: still one line, no traceback
+        raise ConfigError([f"config.file: cannot be used ({type(err).__name__}); this is a bug, "
+                           f"please report it"]) from None
 
 
 def parse_config(raw: Any, *, environ: Mapping[str, str], base_dir: Path) -> Config:
@@ -307,7 +409,7 @@ def parse_config(raw: Any, *, environ: Mapping[str, str], base_dir: Path) -> Con
     thresholds = _thresholds(c, top.get("inactive_thresholds_days"))
     concurrency = top.get("poll_concurrency", DEFAULT_POLL_CONCURRENCY)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
-        c.add("poll_concurrency", f"must be a whole number from 1 to 256, got {concurrency!r}")
+        c.add("poll_concurrency", f"must be a whole number from 1 to 256, got {shown(concurrency)}")
         concurrency = DEFAULT_POLL_CONCURRENCY
     endpoints = _endpoints(c, top.get("endpoints"))
     tenants = _tenants(c, top.get("tenants"))
@@ -328,7 +430,7 @@ def _thresholds(c: _Collector, value: Any) -> tuple[int, ...]:
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, int) or not 0 < item <= 3650:
             c.add(f"inactive_thresholds_days[{i}]",
-                  f"must be a whole number of days from 1 to 3650, got {item!r}")
+                  f"must be a whole number of days from 1 to 3650, got {shown(item)}")
         elif item in result:
             c.add(f"inactive_thresholds_days[{i}]", f"duplicate threshold {item}")
         else:
@@ -341,7 +443,7 @@ def _https_url(c: _Collector, value: str | None, where: str, *, bare_host: bool)
         return
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
-        c.add(where, f"must be an https:// URL, got {value!r}")
+        c.add(where, f"must be an https:// URL, got {shown(value)}")
     elif bare_host and parts.path not in ("", "/"):
         c.add(where, f"must be a scheme and host only, like {DEFAULT_AUTHORITY_HOST}; "
                      f"the tenant is appended from tenants[].tenant_id")
@@ -400,18 +502,19 @@ def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
         name = c.string(data, "name", path, required=True)
         if name is not None:
             if not _NAME_RE.match(name):
-                c.add(f"{path}.name", f"must match [a-z0-9_-]+ (it becomes the tenant label), got {name!r}")
+                c.add(f"{path}.name",
+                      f"must match [a-z0-9_-]+ (it becomes the tenant label), got {shown(name)}")
             elif name in names:
-                c.add(f"{path}.name", f"duplicate tenant name {name!r}")
+                c.add(f"{path}.name", f"duplicate tenant name {shown(name)}")
             names.add(name)
         tenant_id = c.string(data, "tenant_id", path, required=True)
         if tenant_id is not None and not (_GUID_RE.match(tenant_id) or _DOMAIN_RE.match(tenant_id)):
             c.add(f"{path}.tenant_id", "must be the partner tenant's id (a GUID) or its domain, "
-                                       f"like contoso.onmicrosoft.com; got {tenant_id!r}")
+                                       f"like contoso.onmicrosoft.com; got {shown(tenant_id)}")
         client_id = c.string(data, "client_id", path, required=True)
         if client_id is not None and not _GUID_RE.match(client_id):
             c.add(f"{path}.client_id",
-                  f"must be the app registration's application id (a GUID), got {client_id!r}")
+                  f"must be the app registration's application id (a GUID), got {shown(client_id)}")
         auth = _auth(c, data.get("auth"), f"{path}.auth")
         collectors = _collectors(c, data.get("collectors"), f"{path}.collectors")
         graph_auth, graph_client_id = _graph_auth(c, data.get("graph_auth"), f"{path}.graph_auth",
@@ -440,9 +543,9 @@ def _collectors(c: _Collector, value: Any, path: str) -> tuple[CollectorName, ..
     for i, item in enumerate(value):
         known = next((name for name in COLLECTORS if name == item), None)
         if known is None:
-            c.add(f"{path}[{i}]", f"unknown collector {item!r}; known: {', '.join(COLLECTORS)}")
+            c.add(f"{path}[{i}]", f"unknown collector {shown(item)}; known: {', '.join(COLLECTORS)}")
         elif known in chosen:
-            c.add(f"{path}[{i}]", f"duplicate collector {item!r}")
+            c.add(f"{path}[{i}]", f"duplicate collector {shown(item)}")
         else:
             chosen.append(known)
     if "dap_customers" in chosen and "gdap_relationships" not in chosen:
@@ -466,12 +569,12 @@ def _graph_auth(c: _Collector, value: Any, path: str,
     method = c.string(data, "method", path, default="client_credentials")
     if method != "client_credentials":
         c.add(f"{path}.method", f"must be client_credentials (app-only, with the application "
-                                f"permission DelegatedAdminRelationship.Read.All), got {method!r}; "
+                                f"permission DelegatedAdminRelationship.Read.All), got {shown(method)}; "
                                 f"leave graph_auth out to use the tenant's auth for Graph too")
     client_id = c.string(data, "client_id", path)
     if client_id is not None and not _GUID_RE.match(client_id):
         c.add(f"{path}.client_id", f"must be the app registration's application id (a GUID), "
-                                   f"got {client_id!r}")
+                                   f"got {shown(client_id)}")
     if "client_secret" in data:
         c.add(f"{path}.client_secret", "literal secrets are not allowed in the config; put the value "
                                        "in a file and set client_secret_file, or name an environment "
@@ -488,7 +591,7 @@ def _auth(c: _Collector, value: Any, path: str) -> AuthConfig | None:
     errors_before = len(c.errors)
     method = c.string(data, "method", path, default="refresh_token")
     if method not in AUTH_METHODS:
-        c.add(f"{path}.method", f"must be one of {', '.join(AUTH_METHODS)}, got {method!r}")
+        c.add(f"{path}.method", f"must be one of {', '.join(AUTH_METHODS)}, got {shown(method)}")
         return None
     for literal in ("client_secret", "refresh_token", "password"):
         if literal in data:
@@ -529,8 +632,28 @@ def _check_token_cache(c: _Collector, path: Path, where: str) -> None:
         return
     if path.exists():
         try:
-            json.loads(path.read_text(encoding="utf-8") or "{}")
+            mode = path.stat().st_mode & 0o777
+            cache = json.loads(path.read_text(encoding="utf-8") or "{}")
         except OSError as err:
             c.add(where, f"cannot read {path}: {_os_reason(err)}")
+            return
         except ValueError:
             c.add(where, f"{path} is not a valid token cache (not JSON); move it away and run login again")
+            return
+        if mode & 0o077:
+            # It holds a refresh token that opens every customer's tenant for 90 days.
+            c.add(where, f"{path} is readable by others (mode {mode:04o}); it holds a refresh token: "
+                         f"run chmod 600 {path}")
+        if not _is_msal_cache(cache):
+            c.add(where, f"{path} is JSON but not an MSAL token cache; move it away and run login again")
+
+
+# The sections of an MSAL token cache file (SerializableTokenCache.serialize); each maps keys to
+# entries (objects).
+_MSAL_SECTIONS = {"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"}
+
+
+def _is_msal_cache(cache: Any) -> bool:
+    return isinstance(cache, dict) and all(
+        isinstance(entries, dict) and all(isinstance(entry, dict) for entry in entries.values())
+        for section, entries in cache.items() if section in _MSAL_SECTIONS)

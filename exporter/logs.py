@@ -8,7 +8,9 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TextIO
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
@@ -48,6 +50,33 @@ class Redactor:
 
 
 REDACTOR = Redactor()
+
+
+class Throttled:
+    """Decides whether a log line of one kind may go out: at most one per `every` seconds per key.
+
+    What a client can trigger at will (bad requests, connection floods) must not flood the log;
+    the line that goes out says how many were held back since the last one.
+    """
+
+    def __init__(self, every: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int | None:
+        """None to stay quiet; else the number of lines of this kind held back since the last."""
+        now = self._monotonic()
+        with self._lock:
+            if now < self._next.get(key, float("-inf")):
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            if len(self._next) >= 1024:  # keys are few; never let them grow without bound
+                self._next.clear()
+            self._next[key] = now + self._every
+            return self._held.pop(key, 0)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

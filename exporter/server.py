@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import contextlib
 import email.utils
 import functools
 import html
 import logging
+import os
 import re
+import resource
 import socket
 import ssl
 import threading
@@ -26,7 +30,7 @@ from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.collector import CONTENT_TYPE, Publisher
-from exporter.logs import REDACTOR
+from exporter.logs import REDACTOR, Throttled
 from exporter.model import (
     DapCustomers,
     DapStatistics,
@@ -36,7 +40,7 @@ from exporter.model import (
     data_of,
     utc_date,
 )
-from exporter.webconfig import WebConfig, WebConfigProvider
+from exporter.webconfig import BasicAuth, WebConfig, WebConfigProvider
 
 log = logging.getLogger("exporter.server")
 
@@ -46,14 +50,35 @@ HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 120.0
 # A request head must arrive in full within this long of its first byte (slow-loris guard).
 REQUEST_HEAD_TIMEOUT = 30.0
+# Output that the client has not taken for this long is dropped with the connection (abort): a
+# client that pipelines and never reads must not hold our memory until the idle timeout.
+SEND_TIMEOUT = 30.0
 MAX_REQUEST_HEAD = 16 * 1024
-# Stop reading from a client that pipelines faster than it reads its answers.
-MAX_PENDING_INPUT = 64 * 1024
+# Per connection, at most this much unparsed input is held: reading stops beyond it, so a client
+# that pipelines faster than it reads its answers is throttled by TCP, not buffered by us.
+MAX_PENDING_INPUT = MAX_REQUEST_HEAD + 4
+# Each read takes at most this much, into one buffer shared by all connections (the event loop
+# reads one socket at a time), so a read never allocates more than this.
+_READ_CHUNK = 16 * 1024
+# Unsent output per connection above which no further request is answered until the client
+# reads: with the kernel's socket buffer full, this bounds what a non-reading client costs us.
+_WRITE_HIGH = 64 * 1024
 # Smaller bodies are copied behind the header and sent in one write; larger ones are not copied.
 _JOIN_BELOW = 64 * 1024
 # Large bodies go out this much at a time, as the client reads: a slow scraper of a 20 MB body
-# holds about this much of our memory, not a copy of the whole body.
-_WRITE_CHUNK = 1024 * 1024
+# holds about this much of our memory, not a copy of the whole body. Each write is a syscall that
+# lets poll threads take the GIL, so a 5,000-series body (about 470 KiB) still goes in one.
+_WRITE_CHUNK = 512 * 1024
+DEFAULT_MAX_CONNECTIONS = 512
+# At most this many bcrypt checks run or wait; beyond it a request needing one gets 429 at once.
+MAX_AUTH_QUEUE = 4
+# Threads for bcrypt: half the cores, so wrong passwords cannot take all of them.
+AUTH_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+# A request line starts with a method: a short run of letters, then a space.
+_MAX_METHOD = 20
+# What a TLS client gets when it speaks TLS to the plain port, and the reverse (as Go answers it).
+_PLAIN_ON_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 # Probes must work without credentials, as with Go exporters' health endpoints.
 _OPEN_PATHS = {"/healthz", "/readyz"}
 _TEXT = "text/plain; charset=utf-8"
@@ -156,13 +181,15 @@ class _HttpDate:
 
 
 class _Request:
-    __slots__ = ("headers", "keep_alive", "method", "path")
+    __slots__ = ("headers", "http10", "keep_alive", "method", "path")
 
-    def __init__(self, method: str, path: str, headers: dict[str, str], keep_alive: bool) -> None:
+    def __init__(self, method: str, path: str, headers: dict[str, str], keep_alive: bool,
+                 http10: bool) -> None:
         self.method = method
         self.path = path
         self.headers = headers
         self.keep_alive = keep_alive
+        self.http10 = http10
 
 
 class _BadRequest(Exception):
@@ -196,23 +223,47 @@ def parse_request_head(head: bytes) -> _Request:
         raise _BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served")
     if not _HEADER_LINES.fullmatch(fields):
         raise _BadRequest(400, "malformed header line")
-    headers = {name.lower(): value.rstrip(" \t") for name, value in _USED_HEADERS.findall(fields)}
-    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
+    headers: dict[str, str] = {}
+    for name, value in _USED_HEADERS.findall(fields):
+        name = name.lower()
+        if name in headers and name == "content-length":
+            # RFC 9112 6.3: several Content-Length values make the framing ambiguous.
+            raise _BadRequest(400, "more than one Content-Length")
+        headers[name] = value.rstrip(" \t")
+    length = headers.get("content-length", "0")
+    if "transfer-encoding" in headers or not length.isdigit() or int(length) != 0:
         # Nothing here takes a body; refusing one keeps request framing unambiguous.
         raise _BadRequest(400, "request bodies are not accepted")
     connection = headers.get("connection", "").lower()
-    keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
-    path = target.partition("?")[0] if target.startswith("/") else urlsplit(target).path
-    return _Request(method, path, headers, keep_alive)
+    http10 = version == "HTTP/1.0"
+    keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+    if target.startswith("/"):
+        path = target.partition("?")[0]
+    else:
+        try:
+            path = urlsplit(target).path
+        except ValueError:  # such as "http://[x/": an unbalanced IPv6 bracket
+            raise _BadRequest(400, "malformed request target") from None
+    return _Request(method, path, headers, keep_alive, http10)
 
 
-class _Connection(asyncio.Protocol):
+def _bad_start(data: bytearray) -> bool:
+    """True if a request line cannot begin like this (a method is letters, then a space): a
+    TLS ClientHello or binary garbage is answered at once rather than held to the head timeout."""
+    space = data.find(b" ", 0, _MAX_METHOD + 1)
+    if space < 0:
+        return len(data) > _MAX_METHOD or not bytes(data).isalpha()
+    return space == 0 or not bytes(data[:space]).isalpha()
+
+
+class _Connection(asyncio.BufferedProtocol):
     """One client connection: parses pipelined requests in order and answers each."""
 
     def __init__(self, server: ExporterServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._handshake: asyncio.Task[None] | None = None
+        self._raw: socket.socket | None = None  # during a TLS handshake: to answer plain HTTP
         self._input = bytearray()
         self._busy = False  # TLS handshake or a bcrypt check under way: hold further requests
         self._write_paused = False
@@ -223,6 +274,7 @@ class _Connection(asyncio.Protocol):
         self._web: WebConfig = WebConfig()
         self.client = "?"
         self.deadline = time.monotonic() + IDLE_TIMEOUT
+        self.last_active = time.monotonic()
 
     # --- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -230,51 +282,101 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "?"
-        self._server.connections.add(self)
+        if not self._server.admit(self):
+            self._closing = True
+            transport.abort()
+            return
         context = self._server.web.ssl_context
-        transport.set_write_buffer_limits(high=_WRITE_CHUNK)
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
         if context is not None:
             self._busy = True
             self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             transport.pause_reading()
+            try:
+                self._raw = transport.get_extra_info("socket").dup()
+            except OSError:
+                self._raw = None  # out of file descriptors: plain HTTP just gets no 400 then
             self._handshake = asyncio.ensure_future(self._start_tls(transport, context))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._outgoing.clear()
+        self._close_raw()
         self._server.connections.discard(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if not self._input:
             self.deadline = time.monotonic() + REQUEST_HEAD_TIMEOUT
-        self._input += data
+        self.last_active = time.monotonic()
+        self._input += self._server.read_buffer[:nbytes]
         self._process()
+
+    def eof_received(self) -> bool:
+        return False  # the client is done sending: close once our answers are out
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self.deadline = time.monotonic() + SEND_TIMEOUT
 
     def resume_writing(self) -> None:
         # asyncio calls this from inside its write-ready handler; a write that fails there makes
         # it close the transport twice (CPython 3.11). Writing on the next turn avoids that.
         self._write_paused = False
+        # The client reads: it is neither stalled nor quiet.
+        self.deadline = time.monotonic() + SEND_TIMEOUT
+        self.last_active = time.monotonic()
         asyncio.get_running_loop().call_soon(self._resume)
 
     def _resume(self) -> None:
         self._pump()
         self._process()
 
+    @property
+    def unsent(self) -> int:
+        """Bytes answered but not yet taken by the client (beyond the kernel's socket buffer)."""
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return buffered + sum(len(part) for part in self._outgoing)
+
+    @property
+    def evictable(self) -> bool:
+        """Not in the middle of a TLS handshake or a password check: safe to drop for a newcomer."""
+        return not self._busy and not self._closing
+
     def close(self) -> None:
-        """Close after what is already written has gone out."""
+        """Close after what is already written has gone out, within SEND_TIMEOUT (see expire)."""
         if self._transport is not None and not self._closing:
             self._closing = True
+            self.deadline = time.monotonic() + SEND_TIMEOUT
             self._transport.close()
 
     def abort(self) -> None:
-        """Close at once, dropping anything unsent (shutdown)."""
+        """Close at once, dropping anything unsent."""
         self._closing = True
+        self._outgoing.clear()
+        self._server.connections.discard(self)  # it no longer counts, even before asyncio says so
         if self._transport is not None:
             self._transport.abort()
 
+    def expire(self) -> None:
+        """The deadline passed: close if nothing is left to send, else drop the unsent output."""
+        if self._closing or self.unsent:
+            log.debug("dropping a connection that stopped reading its answers",
+                      extra={"client": self.client, "unsent_bytes": self.unsent})
+            self.abort()
+        else:
+            log.debug("closing an idle connection", extra={"client": self.client})
+            self.close()
+
     # --- internals -------------------------------------------------------------------------
+    def _close_raw(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+
     async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -282,24 +384,41 @@ class _Connection(asyncio.Protocol):
                                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (TimeoutError, ssl.SSLError, OSError) as err:
             log.debug("TLS handshake failed", extra={"client": self.client, "error": str(err)})
+            if isinstance(err, ssl.SSLError) and err.reason == "HTTP_REQUEST" and self._raw is not None:
+                # Plain HTTP on the TLS port: say so, as Go's servers do, rather than just hang up.
+                with contextlib.suppress(OSError):
+                    self._raw.send(_PLAIN_ON_TLS)
+            self._close_raw()
             transport.abort()
             return
+        self._close_raw()
         if tls is None:  # the connection went away during the handshake
             return
         # Application data that came with the handshake's last flight is already in _input.
-        tls.set_write_buffer_limits(high=_WRITE_CHUNK)
+        tls.set_write_buffer_limits(high=_WRITE_HIGH)
         self._transport = tls
         self._busy = False
         self.deadline = time.monotonic() + IDLE_TIMEOUT
         self._process()
 
     def _process(self) -> None:
+        try:
+            self._process_requests()
+        except Exception:
+            # A bug must cost this one connection at most, with a 500, never the server.
+            self._server.report("unexpected error while answering a request", exc_info=True,
+                                client=self.client)
+            self._send(500, b"Internal Server Error\n", _TEXT, head=False, keep_alive=False)
+
+    def _process_requests(self) -> None:
         transport = self._transport
         while not (self._busy or self._write_paused or self._outgoing or self._closing):
             end = self._input.find(b"\r\n\r\n", 0, MAX_REQUEST_HEAD + 4)
             if end < 0:
                 if len(self._input) >= MAX_REQUEST_HEAD + 4:
                     self._refuse(_BadRequest(431, "request head too large"))
+                elif self._input and _bad_start(self._input):
+                    self._refuse(_BadRequest(400, "not an HTTP request"))
                 break
             head = bytes(self._input[:end])
             del self._input[:end + 4]
@@ -312,15 +431,16 @@ class _Connection(asyncio.Protocol):
         if transport is None or self._closing:
             return
         reading = transport.is_reading()
-        if len(self._input) > MAX_PENDING_INPUT and reading:
+        if len(self._input) >= MAX_PENDING_INPUT and reading:
             transport.pause_reading()
-        elif len(self._input) <= MAX_PENDING_INPUT and not reading and not self._busy:
+        elif len(self._input) < MAX_PENDING_INPUT and not reading and not self._busy:
             transport.resume_reading()
-        if not self._input and not self._busy:
+        if not self._input and not self._busy and not self._write_paused:
             self.deadline = time.monotonic() + IDLE_TIMEOUT
 
     def _refuse(self, err: _BadRequest) -> None:
         log.debug("bad request", extra={"client": self.client, "error": str(err)})
+        self._input.clear()
         self._web = self._server.web
         self._send(err.status, f"{err}\n".encode(), _TEXT, head=False, keep_alive=False)
 
@@ -328,14 +448,24 @@ class _Connection(asyncio.Protocol):
         web = self._web = self._server.web
         if request.method not in ("GET", "HEAD"):
             self._send(405, b"Only GET and HEAD are served\n", _TEXT, head=False,
-                       keep_alive=request.keep_alive, extra=(("Allow", "GET, HEAD"),))
+                       keep_alive=request.keep_alive, http10=request.http10,
+                       extra=(("Allow", "GET, HEAD"),))
             return
         if request.path not in _OPEN_PATHS and web.basic_auth:
             header = request.headers.get("authorization")
-            if not web.basic_auth.verified_before(header):
+            known = web.basic_auth.known_result(header)
+            if known is None:
+                future = self._server.check_password(web.basic_auth, header)
+                if future is None:
+                    self._send(429, b"Too many password checks at once; try again\n", _TEXT,
+                               head=request.method == "HEAD", keep_alive=request.keep_alive,
+                               http10=request.http10, extra=(("Retry-After", "1"),))
+                    return
                 self._busy = True
-                future = asyncio.get_running_loop().run_in_executor(None, web.basic_auth.check, header)
                 future.add_done_callback(lambda done: self._authorized(request, done))
+                return
+            if not known:
+                self._unauthorized(request)
                 return
         self._answer(request)
 
@@ -343,49 +473,63 @@ class _Connection(asyncio.Protocol):
         self._busy = False
         if self._closing:
             return
-        if done.result():
+        if not done.cancelled() and done.exception() is None and done.result():
             self._answer(request)
         else:
-            self._send(401, b"Unauthorized\n", _TEXT, head=request.method == "HEAD",
-                       keep_alive=request.keep_alive,
-                       extra=(("WWW-Authenticate", 'Basic realm="partnercenter-exporter"'),))
+            self._unauthorized(request)
         self._process()
+
+    def _unauthorized(self, request: _Request) -> None:
+        self._send(401, b"Unauthorized\n", _TEXT, head=request.method == "HEAD",
+                   keep_alive=request.keep_alive, http10=request.http10,
+                   extra=(("WWW-Authenticate", 'Basic realm="partnercenter-exporter"'),))
 
     def _answer(self, request: _Request) -> None:
         head = request.method == "HEAD"
         keep_alive = request.keep_alive
+        http10 = request.http10
         path = request.path
         if path == "/metrics":
             exposition = self._server.publisher.current
             if accepts_gzip(request.headers.get("accept-encoding")):
                 self._send(200, exposition.gzip_body, CONTENT_TYPE, head=head, keep_alive=keep_alive,
+                           http10=http10,
                            extra=(("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")))
             else:
                 self._send(200, exposition.segments, CONTENT_TYPE, head=head, keep_alive=keep_alive,
-                           extra=(("Vary", "Accept-Encoding"),))
+                           http10=http10, extra=(("Vary", "Accept-Encoding"),))
         elif path == "/healthz":
-            self._send(200, b"OK\n", _TEXT, head=head, keep_alive=keep_alive)
+            problem = self._server.health()
+            if problem is None:
+                self._send(200, b"OK\n", _TEXT, head=head, keep_alive=keep_alive, http10=http10)
+            else:
+                self._send(503, f"{problem}\n".encode(), _TEXT, head=head, keep_alive=keep_alive,
+                           http10=http10)
         elif path == "/readyz":
             ready = self._server.publisher.current.snapshot.ready
             self._send(200 if ready else 503,
                        b"OK\n" if ready else b"waiting for the first poll of every tenant\n",
-                       _TEXT, head=head, keep_alive=keep_alive)
+                       _TEXT, head=head, keep_alive=keep_alive, http10=http10)
         elif path == "/":
             publisher = self._server.publisher
             body = landing_page(publisher.current.snapshot, now=self._server.clock(),
                                 thresholds=publisher.thresholds)
-            self._send(200, body, "text/html; charset=utf-8", head=head, keep_alive=keep_alive)
+            self._send(200, body, "text/html; charset=utf-8", head=head, keep_alive=keep_alive,
+                       http10=http10)
         else:
-            self._send(404, b"Not found; try /metrics\n", _TEXT, head=head, keep_alive=keep_alive)
+            self._send(404, b"Not found; try /metrics\n", _TEXT, head=head, keep_alive=keep_alive,
+                       http10=http10)
 
     def _send(self, status: int, body: bytes | tuple[bytes, ...], content_type: str, *, head: bool,
-              keep_alive: bool, extra: tuple[tuple[str, str], ...] = ()) -> None:
+              keep_alive: bool, http10: bool = False, extra: tuple[tuple[str, str], ...] = ()) -> None:
         transport = self._transport
         if transport is None or self._closing:
             return
         parts = (body,) if isinstance(body, bytes) else body
         length = sum(len(part) for part in parts)
-        header = self._server.response_head(self._web, status, content_type, length, extra, keep_alive)
+        # HTTP/1.0 keeps a connection open only if the answer says so (RFC 9112 9.3).
+        persist = ("keep-alive" if http10 else "") if keep_alive else "close"
+        header = self._server.response_head(self._web, status, content_type, length, extra, persist)
         if head or not length:
             transport.write(header)
         elif len(parts) == 1 and length < _JOIN_BELOW:
@@ -414,6 +558,20 @@ class _Connection(asyncio.Protocol):
             self.close()
 
 
+def connection_limit(wanted: int) -> int:
+    """The connection cap: as asked, but never more than half the open-files limit allows, so
+    the exporter keeps descriptors for its own outbound calls and files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    limit = max(1, soft // 2)
+    if wanted > limit:
+        log.warning("--web.max-connections lowered by the open-files limit", extra={
+            "asked": wanted, "using": limit, "ulimit_n": soft})
+        return limit
+    return wanted
+
+
 class ExporterServer:
     """Serves the publisher's current exposition; nothing here ever calls upstream."""
 
@@ -421,9 +579,18 @@ class ExporterServer:
 
     def __init__(self, listen_address: str, publisher: Publisher, *,
                  web: WebConfigProvider | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 health: Callable[[], str | None] = lambda: None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         host, port = parse_listen_address(listen_address)
         self.publisher = publisher
+        self.max_connections = connection_limit(max_connections)
+        self.read_buffer = memoryview(bytearray(_READ_CHUNK))
+        self._auth_pool = concurrent.futures.ThreadPoolExecutor(AUTH_WORKERS, thread_name_prefix="auth")
+        self._auth_queued = 0
+        self._throttled = Throttled(60.0)
+        # None while the process is healthy; else why not, and /healthz answers 503 with it.
+        self.health = health
         self._web: WebConfigProvider = web or WebConfig()
         self.clock = clock
         self.http_date = _HttpDate()
@@ -451,25 +618,69 @@ class ExporterServer:
         self._thread: threading.Thread | None = None
 
     def response_head(self, web: WebConfig, status: int, content_type: str, length: int,
-                      extra: tuple[tuple[str, str], ...], keep_alive: bool) -> bytes:
-        """Status line and headers; scrapes repeat them, so they are built once a second."""
+                      extra: tuple[tuple[str, str], ...], connection: str) -> bytes:
+        """Status line and headers; scrapes repeat them, so they are built once a second.
+
+        `connection` is the Connection header's value, or "" for none."""
         date = self.http_date()
         if date is not self._heads_date or web is not self._heads_web:
             self._heads.clear()
             self._heads_date, self._heads_web = date, web
-        key = (status, content_type, length, extra, keep_alive)
+        key = (status, content_type, length, extra, connection)
         head = self._heads.get(key)
         if head is None:
             lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: {self.server_version}\r\n"
                      f"Date: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"]
             lines.extend(f"{name}: {value}\r\n" for name, value in (*web.headers.items(), *extra))
-            if not keep_alive:
-                lines.append("Connection: close\r\n")
+            if connection:
+                lines.append(f"Connection: {connection}\r\n")
             lines.append("\r\n")
             head = "".join(lines).encode("latin-1")
             if len(self._heads) < 256:
                 self._heads[key] = head
         return head
+
+    def admit(self, connection: _Connection) -> bool:
+        """Take a new connection, making room if at the limit: the longest-quiet connection that
+        is not mid-handshake or mid-check goes; if none can, the newcomer is refused."""
+        connections = self.connections
+        if len(connections) >= self.max_connections:
+            victims = [c for c in connections if c.evictable]
+            held = self._throttled("limit")
+            if held is not None:
+                log.warning("connection limit reached; dropping the longest-quiet connection" if victims
+                            else "connection limit reached; refusing new connections", extra={
+                                "limit": self.max_connections, "since_last_warning": held,
+                                "fix": "raise --web.max-connections (and ulimit -n) if this is "
+                                       "legitimate load"})
+            if not victims:
+                return False
+            min(victims, key=lambda c: c.last_active).abort()
+        connections.add(connection)
+        return True
+
+    def check_password(self, auth: BasicAuth, header: str | None) -> asyncio.Future[bool] | None:
+        """Run bcrypt on the auth threads; None if MAX_AUTH_QUEUE checks are already queued."""
+        if self._auth_queued >= MAX_AUTH_QUEUE:
+            held = self._throttled("auth-queue")
+            if held is not None:
+                log.warning("password checks queued up; answering 429 until they drain", extra={
+                    "queue": MAX_AUTH_QUEUE, "since_last_warning": held})
+            return None
+        self._auth_queued += 1
+        future = asyncio.get_running_loop().run_in_executor(self._auth_pool, auth.check, header)
+
+        def done(_: asyncio.Future[bool]) -> None:
+            self._auth_queued -= 1
+
+        future.add_done_callback(done)
+        return future
+
+    def report(self, message: str, *, exc_info: bool = False, **fields: str) -> None:
+        """An error a client can provoke at will: logged at most once a minute per message."""
+        held = self._throttled(message)
+        if held is not None:
+            log.error(message, exc_info=exc_info, extra={**fields, "since_last_report": held})
 
     @property
     def web(self) -> WebConfig:
@@ -507,7 +718,8 @@ class ExporterServer:
     def _run(self, started: threading.Event) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self._socket))
+        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self._socket,
+                                                           backlog=self.max_connections))
         sweeper = loop.call_later(1.0, self._close_idle)
         started.set()
         try:
@@ -520,21 +732,23 @@ class ExporterServer:
             loop.run_until_complete(asyncio.sleep(0))  # lets the transports finish closing
             loop.run_until_complete(server.wait_closed())
             loop.run_until_complete(loop.shutdown_default_executor())
+            self._auth_pool.shutdown(wait=False, cancel_futures=True)
             loop.close()
 
     def _close_idle(self) -> None:
         # One sweep a second rather than a timer per request keeps the scrape path lean.
         now = time.monotonic()
         for connection in [c for c in self.connections if c.deadline < now]:
-            log.debug("closing an idle or stalled connection", extra={"client": connection.client})
-            connection.close()
+            connection.expire()
         self._loop.call_later(1.0, self._close_idle)
 
-    @staticmethod
-    def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
-        # A client that hangs up mid-response is routine; anything else deserves a log line.
-        level = logging.DEBUG if isinstance(error, (ConnectionError, ssl.SSLError, TimeoutError)) \
-            else logging.ERROR
-        log.log(level, "error while serving a request", extra={
-            "error": f"{type(error).__name__}: {error}" if error else context.get("message", "")})
+        message = context.get("message", "")
+        text = f"{type(error).__name__}: {error}" if error else message
+        # A client that hangs up mid-response is routine; anything else deserves a log line, but
+        # not one per connection: a flood (say, out of file descriptors) is reported once a minute.
+        if isinstance(error, (ConnectionError, ssl.SSLError, TimeoutError)):
+            log.debug("error while serving a request", extra={"error": text})
+        else:
+            self.report("error while serving a request", error=text)

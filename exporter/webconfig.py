@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
+import functools
 import hashlib
-import hmac
 import logging
 import os
 import ssl
@@ -17,9 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import bcrypt
-import yaml
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, key_text, load_yaml, shown
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -37,64 +37,107 @@ _ALLOWED_HEADERS = {"Strict-Transport-Security", "X-Content-Type-Options", "X-Fr
                     "X-XSS-Protection", "Content-Security-Policy"}
 
 
-class BasicAuth:
-    """Checks `Authorization: Basic` against bcrypt hashes; caches successes, as bcrypt is slow."""
+# bcrypt uses at most this many bytes of a password; bcrypt 5 refuses longer ones.
+MAX_PASSWORD_BYTES = 72
+# A failed check is remembered this long, so repeating a wrong password costs no bcrypt.
+FAILED_TTL = 60.0
+_MAX_REMEMBERED = 4096
 
-    def __init__(self, users: Mapping[str, bytes]) -> None:
+
+def bcrypt_cost(hashed: bytes) -> int:
+    """The cost factor of a `$2b$12$...` hash."""
+    return int(hashed[4:6])
+
+
+@functools.lru_cache(maxsize=32)
+def _dummy_hash(cost: int) -> bytes:
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=cost))
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` against bcrypt hashes, at a bounded cost.
+
+    Successes and failures are remembered (by a digest of user, password and hash), so a
+    scraper's repeated credentials and an attacker's repeated guesses cost no bcrypt. An unknown
+    user is checked against a dummy hash of the highest configured cost, so timing does not tell
+    which users exist. What is remembered carries over a reload for users whose hash is the same.
+    """
+
+    def __init__(self, users: Mapping[str, bytes], *, previous: BasicAuth | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._users = dict(users)
-        # Unknown users are checked against this, so usernames cannot be probed by timing.
-        self._dummy = bcrypt.hashpw(b"", bcrypt.gensalt(rounds=10)) if users else b""
-        self._verified: set[bytes] = set()
+        cost = max((bcrypt_cost(hashed) for hashed in self._users.values()), default=4)
+        self._dummy = _dummy_hash(cost) if users else b""
+        self._monotonic = monotonic
         self._lock = threading.Lock()
+        self._verified: set[bytes] = set()
+        self._failed: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        if previous is not None:
+            # Keys include the hash, so a changed password never matches an old entry.
+            with previous._lock:
+                self._verified = set(previous._verified)
+                self._failed = collections.OrderedDict(previous._failed)
 
     def __bool__(self) -> bool:
         return bool(self._users)
 
     @staticmethod
     def _credentials(header: str | None) -> tuple[str, str] | None:
-        if not header or not header.startswith("Basic "):
+        scheme, _, encoded = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":  # RFC 7617: the scheme is case-insensitive
             return None
         try:
-            user, _, password = base64.b64decode(header[6:].strip(), validate=True) \
+            user, _, password = base64.b64decode(encoded.strip(), validate=True) \
                 .decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
         return user, password
 
-    def _key(self, user: str, password: str) -> bytes | None:
-        hashed = self._users.get(user)
-        if hashed is None:
-            return None
-        return hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
+    def _key(self, user: str, password: str) -> bytes:
+        hashed = self._users.get(user, self._dummy)
+        return hashlib.sha256(user.encode() + b"\0" + password.encode()
+                              + b"\0" + hashed).digest()
 
-    def _known(self, key: bytes) -> bool:
-        with self._lock:
-            return any(hmac.compare_digest(key, known) for known in self._verified)
-
-    def verified_before(self, header: str | None) -> bool:
-        """True if these credentials passed bcrypt before: the fast path, with no bcrypt at all."""
+    def known_result(self, header: str | None) -> bool | None:
+        """The answer without bcrypt when there is one: True (verified before), False (malformed,
+        too long, or failed within FAILED_TTL); None when only bcrypt can tell."""
         credentials = self._credentials(header)
-        key = self._key(*credentials) if credentials else None
-        return key is not None and self._known(key)
+        if credentials is None or len(credentials[1].encode()) > MAX_PASSWORD_BYTES:
+            return False
+        key = self._key(*credentials)
+        with self._lock:
+            if key in self._verified:
+                return True
+            failed_until = self._failed.get(key)
+            if failed_until is not None:
+                if failed_until > self._monotonic():
+                    return False
+                del self._failed[key]
+        return None
 
     def check(self, header: str | None) -> bool:
-        """The full check; slow (bcrypt) unless the credentials were verified before."""
+        """The full check; slow (bcrypt) unless the answer is already known."""
+        known = self.known_result(header)
+        if known is not None:
+            return known
         credentials = self._credentials(header)
-        if credentials is None:
-            return False
+        assert credentials is not None
         user, password = credentials
         key = self._key(user, password)
-        if key is None:
-            bcrypt.checkpw(password.encode(), self._dummy)
-            return False
-        if self._known(key):
-            return True
-        if not bcrypt.checkpw(password.encode(), self._users[user]):
-            return False
+        hashed = self._users.get(user)
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
+        except ValueError:  # a malformed hash; the config check makes this unlikely
+            ok = False
         with self._lock:
-            if len(self._verified) < 1024:
-                self._verified.add(key)
-        return True
+            if ok:
+                if len(self._verified) < _MAX_REMEMBERED:
+                    self._verified.add(key)
+            else:
+                self._failed[key] = self._monotonic() + FAILED_TTL
+                while len(self._failed) > _MAX_REMEMBERED:
+                    self._failed.popitem(last=False)
+        return ok
 
 
 class WebConfigProvider(Protocol):
@@ -129,21 +172,29 @@ def _fingerprint(paths: tuple[Path, ...]) -> _Fingerprint:
     return tuple(prints)
 
 
+def _spawn_daemon(target: Callable[[], None]) -> None:
+    threading.Thread(target=target, name="web-config-reload", daemon=True).start()
+
+
 class WebConfigFile:
     """The `--web.config.file`, re-read whenever it or a file it names changes.
 
     As in exporter-toolkit, a certificate or password can be rotated without a restart. The
-    files are stat()ed at most once per `recheck_interval` (a second), not on every request, so
-    a rotation takes effect within a second. A broken edit is logged once and the previous good
-    config stays in force, so a half-written file never opens or closes the door.
+    files are stat()ed at most once per `recheck_interval` (a second), not on every request; a
+    change is parsed on a thread of its own, never on the caller's (the server's event loop), and
+    takes effect once parsed, within about a second. A broken edit is logged once and the previous
+    good config stays in force, so a half-written file never opens or closes the door.
     """
 
     def __init__(self, path: str | Path, *, recheck_interval: float = 1.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 spawn: Callable[[Callable[[], None]], None] = _spawn_daemon) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._recheck_interval = recheck_interval
         self._monotonic = monotonic
+        self._spawn = spawn
+        self._reloading = False
         self._config = load_web_config(self.path)  # the first load must succeed
         self._seen = self._fingerprint(self._config)
         self._next_check = monotonic() + recheck_interval
@@ -157,54 +208,75 @@ class WebConfigFile:
         if now < self._next_check:
             return config
         self._next_check = now + self._recheck_interval
-        if self._fingerprint(config) == self._seen:
-            return config
         with self._lock:
-            config = self._config
-            seen = self._fingerprint(config)
-            if seen == self._seen:
+            if self._reloading or self._fingerprint(config) == self._seen:
                 return config
-            self._seen = seen
+            self._reloading = True
+        self._spawn(self.reload)
+        return config
+
+    def reload(self) -> None:
+        """Read the files again if they changed (on the calling thread); keep the old on error."""
+        try:
+            with self._lock:
+                seen = self._fingerprint(self._config)
+                if seen == self._seen:
+                    return
+                self._seen = seen
             try:
-                config = load_web_config(self.path)
+                config = load_web_config(self.path, previous=self._config)
             except ConfigError as err:
                 log.error("web config reload failed; keeping the previous one", extra={
                     "file": str(self.path), "errors": "; ".join(err.errors)})
-                return self._config
-            self._config = config
-            # Stat after loading, so a file that changed mid-load is read again next time.
-            self._seen = self._fingerprint(config)
+                return
+            with self._lock:
+                self._config = config
+                # Stat after loading, so a file that changed mid-load is read again next time.
+                self._seen = self._fingerprint(config)
             log.info("web config reloaded", extra={"file": str(self.path),
                                                    "tls": config.ssl_context is not None,
                                                    "basic_auth": bool(config.basic_auth)})
-            return config
+        finally:
+            with self._lock:
+                self._reloading = False
 
 
-def load_web_config(path: str | Path) -> WebConfig:
-    """Parse and check a web config file; raise ConfigError listing every problem."""
+def load_web_config(path: str | Path, *, previous: WebConfig | None = None) -> WebConfig:
+    """Parse and check a web config file; raise ConfigError listing every problem.
+
+    With `previous`, what its basic auth remembers carries over (see BasicAuth)."""
     where = Path(path)
     try:
-        raw = yaml.safe_load(where.read_text(encoding="utf-8"))
+        data = where.read_bytes()
     except OSError as err:
         raise ConfigError([f"web.config.file: cannot read {where}: {err.strerror or err}"]) from None
-    except yaml.YAMLError as err:
-        raise ConfigError([f"web.config.file: invalid YAML: {str(err).splitlines()[0]}"]) from None
+    try:
+        raw = load_yaml(data, "web.config.file")
+        return _web_config(raw, where, previous)
+    except ConfigError:
+        raise
+    except Exception as err:  # whatever a file holds, the answer is one line
+        raise ConfigError([f"web.config.file: cannot be used ({type(err).__name__}); this is a bug, "
+                           f"please report it"]) from None
+
+
+def _web_config(raw: Any, where: Path, previous: WebConfig | None) -> WebConfig:
     errors: list[str] = []
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(["web.config.file: must be a mapping"])
     for key in raw:
         if key not in {"tls_server_config", "http_server_config", "basic_auth_users"}:
-            errors.append(f"{key}: unknown key; allowed keys: basic_auth_users, http_server_config, "
-                          f"tls_server_config")
+            errors.append(f"{key_text(key)}: unknown key; allowed keys: basic_auth_users, "
+                          f"http_server_config, tls_server_config")
     files: list[Path] = []
     context = _tls(raw.get("tls_server_config"), where.parent, errors, files)
     users = _users(raw.get("basic_auth_users"), errors)
     headers = _headers(raw.get("http_server_config"), errors)
     if errors:
         raise ConfigError(errors)
-    return WebConfig(ssl_context=context, basic_auth=BasicAuth(users), headers=headers,
-                     files=tuple(files))
+    return WebConfig(ssl_context=context, headers=headers, files=tuple(files),
+                     basic_auth=BasicAuth(users, previous=previous.basic_auth if previous else None))
 
 
 def _file(value: Any, base: Path, where: str, errors: list[str]) -> Path | None:
@@ -227,10 +299,10 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
         return None
     for key in value:
         if key in _UNSUPPORTED_TLS_KEYS:
-            errors.append(f"tls_server_config.{key}: not supported by this exporter (Python's ssl "
+            errors.append(f"tls_server_config.{key_text(key)}: not supported by this exporter (Python's ssl "
                           f"module chooses ciphers and curves); remove it")
         elif key not in _TLS_KEYS:
-            errors.append(f"tls_server_config.{key}: unknown key; allowed keys: "
+            errors.append(f"tls_server_config.{key_text(key)}: unknown key; allowed keys: "
                           f"{', '.join(sorted(_TLS_KEYS))}")
     cert = _file(value.get("cert_file"), base, "tls_server_config.cert_file", errors)
     key = _file(value.get("key_file"), base, "tls_server_config.key_file", errors)
@@ -239,7 +311,7 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
         hint = (" (Python's ssl module cannot ask for a client certificate without verifying it)"
                 if auth_type in ("RequestClientCert", "RequireAnyClientCert") else "")
         errors.append(f"tls_server_config.client_auth_type: must be one of "
-                      f"{', '.join(_CLIENT_AUTH)}, got {auth_type!r}{hint}")
+                      f"{', '.join(_CLIENT_AUTH)}, got {shown(auth_type)}{hint}")
         auth_type = "NoClientCert"
     ca = None
     if auth_type != "NoClientCert" or value.get("client_ca_file") is not None:
@@ -249,7 +321,7 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
         version = value.get(name, default)
         if not isinstance(version, str) or version not in _TLS_VERSIONS:
             errors.append(f"tls_server_config.{name}: must be one of {', '.join(_TLS_VERSIONS)}, "
-                          f"got {version!r}")
+                          f"got {shown(version)}")
             version = default
         versions.append(_TLS_VERSIONS[version])
     files += [path for path in (cert, key, ca) if path is not None]
@@ -281,7 +353,7 @@ def _users(value: Any, errors: list[str]) -> dict[str, bytes]:
     for user, hashed in value.items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")) \
                 or len(hashed) != 60:
-            errors.append(f"basic_auth_users.{user}: must be a bcrypt hash (like the output of "
+            errors.append(f"basic_auth_users.{key_text(user)}: must be a bcrypt hash (like the output of "
                           f"`htpasswd -nBC 10 \"\" | tr -d ':\\n'`), not a plain password")
             continue
         users[str(user)] = hashed.encode()
@@ -299,17 +371,17 @@ def _headers(value: Any, errors: list[str]) -> dict[str, str]:
         if key == "http2":
             continue  # Accepted for compatibility; this server speaks HTTP/1.1.
         if key != "headers":
-            errors.append(f"http_server_config.{key}: unknown key; allowed keys: headers, http2")
+            errors.append(f"http_server_config.{key_text(key)}: unknown key; allowed keys: headers, http2")
             continue
         if not isinstance(item, dict):
             errors.append("http_server_config.headers: must be a mapping of header to value")
             continue
         for name, text in item.items():
             if name not in _ALLOWED_HEADERS:
-                errors.append(f"http_server_config.headers.{name}: not allowed; allowed headers: "
+                errors.append(f"http_server_config.headers.{key_text(name)}: not allowed; allowed headers: "
                               f"{', '.join(sorted(_ALLOWED_HEADERS))}")
             elif not isinstance(text, str) or "\n" in text or "\r" in text:
-                errors.append(f"http_server_config.headers.{name}: must be a one-line string")
+                errors.append(f"http_server_config.headers.{key_text(name)}: must be a one-line string")
             else:
                 headers[name] = text
     return headers

@@ -7,13 +7,15 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from exporter.collector import Publisher
 from exporter.config import AuthConfig, Endpoints, Secret, TenantConfig
+from exporter.server import ExporterServer
 from exporter.simulator import Simulator
 
 AUTHORITY = "https://login.test.invalid"
@@ -78,6 +80,23 @@ def sim() -> Iterator[Simulator]:
         simulator.add_client(CLIENT_ID)
         simulator.add_tenant(TENANT_ID, customers=250)
         yield simulator
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ExporterServer]]:
+    """Starts ExporterServers on free loopback ports (arguments as ExporterServer takes them after
+    the address); each is shut down after the test."""
+    servers: list[ExporterServer] = []
+
+    def start(publisher: Publisher, **options: Any) -> ExporterServer:
+        server = ExporterServer("127.0.0.1:0", publisher, **options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -111,11 +112,17 @@ def http_get(url: str, timeout: float = 5, headers: dict[str, str] | None = None
 class ExporterProcess:
     """The exporter in a subprocess on a free loopback port; its log goes to a file."""
 
-    def __init__(self, args: Sequence[str], log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], log_path: Path, *, open_files: int | None = None) -> None:
+        """`open_files`: run under that `ulimit -n`."""
         self.log_path = log_path
         self._log: IO[str] = log_path.open("w")
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.proc = subprocess.Popen(exporter_command(*args), stdout=subprocess.PIPE,
-                                     stderr=self._log, text=True, cwd=ROOT)
+                                     stderr=self._log, text=True, cwd=ROOT, preexec_fn=limit)
         self.url = self._wait_for_address()
 
     def _wait_for_address(self, timeout: float = 20) -> str:

@@ -112,6 +112,31 @@ def test_random_text_as_config_ends_in_clear_errors(text: str) -> None:
         assert_clear_errors(*config_check(path))
 
 
+# Pieces of YAML syntax that trip parsers: complex keys, anchors and aliases, flow collections,
+# tags, huge numbers, and bytes that are not UTF-8.
+YAML_PIECES = st.sampled_from([
+    b"? ", b": ", b"- ", b"[", b"]", b"{", b"}", b", ", b"&a ", b"*a", b"&b ", b"*b", b"!!set ",
+    b"!!binary ", b"!!python/name:os.system ", b"\n", b"  ", b"tenants", b"poll_concurrency",
+    b"basic_auth_users", b"tls_server_config", b"min_version", b"9" * 5000, b"\xff", b"\xc3",
+    b"'", b'"', b"#", b"%YAML 1.1\n", b"---\n", b"\t", b"x"])
+
+
+@SETTINGS
+@given(st.lists(YAML_PIECES, max_size=40).map(b"".join))
+def test_random_yaml_bytes_end_in_clear_errors(data: bytes) -> None:
+    """Any bytes built of YAML syntax, as config and as web config: a clear error, never a traceback
+    (hardening 7 and 8: bad encoding, complex keys, aliases, unconvertible numbers)."""
+    with written("") as path:
+        path.write_bytes(data)
+        assert_clear_errors(*config_check(path))
+        errors: list[str] = []
+        try:
+            load_web_config(path)
+        except ConfigError as err:
+            errors = err.errors
+    assert all("\n" not in line and ": " in line for line in errors)
+
+
 @SETTINGS
 @given(documents(WEB_KEYS) | st.text(max_size=100).map(lambda t: {"raw": t}))
 def test_random_web_config_raises_only_config_error(document: Any) -> None:

@@ -6,7 +6,7 @@ import base64
 import http.client
 import shutil
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
@@ -17,6 +17,7 @@ from exporter.config import ConfigError
 from exporter.server import ExporterServer
 from exporter.simulator.certs import generate_certs
 from exporter.webconfig import BasicAuth, WebConfigFile, load_web_config
+from tests.e2e_helpers import wait_for
 
 HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
 
@@ -125,19 +126,17 @@ def scrape(port: int, context: ssl.SSLContext | None = None,
 
 
 @pytest.fixture
-def serve_web() -> Iterator[Callable[[Path], ExporterServer]]:
-    servers: list[ExporterServer] = []
+def serve_web(start_server: Callable[..., ExporterServer]) -> Callable[[Path], ExporterServer]:
+    return lambda path: start_server(Publisher((90,), poll_interval=60),
+                                     web=WebConfigFile(path, recheck_interval=0))
 
-    def start(path: Path) -> ExporterServer:
-        server = ExporterServer("127.0.0.1:0", Publisher((90,), poll_interval=60),
-                                web=WebConfigFile(path, recheck_interval=0))
-        server.start()
-        servers.append(server)
-        return server
 
-    yield start
-    for server in servers:
-        server.shutdown()
+def scrape_or_none(port: int, context: ssl.SSLContext) -> int | None:
+    """The status of a TLS scrape, or None if the handshake fails (such as an untrusted cert)."""
+    try:
+        return scrape(port, context)
+    except ssl.SSLError:
+        return None
 
 
 def client_context(ca_file: Path, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
@@ -176,7 +175,8 @@ def test_rotated_certificate_is_served_without_restart(
     for name in ("server.pem", "server-key.pem"):
         shutil.copy(new.ca_file.parent / name, live / f".{name}")
         (live / f".{name}").replace(live / name)  # how cert-manager and certbot swap files
-    assert scrape(server.port, client_context(new.ca_file)) == 200
+    wait_for(lambda: scrape_or_none(server.port, client_context(new.ca_file)) == 200, 5,
+             "the new certificate")
     with pytest.raises(ssl.SSLCertVerificationError):
         scrape(server.port, client_context(old.ca_file))
 
@@ -189,7 +189,9 @@ def test_changed_password_applies_to_the_next_request(
     assert scrape(server.port, headers={"Authorization": basic("prometheus", "pw")}) == 200
     path.write_text("basic_auth_users:\n  prometheus: "
                     + bcrypt.hashpw(b"new-pw", bcrypt.gensalt(rounds=4)).decode() + "\n")
-    assert scrape(server.port, headers={"Authorization": basic("prometheus", "pw")}) == 401
+    # The edit is parsed off the event loop and applies as soon as it is: within the next requests.
+    wait_for(lambda: scrape(server.port, headers={"Authorization": basic("prometheus", "pw")}) == 401,
+             5, "the old password to stop working")
     assert scrape(server.port, headers={"Authorization": basic("prometheus", "new-pw")}) == 200
 
 
@@ -200,6 +202,8 @@ def test_broken_edit_keeps_the_previous_config_and_logs_once(
     path = write(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n")
     server = serve_web(path)
     path.write_text("basic_auth_users:\n  prometheus: plain-text-password\n")
+    wait_for(lambda: scrape(server.port) and "web config reload failed" in caplog.text, 5,
+             "the failed reload")
     for _ in range(3):
         assert scrape(server.port) == 401
         assert scrape(server.port, headers={"Authorization": basic("prometheus", "pw")}) == 200
@@ -214,10 +218,15 @@ def test_files_are_checked_at_most_once_per_recheck_interval(tmp_path: Path) -> 
     do not stat the files every time."""
     now = [100.0]
     path = write(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n")
-    web = WebConfigFile(path, recheck_interval=1.0, monotonic=lambda: now[0])
+    reloads: list[Callable[[], None]] = []
+    web = WebConfigFile(path, recheck_interval=1.0, monotonic=lambda: now[0], spawn=reloads.append)
     first = web.current()
     path.write_text("http_server_config:\n  headers:\n    X-Frame-Options: DENY\n")
     now[0] += 0.5
     assert web.current() is first
+    assert reloads == []
     now[0] += 0.6
+    assert web.current() is first  # the change is parsed elsewhere, not by the caller
+    (reload,) = reloads
+    reload()
     assert web.current().headers == {"X-Frame-Options": "DENY"}
