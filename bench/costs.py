@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import gzip
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +27,8 @@ from exporter.simulator.data import spread_customers, statistics_payload
 PARSE_RENDER_TARGET_MS = 150.0  # 10,000 dates, one tenant
 RSS_ONE_TENANT_TARGET = 45.0
 RSS_LARGE_TARGET = 120.0
+# Clients that never read cost at most about 64 KiB of unsent output each, plus one answer.
+STALLED_GROWTH_TARGET = 64.0
 THRESHOLDS = (30, 60, 90)
 
 
@@ -104,8 +108,12 @@ def memory(report: Report, settings: Settings, workdir: Path) -> None:
             wait_ready(child.url)
             time.sleep(1.0)
             rss = rss_mib(child.pid)
+            stalled = peak_rss_during(child.pid, lambda: non_reading_clients(child.url, 300, 200))
         report.add(Row(section, "1 tenant, after start and first poll", f"{rss:.1f} MiB", bare, "",
                        f"< {RSS_ONE_TENANT_TARGET:.0f} MiB", rss < RSS_ONE_TENANT_TARGET))
+        report.add(Row(section, "same, 300 clients pipelining 200 scrapes each and reading none",
+                       f"+{stalled - rss:.1f} MiB", f"{rss:.1f} MiB before", "",
+                       f"< +{STALLED_GROWTH_TARGET:.0f} MiB", stalled - rss < STALLED_GROWTH_TARGET))
         tenants, dates = settings.large_tenants, settings.large_dates
         config = write_config(sim, workdir / "large", [TenantSpec(dates=dates)] * tenants,
                               request_timeout="20s")
@@ -128,6 +136,31 @@ def memory(report: Report, settings: Settings, workdir: Path) -> None:
         report.add(Row(section, f"same, while 10 connections scrape its {size / 2**20:.1f} MiB body",
                        f"peak {scraping:.1f} MiB", f"{rss:.1f} MiB before", "",
                        f"< {RSS_LARGE_TARGET:.0f} MiB", scraping < RSS_LARGE_TARGET))
+
+
+def non_reading_clients(url: str, count: int, requests: int, seconds: float = 3.0) -> None:
+    """`count` connections, each sending `requests` pipelined scrapes and reading no answer, held
+    open for `seconds`: what a careless or hostile client costs (the exporter drops them later)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    payload = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * requests
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            socks.append(sock)
+        deadline = time.monotonic() + seconds
+        sent = [0] * count
+        while time.monotonic() < deadline:
+            for i, sock in enumerate(socks):
+                if sent[i] < len(payload):
+                    with contextlib.suppress(BlockingIOError):
+                        sent[i] += sock.send(payload[sent[i]:])
+            time.sleep(0.01)
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def peak_rss_during(pid: int, work: Callable[[], object]) -> float:

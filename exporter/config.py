@@ -135,9 +135,14 @@ class _StrictLoader(yaml.SafeLoader):
     keys that are not plain values (`? [a]`)."""
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue  # `<<: *shared`: construct_mapping merges it; keys written here override it
         if not isinstance(key_node, yaml.ScalarNode):
             raise yaml.constructor.ConstructorError(
                 None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark)

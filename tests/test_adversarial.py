@@ -520,12 +520,15 @@ def test_error_messages_never_echo_more_than_a_short_value() -> None:
     assert len(shown(10**5000)) <= 60
 
 
-def test_anchors_and_aliases_for_shared_blocks_still_work(sim: Simulator, tmp_path: Path) -> None:
-    """8: a modest alias, such as one auth block shared by tenants, is still accepted."""
-    cache = tmp_path / "a.json"
-    text = yaml.safe_dump({"tenants": []}).replace("tenants: []\n", "") + (
-        f"defaults: &auth {{token_cache_file: {cache}}}\n")
-    assert load_yaml(text.encode(), "config.file") == {"defaults": {"token_cache_file": str(cache)}}
+def test_anchors_aliases_and_merge_keys_for_shared_blocks_still_work() -> None:
+    """8: modest aliases, such as one auth block shared by tenants, and merge keys that override
+    part of it, are still accepted."""
+    text = (b"shared: &auth {method: refresh_token, client_secret_env: SECRET}\n"
+            b"a: *auth\n"
+            b"b:\n  <<: *auth\n  method: client_credentials\n")
+    shared = {"method": "refresh_token", "client_secret_env": "SECRET"}
+    assert load_yaml(text, "config.file") == {
+        "shared": shared, "a": shared, "b": {**shared, "method": "client_credentials"}}
 
 
 def test_a_recursive_alias_is_a_config_error(tmp_path: Path) -> None:
