@@ -32,6 +32,9 @@ from exporter.model import (
 log = logging.getLogger("exporter.client")
 
 MAX_RETRY_AFTER = 24 * 3600.0
+# The largest response body read: a page of 300 customers or relationships is about 200 KiB, and
+# statistics with 10,000 dates about 700 KiB.
+MAX_RESPONSE_BYTES = 64 * 2**20
 # getaddrinfo's messages on Linux (glibc, musl) and macOS.
 _DNS_FAILURES = ("Name or service not known", "Temporary failure in name resolution",
                  "nodename nor servname", "No address associated with hostname", "Try again")
@@ -167,9 +170,11 @@ class ApiClient:
 
     def __init__(self, name: str, http: httpx.Client, url: str, tokens: TokenSource,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._http = http
+        self._monotonic = monotonic
         self._url = url
         self.tokens = tokens
         self._clock = clock
@@ -195,21 +200,43 @@ class ApiClient:
             raise self._error(response)
         try:
             return json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
             kind = response.headers.get("content-type", "unknown content type").split(";")[0]
             raise PollError("invalid_response",
                             f"{self.api} answered 200 with a body that is not JSON ({kind}, "
                             f"{len(response.content)} bytes); a proxy or outage page is likely") from None
 
     def _get(self, url: str, params: Mapping[str, str] | None, token: str) -> httpx.Response:
+        """GET one response, read whole within request_timeout and MAX_RESPONSE_BYTES.
+
+        httpx's timeouts apply to each read, so an upstream (or a proxy) that trickles a byte at a
+        time would hold a poll for ever; and a body is read into memory, so its size is capped.
+        """
+        read_timeout = self._http.timeout.read
+        deadline = None if read_timeout is None else self._monotonic() + read_timeout
         try:
-            response = self._http.get(url, params=params, headers={
-                "Authorization": f"Bearer {token}", "Accept": "application/json"})
+            with self._http.stream("GET", url, params=params, headers={
+                    "Authorization": f"Bearer {token}", "Accept": "application/json"}) as streamed:
+                code = str(streamed.status_code)
+                self.requests_by_code[code] = self.requests_by_code.get(code, 0) + 1
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise PollError("invalid_response", f"{self.api} sent more than "
+                                        f"{MAX_RESPONSE_BYTES:,} bytes for {self.resource}; "
+                                        f"refusing to read more")
+                    if deadline is not None and self._monotonic() > deadline:
+                        raise PollError("timeout", f"{self.api} did not send its whole answer within "
+                                                   f"request_timeout ({read_timeout:g}s); raise "
+                                                   f"request_timeout if it is just slow")
         except httpx.TransportError as err:
             raise describe_transport_error(err, self.api) from None
-        code = str(response.status_code)
-        self.requests_by_code[code] = self.requests_by_code.get(code, 0) + 1
-        return response
+        # The body is decoded already: the new response must not decode it again.
+        headers = [(name, value) for name, value in streamed.headers.multi_items()
+                   if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(streamed.status_code, headers=headers, content=bytes(body),
+                              request=streamed.request)
 
     def _error(self, response: httpx.Response) -> PollError:
         status = response.status_code

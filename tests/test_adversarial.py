@@ -7,6 +7,7 @@ import base64
 import contextlib
 import datetime as dt
 import gc
+import gzip
 import json
 import logging
 import os
@@ -19,13 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
+import httpx
 import pytest
+import respx
 import yaml
 
 from exporter import server as server_module
 from exporter.app import App
 from exporter.cli import run as cli_run
-from exporter.client import parse_dap_customer, parse_relationship
+from exporter.client import DapStatisticsClient, parse_dap_customer, parse_relationship
 from exporter.collector import Publisher
 from exporter.config import ConfigError, load_config, load_yaml, shown
 from exporter.model import (
@@ -41,6 +44,7 @@ from exporter.server import ExporterServer, connection_limit, landing_page
 from exporter.simulator import Simulator
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig, WebConfigFile, load_web_config
+from tests.conftest import API_URL
 from tests.e2e_helpers import ExporterProcess, http_get, wait_for, write_config
 
 SURROGATE = "bad \ud800 surrogate"
@@ -683,3 +687,42 @@ def test_a_token_cache_that_is_json_but_not_msal_is_a_config_error(
     with pytest.raises(ConfigError, match="is JSON but not an MSAL token cache; move it away and run "
                                           "login again"):
         load_config(path)
+
+
+# --- A hostile upstream, beyond the numbered findings ---------------------------------------------
+
+@respx.mock
+def test_a_body_over_max_response_bytes_is_refused_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A response body is read into memory, so past MAX_RESPONSE_BYTES the poll fails as
+    invalid_response instead of reading on (the stream is cut, not held whole)."""
+    monkeypatch.setattr("exporter.client.MAX_RESPONSE_BYTES", 1000)
+    respx.get(API_URL).mock(return_value=httpx.Response(200, content=b'{"pad": "' + b"x" * 5000 + b'"}'))
+    with httpx.Client() as http:
+        pc = DapStatisticsClient("contoso", http, API_URL, StaticTokens())
+        with pytest.raises(PollError) as caught:
+            pc.fetch()
+    assert caught.value.reason == "invalid_response"
+    assert "sent more than 1,000 bytes for delegatedAdminStatistics" in caught.value.message
+    assert pc.requests_by_code == {"200": 1}
+
+
+@respx.mock
+def test_a_gzipped_body_is_read_decoded() -> None:
+    """The streamed read still decodes Content-Encoding once: a gzipped answer parses."""
+    body = gzip.compress(json.dumps({"totalDapCustomerCount": 7, "establishedDapCount": [],
+                                     "inactiveDapCount": []}).encode())
+    respx.get(API_URL).mock(return_value=httpx.Response(200, content=body, headers={
+        "Content-Encoding": "gzip", "Content-Type": "application/json"}))
+    with httpx.Client() as http:
+        assert DapStatisticsClient("contoso", http, API_URL, StaticTokens()).fetch().total_customers == 7
+
+
+class StaticTokens:
+    method = "refresh_token"
+    expires_at = None
+
+    def get_token(self, *, force_refresh: bool = False) -> str:
+        return "token"
+
+    def wait_idle(self, timeout: float) -> bool:
+        return True

@@ -254,6 +254,11 @@ CASES = [
          api_fault(503), clear("api")),
     Case("slower-than-request_timeout", "timeout", "did not answer in time",
          api_fault(None, delay=REQUEST_TIMEOUT + 0.5), clear("api")),
+    # A byte every 0.1 s never trips the 1 s read timeout; the whole answer must still come in time.
+    Case("trickled-body", "timeout", "did not send its whole answer within request_timeout",
+         api_fault(200, {"totalDapCustomerCount": 250, "pad": "x" * 100}, trickle=0.1), clear("api")),
+    Case("deeply-nested-json", "invalid_response", "body that is not JSON (application/json",
+         api_fault(200, "[" * 100_000), clear("api")),
     Case("connection-refused", "connection", "cannot reach the identity platform at 127.0.0.1",
          lambda env: env.sim.go_down(), lambda env: env.sim.come_back()),
     Case("reset-mid-body", "connection", "the connection to Partner Center at localhost broke off",

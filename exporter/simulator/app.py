@@ -57,6 +57,8 @@ class Fault:
     (delegatedAdminRelationships), "token", "discovery" or "devicecode".
     status None with a delay means: wait, then answer normally.
     reset: send the headers and part of the body, then drop the connection.
+    trickle: send the body one byte every `trickle` seconds, as a stuck proxy can: each read
+    arrives well within a read timeout, the whole answer never in time.
     """
 
     target: str
@@ -65,6 +67,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     reset: bool = False
+    trickle: float = 0.0
     times: int = 1
     tenant: str | None = None  # only requests for this tenant id (None: any)
 
@@ -737,6 +740,17 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
+                return
+            if fault.trickle:
+                self.send_response(fault.status or 200)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                for index in range(len(data)):
+                    self.wfile.write(data[index:index + 1])
+                    self.wfile.flush()
+                    time.sleep(fault.trickle)
                 return
             self._send(fault.status or 200, data, headers)
 
