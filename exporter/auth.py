@@ -22,7 +22,7 @@ import msal
 import msal_extensions
 from msal.exceptions import MsalServiceError
 
-from exporter.client import describe_transport_error, parse_retry_after
+from exporter.client import describe_transport_error, parse_retry_after, read_bounded
 from exporter.config import Endpoints, TenantConfig
 from exporter.model import PollError
 
@@ -106,11 +106,15 @@ class RecordingHttp:
         self.last_retry_after = response.headers.get("retry-after")
         return response
 
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._record(read_bounded(self._client, method, url, api="the identity platform",
+                                         resource="a token request", **kwargs))
+
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._record(self._client.get(url, **kwargs))
+        return self._request("GET", url, **kwargs)
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._record(self._client.post(url, **kwargs))
+        return self._request("POST", url, **kwargs)
 
 
 class AtomicFilePersistence(msal_extensions.FilePersistence):  # type: ignore[misc]

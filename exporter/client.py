@@ -156,6 +156,36 @@ def describe_transport_error(err: httpx.TransportError, what: str) -> PollError:
     return PollError("connection", f"the connection to {what} at {host} broke off mid-request: {detail}")
 
 
+def read_bounded(http: httpx.Client, method: str, url: str, *, api: str, resource: str,
+                 on_status: Callable[[int], None] = lambda status: None,
+                 monotonic: Callable[[], float] = time.monotonic, **kwargs: Any) -> httpx.Response:
+    """One request, its answer read whole within the client's read timeout (request_timeout) and
+    MAX_RESPONSE_BYTES; raises PollError past either, httpx.TransportError as httpx does.
+
+    httpx's timeouts apply to each read, so an upstream (or a proxy) that trickles a byte at a
+    time would hold a poll for ever; and a body is read into memory, so its size is capped.
+    """
+    read_timeout = http.timeout.read
+    deadline = None if read_timeout is None else monotonic() + read_timeout
+    with http.stream(method, url, **kwargs) as streamed:
+        on_status(streamed.status_code)
+        body = bytearray()
+        for chunk in streamed.iter_bytes():
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise PollError("invalid_response", f"{api} sent more than {MAX_RESPONSE_BYTES:,} "
+                                                    f"bytes for {resource}; refusing to read more")
+            if deadline is not None and monotonic() > deadline:
+                raise PollError("timeout", f"{api} did not send its whole answer within "
+                                           f"request_timeout ({read_timeout:g}s); raise request_timeout "
+                                           f"if it is just slow")
+    # The body is decoded already: the new response must not decode it again.
+    headers = [(name, value) for name, value in streamed.headers.multi_items()
+               if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(streamed.status_code, headers=headers, content=bytes(body),
+                          request=streamed.request)
+
+
 class ApiClient:
     """One collector's upstream for one tenant: authorised GETs, counted by status code.
 
@@ -207,36 +237,16 @@ class ApiClient:
                             f"{len(response.content)} bytes); a proxy or outage page is likely") from None
 
     def _get(self, url: str, params: Mapping[str, str] | None, token: str) -> httpx.Response:
-        """GET one response, read whole within request_timeout and MAX_RESPONSE_BYTES.
-
-        httpx's timeouts apply to each read, so an upstream (or a proxy) that trickles a byte at a
-        time would hold a poll for ever; and a body is read into memory, so its size is capped.
-        """
-        read_timeout = self._http.timeout.read
-        deadline = None if read_timeout is None else self._monotonic() + read_timeout
         try:
-            with self._http.stream("GET", url, params=params, headers={
-                    "Authorization": f"Bearer {token}", "Accept": "application/json"}) as streamed:
-                code = str(streamed.status_code)
-                self.requests_by_code[code] = self.requests_by_code.get(code, 0) + 1
-                body = bytearray()
-                for chunk in streamed.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise PollError("invalid_response", f"{self.api} sent more than "
-                                        f"{MAX_RESPONSE_BYTES:,} bytes for {self.resource}; "
-                                        f"refusing to read more")
-                    if deadline is not None and self._monotonic() > deadline:
-                        raise PollError("timeout", f"{self.api} did not send its whole answer within "
-                                                   f"request_timeout ({read_timeout:g}s); raise "
-                                                   f"request_timeout if it is just slow")
+            return read_bounded(self._http, "GET", url, api=self.api, resource=self.resource,
+                                on_status=self._count, monotonic=self._monotonic, params=params,
+                                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
         except httpx.TransportError as err:
             raise describe_transport_error(err, self.api) from None
-        # The body is decoded already: the new response must not decode it again.
-        headers = [(name, value) for name, value in streamed.headers.multi_items()
-                   if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-        return httpx.Response(streamed.status_code, headers=headers, content=bytes(body),
-                              request=streamed.request)
+
+    def _count(self, status: int) -> None:
+        code = str(status)
+        self.requests_by_code[code] = self.requests_by_code.get(code, 0) + 1
 
     def _error(self, response: httpx.Response) -> PollError:
         status = response.status_code
