@@ -27,6 +27,20 @@ DISCOVERY_URL = f"{AUTHORITY}/{TENANT_ID}/v2.0/.well-known/openid-configuration"
 SCOPE = "https://api.partnercustomeradministration.microsoft.com/.default"
 
 
+class StaticToken:
+    """A token source that always has the same App+User token, for clients tested at the HTTP
+    boundary."""
+
+    method = "refresh_token"
+    expires_at = None
+
+    def get_token(self, *, force_refresh: bool = False) -> str:
+        return "token"
+
+    def wait_idle(self, timeout: float) -> bool:
+        return True
+
+
 def endpoints(**overrides: Any) -> Endpoints:
     return Endpoints(**{"authority_host": AUTHORITY, "dap_statistics_url": API_URL, **overrides})
 

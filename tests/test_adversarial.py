@@ -44,7 +44,7 @@ from exporter.server import ExporterServer, connection_limit, landing_page
 from exporter.simulator import Simulator
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig, WebConfigFile, load_web_config
-from tests.conftest import API_URL
+from tests.conftest import API_URL, StaticToken
 from tests.e2e_helpers import ExporterProcess, http_get, wait_for, write_config
 
 SURROGATE = "bad \ud800 surrogate"
@@ -698,7 +698,7 @@ def test_a_body_over_max_response_bytes_is_refused_not_read(monkeypatch: pytest.
     monkeypatch.setattr("exporter.client.MAX_RESPONSE_BYTES", 1000)
     respx.get(API_URL).mock(return_value=httpx.Response(200, content=b'{"pad": "' + b"x" * 5000 + b'"}'))
     with httpx.Client() as http:
-        pc = DapStatisticsClient("contoso", http, API_URL, StaticTokens())
+        pc = DapStatisticsClient("contoso", http, API_URL, StaticToken())
         with pytest.raises(PollError) as caught:
             pc.fetch()
     assert caught.value.reason == "invalid_response"
@@ -714,15 +714,5 @@ def test_a_gzipped_body_is_read_decoded() -> None:
     respx.get(API_URL).mock(return_value=httpx.Response(200, content=body, headers={
         "Content-Encoding": "gzip", "Content-Type": "application/json"}))
     with httpx.Client() as http:
-        assert DapStatisticsClient("contoso", http, API_URL, StaticTokens()).fetch().total_customers == 7
+        assert DapStatisticsClient("contoso", http, API_URL, StaticToken()).fetch().total_customers == 7
 
-
-class StaticTokens:
-    method = "refresh_token"
-    expires_at = None
-
-    def get_token(self, *, force_refresh: bool = False) -> str:
-        return "token"
-
-    def wait_idle(self, timeout: float) -> bool:
-        return True

@@ -36,6 +36,7 @@ from exporter.model import (
     is_past,
 )
 from exporter.webconfig import load_web_config
+from tests.conftest import StaticToken
 
 TODAY = dt.date(2026, 11, 23)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -161,16 +162,6 @@ PAYLOADS = (st.fixed_dictionaries({}, optional={
     "inactiveDapCount": st.lists(ENTRY, max_size=20) | SCALARS,
 }) | documents(["totalDapCustomerCount", "establishedDapCount", "inactiveDapCount", "date", "count"]))
 
-
-class StaticToken:
-    method = "refresh_token"
-    expires_at = None
-
-    def get_token(self, *, force_refresh: bool = False) -> str:
-        return "token"
-
-    def wait_idle(self, timeout: float) -> bool:
-        return True
 
 
 def fetch_body(body: bytes) -> TenantSnapshot:
