@@ -72,7 +72,7 @@ def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client,
     return tuple(sources)
 
 
-# /healthz fails (so Kubernetes or Docker restarts the process) once the poll loop, which wakes at
+# /healthz fails (so a liveness probe restarts the process) once the poll loop, which wakes at
 # least every HEARTBEAT seconds, has missed this many wake-ups.
 WATCHDOG_AFTER = 5 * HEARTBEAT
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005

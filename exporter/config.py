@@ -7,10 +7,10 @@ import os
 import re
 import reprlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -374,24 +374,30 @@ _METHOD_ONLY_KEYS: dict[str, AuthMethod] = {
 }
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Load, validate and resolve a config file; raise ConfigError listing every problem.
+_Parsed = TypeVar("_Parsed")
 
-    Nothing a file can hold ends in a traceback: the answer is always a ConfigError."""
-    config_path = Path(path)
+
+def load_file(path: Path, what: str, parse: Callable[[Any], _Parsed]) -> _Parsed:
+    """Read `path` as strict YAML and `parse` it. Nothing a file can hold ends in a traceback:
+    every failure is a ConfigError whose lines start with `what`."""
     try:
-        data = config_path.read_bytes()
+        data = path.read_bytes()
     except OSError as err:
-        raise ConfigError([f"config.file: cannot read {config_path}: {_os_reason(err)}"]) from None
+        raise ConfigError([f"{what}: cannot read {path}: {_os_reason(err)}"]) from None
     try:
-        raw = load_yaml(data, "config.file")
-        return parse_config(raw, environ=os.environ if environ is None else environ,
-                            base_dir=config_path.resolve().parent)
+        return parse(load_yaml(data, what))
     except ConfigError:
         raise
     except Exception as err:  # a check missed a case: still one line, no traceback
-        raise ConfigError([f"config.file: cannot be used ({type(err).__name__}); this is a bug, "
+        raise ConfigError([f"{what}: cannot be used ({type(err).__name__}); this is a bug, "
                            f"please report it"]) from None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Load, validate and resolve a config file; raise ConfigError listing every problem."""
+    config_path = Path(path)
+    return load_file(config_path, "config.file", lambda raw: parse_config(
+        raw, environ=os.environ if environ is None else environ, base_dir=config_path.resolve().parent))
 
 
 def parse_config(raw: Any, *, environ: Mapping[str, str], base_dir: Path) -> Config:

@@ -75,6 +75,7 @@ class Throttled:
                 return None
             if len(self._next) >= 1024:  # keys are few; never let them grow without bound
                 self._next.clear()
+                self._held.clear()
             self._next[key] = now + self._every
             return self._held.pop(key, 0)
 

@@ -59,7 +59,6 @@ class _TenantState:
     next_due: float
     regular_next: float
     failures: int = 0
-    running: bool = False
 
 
 def _first_view(source: Source) -> TenantSnapshot:
@@ -104,7 +103,8 @@ class Poller:
         self._traced: set[str] = set()
         now = monotonic()
         self._heartbeat = now
-        self._fetching: set[int] = set()  # id() of each source being polled
+        # id() of each source whose poll runs, also of sources a reconfigure has dropped since.
+        self._fetching: set[int] = set()
         self._states = [_TenantState(source=s, view=_first_view(s), next_due=now,
                                      regular_next=now) for s in sources]
 
@@ -127,7 +127,8 @@ class Poller:
                 if state is None and old is not None:
                     succeeded = old.view.last_success_time is not None
                     # A poll still running on the old source is this cycle's: wait for the next.
-                    due = (old.regular_next if old.running else old.next_due) if succeeded else now
+                    running = id(old.source) in self._fetching
+                    due = (old.regular_next if running else old.next_due) if succeeded else now
                     state = _TenantState(source=source, view=old.view, next_due=due,
                                          regular_next=old.regular_next, failures=old.failures)
                 states.append(state or _TenantState(source=source, view=_first_view(source),
@@ -156,20 +157,20 @@ class Poller:
         """Start the polls that are due, publish what changed; return seconds until next due."""
         now = self._monotonic()
         with self._lock:
-            running = sum(1 for s in self._states if s.running)
-            due = sorted((s for s in self._states if not s.running and s.next_due <= now),
-                         key=lambda s: s.next_due)
-            starting = due[:max(0, self._concurrency - running)]
+            # Polls of dropped sources count too: the concurrency bound holds across a reload.
+            due = sorted((s for s in self._states if id(s.source) not in self._fetching
+                          and s.next_due <= now), key=lambda s: s.next_due)
+            starting = due[:max(0, self._concurrency - len(self._fetching))]
             for state in starting:
-                state.running = True
                 self._fetching.add(id(state.source))
         for state in starting:
             self._spawn(lambda state=state: self._poll(state))  # type: ignore[misc]
         publish_wait = self._publish_if_dirty()
         now = self._monotonic()
         with self._lock:
-            running = sum(1 for s in self._states if s.running)
-            soonest = min((s.next_due for s in self._states if not s.running), default=None)
+            running = len(self._fetching)
+            soonest = min((s.next_due for s in self._states if id(s.source) not in self._fetching),
+                          default=None)
         if soonest is None or (soonest <= now and running >= self._concurrency):
             # Nothing can start before a running poll finishes, and finishing wakes the loop.
             return min(self._interval, publish_wait)
@@ -207,7 +208,6 @@ class Poller:
                 self._poll(state)
 
         for state in self._states:
-            state.running = True
             self._fetching.add(id(state.source))
             thread = threading.Thread(target=poll, args=(state,), daemon=True)
             thread.start()
@@ -224,7 +224,7 @@ class Poller:
             if not self._dirty:
                 return float("inf")
             wait = self._last_publish + self._publish_spacing - now
-            if wait > 0 and any(s.running for s in self._states):
+            if wait > 0 and self._fetching:
                 return wait
             self._dirty = False
             self._last_publish = now
@@ -276,7 +276,7 @@ class Poller:
                 first = not state.view.attempted
                 was_failing = state.view.attempted and not state.view.last_poll_success
                 # Whatever goes wrong below, the source is polled again at its regular time.
-                state.running, state.next_due, self._dirty = False, max(state.regular_next, finished), True
+                state.next_due, self._dirty = max(state.regular_next, finished), True
                 self._fetching.discard(id(source))
                 state.view = self._next_view(state, stats, error, finished - started)
                 state.next_due = self._schedule(state, error, finished)

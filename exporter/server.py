@@ -180,16 +180,20 @@ class _HttpDate:
         return self._value
 
 
-class _Request:
-    __slots__ = ("headers", "http10", "keep_alive", "method", "path")
+# The answer's Connection header: "close" ends the connection once the answer is out; "" (HTTP/1.1)
+# and "keep-alive" (HTTP/1.0, which keeps a connection only if the answer says so, RFC 9112 9.3)
+# keep it open.
+_CLOSE = "close"
 
-    def __init__(self, method: str, path: str, headers: dict[str, str], keep_alive: bool,
-                 http10: bool) -> None:
+
+class _Request:
+    __slots__ = ("connection", "headers", "method", "path")
+
+    def __init__(self, method: str, path: str, headers: dict[str, str], connection: str) -> None:
         self.method = method
         self.path = path
         self.headers = headers
-        self.keep_alive = keep_alive
-        self.http10 = http10
+        self.connection = connection  # the answer's Connection header (see _CLOSE)
 
 
 class _BadRequest(Exception):
@@ -235,8 +239,10 @@ def parse_request_head(head: bytes) -> _Request:
         # Nothing here takes a body; refusing one keeps request framing unambiguous.
         raise _BadRequest(400, "request bodies are not accepted")
     connection = headers.get("connection", "").lower()
-    http10 = version == "HTTP/1.0"
-    keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+    if version == "HTTP/1.0":
+        answer = "keep-alive" if "keep-alive" in connection else _CLOSE
+    else:
+        answer = _CLOSE if "close" in connection else ""
     if target.startswith("/"):
         path = target.partition("?")[0]
     else:
@@ -244,7 +250,7 @@ def parse_request_head(head: bytes) -> _Request:
             path = urlsplit(target).path
         except ValueError:  # such as "http://[x/": an unbalanced IPv6 bracket
             raise _BadRequest(400, "malformed request target") from None
-    return _Request(method, path, headers, keep_alive, http10)
+    return _Request(method, path, headers, answer)
 
 
 def _bad_start(data: bytearray) -> bool:
@@ -408,7 +414,7 @@ class _Connection(asyncio.BufferedProtocol):
             # A bug must cost this one connection at most, with a 500, never the server.
             self._server.report("unexpected error while answering a request", exc_info=True,
                                 client=self.client)
-            self._send(500, b"Internal Server Error\n", _TEXT, head=False, keep_alive=False)
+            self._send(500, b"Internal Server Error\n", _TEXT, head=False, connection=_CLOSE)
 
     def _process_requests(self) -> None:
         transport = self._transport
@@ -442,14 +448,13 @@ class _Connection(asyncio.BufferedProtocol):
         log.debug("bad request", extra={"client": self.client, "error": str(err)})
         self._input.clear()
         self._web = self._server.web
-        self._send(err.status, f"{err}\n".encode(), _TEXT, head=False, keep_alive=False)
+        self._send(err.status, f"{err}\n".encode(), _TEXT, head=False, connection=_CLOSE)
 
     def _handle(self, request: _Request) -> None:
         web = self._web = self._server.web
         if request.method not in ("GET", "HEAD"):
             self._send(405, b"Only GET and HEAD are served\n", _TEXT, head=False,
-                       keep_alive=request.keep_alive, http10=request.http10,
-                       extra=(("Allow", "GET, HEAD"),))
+                       connection=request.connection, extra=(("Allow", "GET, HEAD"),))
             return
         if request.path not in _OPEN_PATHS and web.basic_auth:
             header = request.headers.get("authorization")
@@ -458,8 +463,8 @@ class _Connection(asyncio.BufferedProtocol):
                 future = self._server.check_password(web.basic_auth, header)
                 if future is None:
                     self._send(429, b"Too many password checks at once; try again\n", _TEXT,
-                               head=request.method == "HEAD", keep_alive=request.keep_alive,
-                               http10=request.http10, extra=(("Retry-After", "1"),))
+                               head=request.method == "HEAD", connection=request.connection,
+                               extra=(("Retry-After", "1"),))
                     return
                 self._busy = True
                 future.add_done_callback(lambda done: self._authorized(request, done))
@@ -481,55 +486,46 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _unauthorized(self, request: _Request) -> None:
         self._send(401, b"Unauthorized\n", _TEXT, head=request.method == "HEAD",
-                   keep_alive=request.keep_alive, http10=request.http10,
+                   connection=request.connection,
                    extra=(("WWW-Authenticate", 'Basic realm="partnercenter-exporter"'),))
 
     def _answer(self, request: _Request) -> None:
         head = request.method == "HEAD"
-        keep_alive = request.keep_alive
-        http10 = request.http10
+        connection = request.connection
         path = request.path
         if path == "/metrics":
             exposition = self._server.publisher.current
             if accepts_gzip(request.headers.get("accept-encoding")):
-                self._send(200, exposition.gzip_body, CONTENT_TYPE, head=head, keep_alive=keep_alive,
-                           http10=http10,
+                self._send(200, exposition.gzip_body, CONTENT_TYPE, head=head, connection=connection,
                            extra=(("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")))
             else:
-                self._send(200, exposition.segments, CONTENT_TYPE, head=head, keep_alive=keep_alive,
-                           http10=http10, extra=(("Vary", "Accept-Encoding"),))
+                self._send(200, exposition.segments, CONTENT_TYPE, head=head, connection=connection,
+                           extra=(("Vary", "Accept-Encoding"),))
         elif path == "/healthz":
             problem = self._server.health()
-            if problem is None:
-                self._send(200, b"OK\n", _TEXT, head=head, keep_alive=keep_alive, http10=http10)
-            else:
-                self._send(503, f"{problem}\n".encode(), _TEXT, head=head, keep_alive=keep_alive,
-                           http10=http10)
+            self._send(200 if problem is None else 503, b"OK\n" if problem is None else
+                       f"{problem}\n".encode(), _TEXT, head=head, connection=connection)
         elif path == "/readyz":
             ready = self._server.publisher.current.snapshot.ready
             self._send(200 if ready else 503,
                        b"OK\n" if ready else b"waiting for the first poll of every tenant\n",
-                       _TEXT, head=head, keep_alive=keep_alive, http10=http10)
+                       _TEXT, head=head, connection=connection)
         elif path == "/":
             publisher = self._server.publisher
             body = landing_page(publisher.current.snapshot, now=self._server.clock(),
                                 thresholds=publisher.thresholds)
-            self._send(200, body, "text/html; charset=utf-8", head=head, keep_alive=keep_alive,
-                       http10=http10)
+            self._send(200, body, "text/html; charset=utf-8", head=head, connection=connection)
         else:
-            self._send(404, b"Not found; try /metrics\n", _TEXT, head=head, keep_alive=keep_alive,
-                       http10=http10)
+            self._send(404, b"Not found; try /metrics\n", _TEXT, head=head, connection=connection)
 
     def _send(self, status: int, body: bytes | tuple[bytes, ...], content_type: str, *, head: bool,
-              keep_alive: bool, http10: bool = False, extra: tuple[tuple[str, str], ...] = ()) -> None:
+              connection: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
         transport = self._transport
         if transport is None or self._closing:
             return
         parts = (body,) if isinstance(body, bytes) else body
         length = sum(len(part) for part in parts)
-        # HTTP/1.0 keeps a connection open only if the answer says so (RFC 9112 9.3).
-        persist = ("keep-alive" if http10 else "") if keep_alive else "close"
-        header = self._server.response_head(self._web, status, content_type, length, extra, persist)
+        header = self._server.response_head(self._web, status, content_type, length, extra, connection)
         if head or not length:
             transport.write(header)
         elif len(parts) == 1 and length < _JOIN_BELOW:
@@ -538,7 +534,7 @@ class _Connection(asyncio.BufferedProtocol):
             transport.write(header)
             self._outgoing.extend(memoryview(part) for part in parts)
             self._pump()
-        if not keep_alive:
+        if connection == _CLOSE:
             self._close_when_sent = True
             self._pump()
 

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 import bcrypt
 
-from exporter.config import ConfigError, key_text, load_yaml, shown
+from exporter.config import ConfigError, key_text, load_file, shown
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -44,8 +45,12 @@ FAILED_TTL = 60.0
 _MAX_REMEMBERED = 4096
 
 
+# A bcrypt hash: version, a cost from 4 to 31, then 53 characters of salt and digest.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
 def bcrypt_cost(hashed: bytes) -> int:
-    """The cost factor of a `$2b$12$...` hash."""
+    """The cost factor of a `$2b$12$...` hash (one that matched _BCRYPT_HASH)."""
     return int(hashed[4:6])
 
 
@@ -246,18 +251,7 @@ def load_web_config(path: str | Path, *, previous: WebConfig | None = None) -> W
 
     With `previous`, what its basic auth remembers carries over (see BasicAuth)."""
     where = Path(path)
-    try:
-        data = where.read_bytes()
-    except OSError as err:
-        raise ConfigError([f"web.config.file: cannot read {where}: {err.strerror or err}"]) from None
-    try:
-        raw = load_yaml(data, "web.config.file")
-        return _web_config(raw, where, previous)
-    except ConfigError:
-        raise
-    except Exception as err:  # whatever a file holds, the answer is one line
-        raise ConfigError([f"web.config.file: cannot be used ({type(err).__name__}); this is a bug, "
-                           f"please report it"]) from None
+    return load_file(where, "web.config.file", lambda raw: _web_config(raw, where, previous))
 
 
 def _web_config(raw: Any, where: Path, previous: WebConfig | None) -> WebConfig:
@@ -351,8 +345,7 @@ def _users(value: Any, errors: list[str]) -> dict[str, bytes]:
         return {}
     users = {}
     for user, hashed in value.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")) \
-                or len(hashed) != 60:
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
             errors.append(f"basic_auth_users.{key_text(user)}: must be a bcrypt hash (like the output of "
                           f"`htpasswd -nBC 10 \"\" | tr -d ':\\n'`), not a plain password")
             continue

@@ -468,6 +468,16 @@ def test_a_web_config_of_bad_bytes_is_a_config_error(tmp_path: Path) -> None:
         assert expected in caught.value.errors[0]
 
 
+def test_a_bcrypt_hash_with_a_bad_cost_is_a_field_error(tmp_path: Path) -> None:
+    """7: a hash of bcrypt's shape but with a cost that is not a number names the user's field
+    (before: "cannot be used (ValueError); this is a bug")."""
+    path = tmp_path / "web.yml"
+    path.write_text(f'basic_auth_users:\n  prometheus: "$2b$xx${"a" * 53}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.errors[0].startswith("basic_auth_users.prometheus: must be a bcrypt hash")
+
+
 def test_a_live_web_config_edit_into_bad_bytes_is_reported_as_a_reload_failure(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """7: invalid UTF-8 written into the web config while running is logged as `web config reload
