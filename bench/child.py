@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 
-from exporter.app import App, build_http_client, build_poller, build_sources
-from exporter.cli import load_configs
+from exporter.app import App, build_http_client, build_poller, build_sources, load_configs
 from exporter.collector import Publisher, metric_families
 from exporter.logs import setup_logging
 from exporter.model import Snapshot, utc_date
@@ -55,7 +54,7 @@ def serve_naive(config_path: str) -> None:
     """Poll once with the exporter's own code, then serve that data the naive way."""
     config, _ = load_configs(config_path, None)
     http = build_http_client(config)
-    sources = [s for tenant in config.tenants for s in build_sources(tenant, config, http, config_path)]
+    sources = [s for tenant in config.tenants for s in build_sources(tenant, config, http)]
     publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
     snapshot = build_poller(config, sources, publisher).poll_all_once()
     registry = CollectorRegistry(auto_describe=False)

@@ -10,8 +10,7 @@ from pathlib import Path
 from bench.report import Report, Row
 from bench.scrape import P99_TARGET
 from bench.tools import Nginx, TenantSpec, exporter, get, median_result, wait_ready, write_config, wrk
-from exporter.app import build_http_client, build_poller, build_sources
-from exporter.cli import load_configs
+from exporter.app import build_http_client, build_poller, build_sources, load_configs
 from exporter.collector import Publisher
 from exporter.config import DEFAULT_POLL_CONCURRENCY
 from exporter.simulator import Simulator
@@ -33,7 +32,7 @@ def poll_round(config_path: Path) -> tuple[float, float, int]:
     config, _ = load_configs(str(config_path), None)
     http = build_http_client(config)
     try:
-        sources = [s for t in config.tenants for s in build_sources(t, config, http, str(config_path))]
+        sources = [s for t in config.tenants for s in build_sources(t, config, http)]
         poller = build_poller(config, sources, Publisher(config.inactive_thresholds_days,
                                                          poll_interval=config.poll_interval))
         started = time.monotonic()

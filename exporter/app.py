@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
-import gc
+import errno
 import logging
+import signal
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import certifi
 import httpx
 
 from exporter import __version__
-from exporter.auth import TokenProvider
+from exporter.auth import Identity, TokenProvider
 from exporter.client import ApiClient, DapCustomersClient, DapStatisticsClient, GdapRelationshipsClient
 from exporter.collector import Publisher
-from exporter.config import Config, TenantConfig
+from exporter.config import Config, ConfigError, Endpoints, TenantConfig, load_config
 from exporter.logs import REDACTOR
+from exporter.model import Snapshot
 from exporter.poller import HEARTBEAT, Poller, Source
 from exporter.server import DEFAULT_MAX_CONNECTIONS, ExporterServer
-from exporter.webconfig import WebConfigProvider
+from exporter.webconfig import WebConfigFile, WebConfigProvider
 
 log = logging.getLogger("exporter")
 
@@ -43,23 +45,38 @@ def build_http_client(config: Config) -> httpx.Client:
         headers={"User-Agent": f"partnercenter-exporter/{__version__}"})
 
 
-def graph_tenant(tenant: TenantConfig) -> TenantConfig:
-    """The tenant as Graph's app-only token provider sees it: graph_auth and its client id."""
+def login_command(config_path: str, tenant: str) -> str:
+    """The command that signs a tenant in again, as hints quote it."""
+    return f"partnercenter-exporter login --config.file={config_path} --tenant={tenant}"
+
+
+def identity(tenant: TenantConfig, endpoints: Endpoints, *, login: str = "partnercenter-exporter login",
+             ) -> Identity:
+    """The tenant's sign-in, for Partner Center and (without graph_auth) Graph."""
+    return Identity(tenant=tenant.name, tenant_id=tenant.tenant_id, client_id=tenant.client_id,
+                    auth=tenant.auth, authority_host=endpoints.authority_host, scope=endpoints.scope,
+                    login_command=login)
+
+
+def graph_identity(tenant: TenantConfig, endpoints: Endpoints) -> Identity:
+    """Graph's app-only sign-in from graph_auth, with its own client id if it names one."""
     assert tenant.graph_auth is not None
-    return dataclasses.replace(tenant, client_id=tenant.graph_client_id or tenant.client_id,
-                               auth=tenant.graph_auth, graph_auth=None)
+    return Identity(tenant=tenant.name, tenant_id=tenant.tenant_id,
+                    client_id=tenant.graph_client_id or tenant.client_id, auth=tenant.graph_auth,
+                    authority_host=endpoints.authority_host, scope=endpoints.graph_scope)
 
 
-def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client,
-                  config_path: str) -> tuple[ApiClient, ...]:
+def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client, *,
+                  config_path: str = "config.yaml") -> tuple[ApiClient, ...]:
     """One client per collector of the tenant, all on one token provider (one MSAL app, one cache).
 
     Graph gets its own, in-memory provider only when graph_auth names app-only credentials.
     """
     endpoints = config.endpoints
-    tokens = TokenProvider(tenant, endpoints, http, config_path=config_path, on_token=REDACTOR.add_token)
+    tokens = TokenProvider(identity(tenant, endpoints, login=login_command(config_path, tenant.name)),
+                           http, on_token=REDACTOR.add_token)
     graph_tokens = tokens if tenant.graph_auth is None else TokenProvider(
-        graph_tenant(tenant), endpoints, http, config_path=config_path, on_token=REDACTOR.add_token)
+        graph_identity(tenant, endpoints), http, on_token=REDACTOR.add_token)
     sources: list[ApiClient] = []
     for collector in tenant.collectors:
         if collector == "dap_statistics":
@@ -75,7 +92,6 @@ def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client,
 # /healthz fails (so a liveness probe restarts the process) once the poll loop, which wakes at
 # least every HEARTBEAT seconds, has missed this many wake-ups.
 WATCHDOG_AFTER = 5 * HEARTBEAT
-GIL_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
 # Polls that end within a second of each other are published together.
 PUBLISH_SPACING = 1.0
 
@@ -94,26 +110,30 @@ def _shared_settings(config: Config) -> tuple[object, ...]:
 
 
 class App:
-    """Polls in the background and serves /metrics; `reload` swaps in a new config while running."""
+    """Polls in the background and serves /metrics; `reload` swaps in a new config while running.
 
-    def __init__(self, config: Config, *, config_path: str, listen_address: str,
+    Without a listen address it serves nothing: `poll_once` is then the whole run (`--once`).
+    """
+
+    def __init__(self, config: Config, *, config_path: str, listen_address: str | None,
                  web: WebConfigProvider | None = None, retry_initial: float = 15.0,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.config = config
         self._config_path = config_path
         self._http = build_http_client(config)
         self.publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        self._sources = {tenant.name: (tenant, build_sources(tenant, config, self._http, config_path))
-                         for tenant in config.tenants}
+        self._sources = {tenant.name: (tenant, self._build(tenant, config)) for tenant in config.tenants}
         self.poller = build_poller(config, self._all_sources(), self.publisher,
                                    retry_initial=retry_initial)
         self.publisher.publish(self.poller.snapshot())
-        try:
-            self.server = ExporterServer(listen_address, self.publisher, web=web, health=self.health,
-                                         max_connections=max_connections)
-        except OSError:
-            self._http.close()
-            raise
+        self._server: ExporterServer | None = None
+        if listen_address is not None:
+            try:
+                self._server = ExporterServer(listen_address, self.publisher, web=web,
+                                              health=self.health, max_connections=max_connections)
+            except OSError:
+                self._http.close()
+                raise
         self._poll_thread = threading.Thread(target=self.poller.run, name="poller", daemon=True)
         self._stopping = False
         self._retired: list[tuple[httpx.Client, tuple[ApiClient, ...]]] = []
@@ -128,18 +148,27 @@ class App:
             return f"unhealthy: the poll loop has not run for {age:.0f}s; restart the exporter"
         return None
 
+    @property
+    def server(self) -> ExporterServer:
+        assert self._server is not None, "this App was built without a listen address"
+        return self._server
+
+    def _build(self, tenant: TenantConfig, config: Config) -> tuple[ApiClient, ...]:
+        return build_sources(tenant, config, self._http, config_path=self._config_path)
+
     def _all_sources(self) -> list[ApiClient]:
         return [source for _, sources in self._sources.values() for source in sources]
 
     def start(self) -> None:
-        # Poll threads parse and render with the GIL held; by default a scrape could wait 5 ms
-        # for it at every turn. A shorter switch interval keeps scrape latency flat during polls.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        # What exists now (modules, MSAL apps, HTTP clients) lives for the whole run; leaving it out
-        # of the collector's full passes keeps those pauses, which stop every thread, short.
-        gc.freeze()
         self.server.start()
         self._poll_thread.start()
+
+    def poll_once(self) -> Snapshot:
+        """Poll every source once (no retries), publish, and close the HTTP client."""
+        try:
+            return self.poller.poll_all_once()
+        finally:
+            self._http.close()
 
     def reload(self, config: Config) -> None:
         """Apply a new config. Unchanged tenants keep their tokens, data and schedule."""
@@ -154,7 +183,7 @@ class App:
             if old is not None and old[0] == tenant and not rebuild:
                 sources[tenant.name] = old
                 continue
-            built = build_sources(tenant, config, self._http, self._config_path)
+            built = self._build(tenant, config)
             if old is not None:
                 # Request counters are counters: they carry on rather than drop to 0.
                 counts = {source.collector: source.requests_by_code for source in old[1]}
@@ -192,7 +221,8 @@ class App:
             if not source.tokens.wait_idle(deadline - time.monotonic()):
                 log.warning("stopped while a token request was in flight; if the refresh token "
                             "was rotated, run login again", extra={"tenant": source.name})
-        self.server.shutdown()
+        if self._server is not None:
+            self._server.shutdown()
         for client in (*(http for http, _ in self._retired), self._http):
             client.close()
 
@@ -213,3 +243,74 @@ def run_until(app: App, stop: threading.Event, reload: threading.Event,
                       extra={"errors": "; ".join(errors)})
             continue
         app.reload(config)
+
+
+def load_configs(config_file: str, web_config_file: str | None,
+                 ) -> tuple[Config, WebConfigFile | None]:
+    """Both config files, every error of both at once; their secrets join the redactor."""
+    errors: list[str] = []
+    config = web = None
+    try:
+        config = load_config(config_file)
+    except ConfigError as err:
+        errors += err.errors
+    if web_config_file:
+        try:
+            web = WebConfigFile(web_config_file)
+        except ConfigError as err:
+            errors += [f"web.config.file: {line}" if not line.startswith("web.config.file")
+                       else line for line in err.errors]
+    if errors or config is None:
+        raise ConfigError(errors)
+    for value in config.secret_values():
+        REDACTOR.add_secret(value)
+    return config, web
+
+
+def stop_on_signals(stop: threading.Event, reload: threading.Event | None = None) -> None:
+    """SIGTERM and SIGINT set `stop`; SIGHUP sets `reload`, as Prometheus does."""
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    def handle_reload(signum: int, frame: FrameType | None) -> None:
+        log.info("reloading config", extra={"signal": "SIGHUP"})
+        assert reload is not None
+        reload.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    if reload is not None:
+        signal.signal(signal.SIGHUP, handle_reload)
+
+
+def serve(config: Config, *, config_path: str, listen_address: str, web: WebConfigProvider | None,
+          stop: threading.Event, reload: threading.Event | None = None,
+          on_listening: Callable[[ExporterServer], None] | None = None,
+          max_connections: int = DEFAULT_MAX_CONNECTIONS,
+          settle: Callable[[], None] = lambda: None) -> int:
+    """Run the poller and the HTTP server until `stop` is set; reload the config on `reload`.
+
+    `settle` runs once everything long-lived is built, before the first poll: the entry point's
+    process-wide tuning goes there.
+    """
+    try:
+        app = App(config, config_path=config_path, listen_address=listen_address, web=web,
+                  max_connections=max_connections)
+    except OSError as err:
+        reason = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be used: {err.strerror}"
+        print(f"--web.listen-address: {listen_address} {reason}; choose another address",
+              file=sys.stderr)
+        return 1
+    settle()
+    app.start()
+    log.info("listening", extra={"address": app.server.url, "tenants": len(config.tenants),
+                                 "version": __version__})
+    if on_listening is not None:
+        on_listening(app.server)
+    try:
+        run_until(app, stop, reload or threading.Event(),
+                  lambda: load_configs(config_path, None)[0])
+    finally:
+        app.stop()
+    return 0

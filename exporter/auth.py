@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO, get_args
 from urllib.parse import parse_qs, urlsplit
@@ -23,13 +24,13 @@ import msal_extensions
 from msal.exceptions import MsalServiceError
 
 from exporter.client import describe_transport_error, parse_retry_after, read_bounded
-from exporter.config import Endpoints, TenantConfig
+from exporter.config import AuthConfig
 from exporter.model import PollError
 
 log = logging.getLogger("exporter.auth")
 
 _AADSTS_RE = re.compile(r"AADSTS(\d+)")
-_LOGIN = "run `partnercenter-exporter login --config.file={config} --tenant={tenant}`"
+_LOGIN = "run `{login}`"
 _PC_APP = "2832473f-ec63-45fb-976f-5d45a7d4bb91"
 # Identity-platform error codes mapped to what the operator should do; README lists the same table.
 # Codes from Microsoft's AADSTS reference (learn.microsoft.com/entra/identity-platform/reference-error-codes).
@@ -88,6 +89,24 @@ def _permission(scope: str | None, method: str) -> str:
 
 
 _ROPC_WARNING_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who asks the identity platform for tokens, and what its messages may name."""
+
+    tenant: str  # the tenant's name in the config, for logs and messages
+    tenant_id: str
+    client_id: str
+    auth: AuthConfig
+    authority_host: str
+    scope: str  # the resource asked for unless a caller names another
+    # The command that signs in again, quoted in hints; the wiring knows the config file.
+    login_command: str = "partnercenter-exporter login"
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host}/{self.tenant_id}"
 
 
 class RecordingHttp:
@@ -191,12 +210,12 @@ def open_token_cache(path: Path) -> msal.SerializableTokenCache:
     return FlockTokenCache(AtomicFilePersistence(str(path)))
 
 
-def build_msal_app(tenant: TenantConfig, endpoints: Endpoints, http: RecordingHttp,
-                   cache: msal.TokenCache, *, confidential: bool) -> msal.ClientApplication:
+def build_msal_app(identity: Identity, http: RecordingHttp, cache: msal.TokenCache, *,
+                   confidential: bool) -> msal.ClientApplication:
     """Construct the MSAL app; this does network I/O (OpenID discovery), so call it lazily."""
-    host = urlsplit(endpoints.authority_host).hostname or ""
+    host = urlsplit(identity.authority_host).hostname or ""
     options: dict[str, Any] = {
-        "authority": f"{endpoints.authority_host}/{tenant.tenant_id}",
+        "authority": identity.authority,
         "http_client": http,
         "token_cache": cache,
     }
@@ -204,14 +223,14 @@ def build_msal_app(tenant: TenantConfig, endpoints: Endpoints, http: RecordingHt
         # Otherwise MSAL asks login.microsoftonline.com about sovereign clouds and the simulator.
         options["instance_discovery"] = False
     if confidential:
-        secret = tenant.auth.client_secret
+        secret = identity.auth.client_secret
         assert secret is not None
-        return msal.ConfidentialClientApplication(tenant.client_id, client_credential=secret.value,
+        return msal.ConfidentialClientApplication(identity.client_id, client_credential=secret.value,
                                                   **options)
-    return msal.PublicClientApplication(tenant.client_id, **options)
+    return msal.PublicClientApplication(identity.client_id, **options)
 
 
-def classify_identity_error(result: Mapping[str, Any], *, tenant: TenantConfig, config_path: str,
+def classify_identity_error(result: Mapping[str, Any], *, identity: Identity,
                             status: int | None, retry_after: float | None,
                             scope: str | None = None) -> PollError:
     """Map an identity-platform error response to a reason and a one-line, actionable message."""
@@ -228,14 +247,15 @@ def classify_identity_error(result: Mapping[str, Any], *, tenant: TenantConfig, 
         detail = f": {first_line}" if result else ""
         return PollError("server_error", f"the identity platform answered {status}{detail}",
                          retry_after=retry_after)
-    fields = {"client_id": tenant.client_id, "tenant_id": tenant.tenant_id,
-              "username": tenant.auth.username or "the user", "config": config_path,
-              "tenant": tenant.name, "permission": _permission(scope, tenant.auth.method)}
+    method = identity.auth.method
+    fields = {"client_id": identity.client_id, "tenant_id": identity.tenant_id,
+              "username": identity.auth.username or "the user", "login": identity.login_command,
+              "permission": _permission(scope, method)}
     for code in codes:
-        hint = aad_hint(code, tenant.auth.method)
+        hint = aad_hint(code, method)
         if hint is not None:
             return PollError("auth", f"{hint.format(**fields)} [AADSTS{code}]")
-    if error == "invalid_grant" and tenant.auth.method == "refresh_token":
+    if error == "invalid_grant" and method == "refresh_token":
         return PollError("auth", "the refresh token is no longer valid: " + _LOGIN.format(**fields)
                          + f" [{first_line}]")
     return PollError("auth", f"the identity platform refused the token request: {error}: {first_line}")
@@ -244,17 +264,15 @@ def classify_identity_error(result: Mapping[str, Any], *, tenant: TenantConfig, 
 class TokenProvider:
     """Hands out access tokens for one tenant, reusing them until MSAL decides to refresh."""
 
-    def __init__(self, tenant: TenantConfig, endpoints: Endpoints, http: httpx.Client, *,
-                 config_path: str = "config.yaml", clock: Callable[[], float] = time.time,
+    def __init__(self, identity: Identity, http: httpx.Client, *,
+                 clock: Callable[[], float] = time.time,
                  on_token: Callable[[str], None] | None = None) -> None:
-        self.tenant = tenant
-        self.method = tenant.auth.method
-        self._endpoints = endpoints
-        self._default_scope = endpoints.scope
+        self.identity = identity
+        self.method = identity.auth.method
+        self._default_scope = identity.scope
         # Per scope: Partner Center and Graph tokens come from the one app, cache and refresh token.
         self._expires_at: dict[str, float] = {}
         self._http = RecordingHttp(http)
-        self._config_path = config_path
         self._clock = clock
         self._on_token = on_token
         self._app: msal.ClientApplication | None = None
@@ -302,14 +320,13 @@ class TokenProvider:
             raise PollError("invalid_response", "the identity platform answered with a body that is "
                                                 "not JSON; check endpoints.authority_host") from None
         except OSError as err:
-            raise PollError("auth", f"cannot use token cache {self.tenant.auth.token_cache_file}: "
+            raise PollError("auth", f"cannot use token cache {self.identity.auth.token_cache_file}: "
                                     f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
         except ValueError as err:
             raise self._setup_error(err) from None
         if "access_token" not in result:
             raise classify_identity_error(
-                result, tenant=self.tenant, config_path=self._config_path,
-                status=self._http.last_status,
+                result, identity=self.identity, status=self._http.last_status,
                 retry_after=parse_retry_after(self._http.last_retry_after, self._clock()), scope=scope)
         token = str(result["access_token"])
         self._expires_at[scope] = self._clock() + float(result.get("expires_in") or 0)
@@ -329,26 +346,26 @@ class TokenProvider:
                              f"60s before it asks again")
         # MSAL raised instead of returning the body; the status alone decides, as for any answer.
         return classify_identity_error(
-            {}, tenant=self.tenant, config_path=self._config_path, status=status,
+            {}, identity=self.identity, status=status,
             retry_after=parse_retry_after(self._http.last_retry_after, self._clock()))
 
     def _build(self) -> msal.ClientApplication:
-        auth = self.tenant.auth
+        auth = self.identity.auth
         if auth.method == "username_password":
             log.warning("username_password (ROPC) cannot do MFA, which Partner Center requires for "
                         "App+User calls since April 2026; prefer method refresh_token with login",
-                        extra={"tenant": self.tenant.name})
+                        extra={"tenant": self.identity.tenant})
         if auth.method == "refresh_token":
             assert auth.token_cache_file is not None
             cache = open_token_cache(auth.token_cache_file)
         else:
             cache = msal.SerializableTokenCache()
-        return build_msal_app(self.tenant, self._endpoints, self._http, cache,
+        return build_msal_app(self.identity, self._http, cache,
                               confidential=auth.client_secret is not None)
 
     def _acquire(self, app: msal.ClientApplication, force_refresh: bool,
                  scopes: list[str]) -> dict[str, Any]:
-        auth = self.tenant.auth
+        auth = self.identity.auth
         if auth.method == "client_credentials":
             if force_refresh:
                 app.remove_tokens_for_client()
@@ -373,10 +390,10 @@ class TokenProvider:
             # Imported once: a seed is single-use, because the platform rotates it on redemption.
             self._seed_imported = True
             log.info("importing refresh token seed into the empty token cache",
-                     extra={"tenant": self.tenant.name, "source": auth.refresh_token.source})
+                     extra={"tenant": self.identity.tenant, "source": auth.refresh_token.source})
             return dict(app.acquire_token_by_refresh_token(auth.refresh_token.value, scopes))
         raise PollError("auth", f"token cache {auth.token_cache_file} holds no signed-in account: "
-                        + _LOGIN.format(config=self._config_path, tenant=self.tenant.name))
+                        + _LOGIN.format(login=self.identity.login_command))
 
     def _setup_error(self, err: ValueError) -> PollError:
         status = self._http.last_status
@@ -385,8 +402,8 @@ class TokenProvider:
         if status == 429:
             return PollError("throttled", "OpenID discovery at the identity platform was throttled (429)")
         if "authority" in str(err).lower():
-            return PollError("auth", f"OpenID discovery failed for tenant {self.tenant.tenant_id} at "
-                                     f"{self._endpoints.authority_host}: check tenant_id and "
+            return PollError("auth", f"OpenID discovery failed for tenant {self.identity.tenant_id} at "
+                                     f"{self.identity.authority_host}: check tenant_id and "
                                      f"endpoints.authority_host")
         return PollError("auth", f"MSAL refused the request: {str(err).splitlines()[0][:200]}")
 
@@ -422,8 +439,7 @@ LOGIN_FLOWS: tuple[LoginFlow, ...] = get_args(LoginFlow)
 DEFAULT_REDIRECT_URI = "http://localhost"
 
 
-def interactive_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Client, *,
-                      config_path: str, out: TextIO, flow: LoginFlow = "device-code",
+def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, flow: LoginFlow = "device-code",
                       redirect_uri: str = DEFAULT_REDIRECT_URI,
                       read_line: Callable[[], str] = input) -> str:
     """Secure Application Model bootstrap: an admin signs in with MFA; the result goes to the cache.
@@ -433,12 +449,12 @@ def interactive_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
     flow (as Microsoft recommends); the admin opens the printed URL in any browser and pastes the
     URL the browser was redirected to, which works on a headless server too.
     """
-    auth = tenant.auth
+    auth, name, scope = identity.auth, identity.tenant, identity.scope
     if auth.method != "refresh_token" or auth.token_cache_file is None:
-        raise LoginError(f"tenant {tenant.name} uses method {auth.method}; login is only for "
+        raise LoginError(f"tenant {name} uses method {auth.method}; login is only for "
                          f"method refresh_token, which keeps its tokens in token_cache_file")
     if auth.client_secret is not None:
-        raise LoginError(f"tenant {tenant.name} has a client secret, but an interactive sign-in makes "
+        raise LoginError(f"tenant {name} has a client secret, but an interactive sign-in makes "
                          f"public-client tokens that cannot be redeemed with a secret: remove "
                          f"client_secret_file/client_secret_env for this tenant, or obtain a refresh "
                          f"token with your Secure Application Model tooling and set refresh_token_file")
@@ -446,16 +462,16 @@ def interactive_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
 
     def refused(result: Mapping[str, Any]) -> LoginError:
         return LoginError(classify_identity_error(
-            result, tenant=tenant, config_path=config_path, status=recording.last_status,
-            retry_after=None, scope=endpoints.scope).message)
+            result, identity=identity, status=recording.last_status, retry_after=None,
+            scope=scope).message)
 
     try:
-        app = build_msal_app(tenant, endpoints, recording, open_token_cache(auth.token_cache_file),
+        app = build_msal_app(identity, recording, open_token_cache(auth.token_cache_file),
                              confidential=False)
         if flow == "auth-code":
-            result = _auth_code_flow(app, [endpoints.scope], redirect_uri, out, read_line)
+            result = _auth_code_flow(app, [scope], redirect_uri, out, read_line)
         else:
-            device = app.initiate_device_flow(scopes=[endpoints.scope])
+            device = app.initiate_device_flow(scopes=[scope])
             if "user_code" not in device:
                 raise refused(device)
             print(device.get("message") or f"Open {device['verification_uri']} and enter the code "
@@ -467,7 +483,7 @@ def interactive_login(tenant: TenantConfig, endpoints: Endpoints, http: httpx.Cl
         raise LoginError(f"cannot use token cache {auth.token_cache_file}: "
                          f"{err.strerror or type(err).__name__}") from None
     except ValueError as err:
-        raise LoginError(f"sign-in could not start for tenant {tenant.tenant_id}: "
+        raise LoginError(f"sign-in could not start for tenant {identity.tenant_id}: "
                          f"{str(err).splitlines()[0][:200]}") from None
     if "access_token" not in result:
         raise refused(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -140,3 +141,11 @@ def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | Non
     # Their debug output carries request details we neither need nor want to vet for secrets.
     for noisy in ("httpx", "httpcore", "msal", "msal_extensions", "portalocker"):
         logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))
+
+
+def add_log_flags(parser: argparse.ArgumentParser) -> None:
+    """--log.level and --log.format, as Prometheus exporters spell them."""
+    parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info",
+                        help="log level (default: info)")
+    parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
+                        default="logfmt", help="log format (default: logfmt)")

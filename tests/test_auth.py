@@ -13,6 +13,7 @@ import httpx
 import pytest
 import respx
 
+from exporter.app import identity, login_command
 from exporter.auth import AAD_HINTS, AtomicFilePersistence, TokenProvider
 from exporter.model import PollError
 from tests.conftest import (
@@ -42,8 +43,8 @@ def aad() -> Any:
 
 
 def provider(config: Any, **kwargs: Any) -> TokenProvider:
-    return TokenProvider(config, endpoints(), httpx.Client(), config_path="/etc/pcx.yml",
-                         clock=lambda: NOW, **kwargs)
+    return TokenProvider(identity(config, endpoints(), login=login_command("/etc/pcx.yml", config.name)),
+                         httpx.Client(), clock=lambda: NOW, **kwargs)
 
 
 def test_construction_does_no_network_io(aad: Any) -> None:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.demo import DEMO_TENANTS
+from exporter.simulator.scenario import DEMO_TENANTS
 from tests.conftest import require_binary
 from tests.deploy_helpers import ContainerFiles, flag_value
 from tests.e2e_helpers import ROOT, ExporterProcess, http_get, run_exporter

@@ -27,9 +27,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import App
+from exporter.app import App, identity, load_configs
 from exporter.auth import interactive_login
-from exporter.cli import load_configs
 from exporter.logs import setup_logging
 from exporter.simulator import Fault, Simulator
 from exporter.simulator.app import STATISTICS_PATH
@@ -214,8 +213,7 @@ def _login(env: Env) -> None:
     # The runbook's remedy for a revoked grant: sign in again; the running exporter picks it up.
     tenant = env.app.config.tenants[0]
     with httpx.Client(verify=ssl.create_default_context(cafile=str(env.sim.certs.ca_file))) as http:
-        interactive_login(tenant, env.app.config.endpoints, http, config_path=str(env.config_path),
-                          out=io.StringIO())
+        interactive_login(identity(tenant, env.app.config.endpoints), http, out=io.StringIO())
 
 
 def _require_mfa(env: Env) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from exporter.app import identity
 from exporter.auth import TokenProvider, interactive_login
 from exporter.client import DapCustomersClient, DapStatisticsClient, GdapRelationshipsClient
 from exporter.config import Endpoints
@@ -39,7 +40,7 @@ def sim_endpoints(sim: Simulator) -> Endpoints:
 
 def signed_in(sim: Simulator, http: httpx.Client, tmp_path: Path, *, mfa: bool = True) -> TokenProvider:
     seed = sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test", mfa=mfa)
-    return TokenProvider(tenant(seed=seed, cache=tmp_path / "cache.json"), sim_endpoints(sim), http)
+    return TokenProvider(identity(tenant(seed=seed, cache=tmp_path / "cache.json"), sim_endpoints(sim)), http)
 
 
 def test_customer_list_is_read_whole_through_next_links_at_a_page_of_100(
@@ -131,11 +132,11 @@ def test_auth_code_login_with_a_pasted_redirect_url_fills_the_cache(
     cache then serves Partner Center tokens, which pass MFA enforcement."""
     out = io.StringIO()
     cache = tmp_path / "cache.json"
-    user = interactive_login(tenant(cache=cache), sim_endpoints(sim), http, config_path="c.yml", out=out,
+    user = interactive_login(identity(tenant(cache=cache), sim_endpoints(sim)), http, out=out,
                              flow="auth-code", read_line=lambda: browser(http, out.getvalue()))
     assert user.startswith("admin@")
     assert sim.count("devicecode") == 0
-    provider = TokenProvider(tenant(cache=cache), sim_endpoints(sim), http)
+    provider = TokenProvider(identity(tenant(cache=cache), sim_endpoints(sim)), http)
     client = DapStatisticsClient("contoso", http, sim.dap_statistics_url, provider)
     assert client.fetch().total_customers == 250
 
@@ -146,7 +147,7 @@ def test_auth_code_login_refuses_text_that_is_not_the_redirect_url(
     from exporter.auth import LoginError
 
     with pytest.raises(LoginError) as caught:
-        interactive_login(tenant(cache=tmp_path / "c.json"), sim_endpoints(sim), http, config_path="c.yml",
+        interactive_login(identity(tenant(cache=tmp_path / "c.json"), sim_endpoints(sim)), http,
                           out=io.StringIO(), flow="auth-code", read_line=lambda: "hello")
     assert "code= and state=" in str(caught.value)
 

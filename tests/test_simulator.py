@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from exporter.app import identity
 from exporter.auth import TokenProvider, interactive_login
 from exporter.client import DapStatisticsClient
 from exporter.model import PollError
@@ -32,7 +33,7 @@ def make_client(sim: Simulator, http: httpx.Client, tmp_path: Path,
     ends = endpoints(**{"authority_host": sim.authority_host,
                         "dap_statistics_url": sim.dap_statistics_url, **endpoint_overrides})
     return DapStatisticsClient("contoso", http, ends.dap_statistics_url,
-                               TokenProvider(config, ends, http))
+                               TokenProvider(identity(config, ends), http))
 
 
 def reason_of(client: DapStatisticsClient) -> PollError:
@@ -89,7 +90,7 @@ def test_revoking_one_tenant_leaves_the_others_working(sim: Simulator, http: htt
     other_config = tenant(seed=sim.issue_refresh_token(other_id, CLIENT_ID, "admin@fabrikam.test"),
                           cache=tmp_path / "other.json", name="fabrikam", tenant_id=other_id)
     other = DapStatisticsClient("fabrikam", http, ends.dap_statistics_url,
-                                TokenProvider(other_config, ends, http))
+                                TokenProvider(identity(other_config, ends), http))
     client = make_client(sim, http, tmp_path)
     client.fetch()
     other.fetch()
@@ -114,7 +115,8 @@ def test_unknown_tenant_is_auth(sim: Simulator, http: httpx.Client, tmp_path: Pa
     """A tenant the identity platform does not know fails discovery with a tenant_id hint."""
     ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
     config = tenant(tenant_id="contoso-missing.onmicrosoft.com", seed="x", cache=tmp_path / "c.json")
-    client = DapStatisticsClient("x", http, ends.dap_statistics_url, TokenProvider(config, ends, http))
+    client = DapStatisticsClient("x", http, ends.dap_statistics_url,
+                                 TokenProvider(identity(config, ends), http))
     error = reason_of(client)
     assert error.reason == "auth"
     assert "tenant_id" in error.message
@@ -137,10 +139,10 @@ def test_interactive_login_fills_the_cache(sim: Simulator, http: httpx.Client, t
     cache = tmp_path / "cache.json"
     ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
     out = io.StringIO()
-    user = interactive_login(tenant(cache=cache), ends, http, config_path="c.yml", out=out)
+    user = interactive_login(identity(tenant(cache=cache), ends), http, out=out)
     assert user.startswith("admin@")
     assert "enter the code" in out.getvalue()
-    provider = TokenProvider(tenant(cache=cache), ends, http)
+    provider = TokenProvider(identity(tenant(cache=cache), ends), http)
     assert provider.get_token().startswith("sim-at-")
 
 
@@ -150,7 +152,7 @@ def test_login_replaces_an_earlier_sign_in(sim: Simulator, http: httpx.Client, t
     client.fetch()
     sim.revoke_refresh_tokens()
     ends = endpoints(authority_host=sim.authority_host, dap_statistics_url=sim.dap_statistics_url)
-    user = interactive_login(tenant(cache=tmp_path / "cache.json"), ends, http, config_path="c.yml",
+    user = interactive_login(identity(tenant(cache=tmp_path / "cache.json"), ends), http,
                              out=io.StringIO())
     assert user != "admin@contoso.test"
     assert cached_refresh_tokens(tmp_path / "cache.json") == [sim.live_refresh_tokens()[-1]]

@@ -8,9 +8,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from exporter.demo import write_demo_config
-from exporter.server import parse_listen_address
 from exporter.simulator import Simulator
+from exporter.simulator.scenario import write_demo_config
 
 
 def main() -> None:
@@ -19,10 +18,12 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: a free port)")
     parser.add_argument("--dir", default=None, help="where to write the CA, seeds and config.yaml")
     args = parser.parse_args()
-    host, port = parse_listen_address(args.listen)
+    host, _, port = args.listen.rpartition(":")
+    if not port.isdigit():
+        parser.error(f"--listen: expected HOST:PORT, got {args.listen!r}")
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="pcsim-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    with Simulator(host=host, port=port, cert_dir=workdir / "certs") as sim:
+    with Simulator(host=host.strip("[]") or "127.0.0.1", port=int(port), cert_dir=workdir / "certs") as sim:
         config = write_demo_config(sim, workdir)
         print(f"simulator: {sim.base_url}\nCA:        {sim.certs.ca_file}\nconfig:    {config}\n"
               f"run:       partnercenter-exporter --config.file={config}", flush=True)

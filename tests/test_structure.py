@@ -1,0 +1,91 @@
+"""The house's shape: imports run one way, and the simulator stands apart from the product."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("exporter", "devtools", "bench")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_imports() -> dict[str, set[str]]:
+    """Each project module and the project modules it imports, wherever in the file the import is."""
+    files = {_module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                # `from exporter import app` imports the module exporter.app.
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {target for target in targets if target in files and target != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return [*path[path.index(target):], target]
+            if target not in state and (cycle := visit(target)) is not None:
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)) is not None:
+            return cycle
+    return None
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_find_cycle_finds_one() -> None:
+    """The cycle finder reports a cycle three modules long, so its silence below means something."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_cycles() -> None:
+    """No module of exporter/, devtools/ or bench/ imports itself through others."""
+    graph = project_imports()
+    assert len(graph) > 30  # the walk found the project
+    assert find_cycle(graph) is None
+
+
+def test_simulator_does_not_import_the_product() -> None:
+    """The simulator stands in for Microsoft: it imports nothing of the exporter outside itself."""
+    graph = project_imports()
+    for module in (name for name in graph if name.startswith("exporter.simulator")):
+        product = {m for m in reachable(graph, module) if not m.startswith("exporter.simulator")}
+        assert product <= {"exporter"}, f"{module} imports {sorted(product)}"
+
+
+def test_demo_stands_below_the_command_line() -> None:
+    """The demo wires an App; it never reaches the command line's module."""
+    assert "exporter.cli" not in reachable(project_imports(), "exporter.demo")
