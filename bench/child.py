@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 
 from exporter.app import App, build_http_client, build_poller, build_sources, load_configs
-from exporter.collector import Publisher, metric_families
+from exporter.exposition import Publisher, metric_families
 from exporter.logs import setup_logging
 from exporter.model import Snapshot, utc_date
 

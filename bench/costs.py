@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench.report import Report, Row
 from bench.tools import TenantSpec, exporter, get, rss_mib, wait_ready, write_config, wrk
-from exporter import client
-from exporter.collector import Renderer, gzip_pieces, reference_render, segments
-from exporter.model import Snapshot, TenantSnapshot
+from exporter.collectors import dap_statistics
+from exporter.exposition import Renderer, gzip_pieces, reference_render, segments
+from exporter.model import Snapshot, SourceView
 from exporter.simulator import Simulator
 from exporter.simulator.data import spread_customers, statistics_payload
 
@@ -58,11 +58,11 @@ def payload_costs(report: Report, settings: Settings) -> None:
         raw = json.dumps(statistics_payload("t", spread_customers(count, today), "https://x")).encode()
 
         def parse(raw: bytes = raw) -> object:
-            client.parse_date_cached.cache_clear()
-            return client.parse_statistics(json.loads(raw), today)
+            dap_statistics.parse_date_cached.cache_clear()
+            return dap_statistics.parse_statistics(json.loads(raw), today)
 
-        stats = client.parse_statistics(json.loads(raw), today)
-        snapshot = Snapshot((TenantSnapshot(name="t", stats=stats, attempted=True, last_poll_success=True,
+        stats = dap_statistics.parse_statistics(json.loads(raw), today)
+        snapshot = Snapshot((SourceView(name="t", data=stats, attempted=True, last_poll_success=True,
                                             last_success_time=time.time(), last_duration=0.2),))
 
         def render(snapshot: Snapshot = snapshot) -> object:

@@ -11,8 +11,8 @@ from bench.report import Report, Row
 from bench.scrape import P99_TARGET
 from bench.tools import Nginx, TenantSpec, exporter, get, median_result, wait_ready, write_config, wrk
 from exporter.app import build_http_client, build_poller, build_sources, load_configs
-from exporter.collector import Publisher
 from exporter.config import DEFAULT_POLL_CONCURRENCY
+from exporter.exposition import Publisher
 from exporter.simulator import Simulator
 
 LATENCY = 0.2
@@ -41,7 +41,7 @@ def poll_round(config_path: Path) -> tuple[float, float, int]:
         started = time.monotonic()
         snapshot = poller.poll_all_once()
         warm = time.monotonic() - started
-        return cold, warm, sum(1 for t in snapshot.tenants if t.last_poll_success)
+        return cold, warm, sum(1 for t in snapshot.views if t.last_poll_success)
     finally:
         http.close()
 

@@ -11,15 +11,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 import certifi
 import httpx
 
 from exporter import __version__
 from exporter.auth import Identity, TokenProvider
-from exporter.client import ApiClient, DapCustomersClient, DapStatisticsClient, GdapRelationshipsClient
-from exporter.collector import Publisher
-from exporter.config import Config, ConfigError, Endpoints, TenantConfig, load_config
+from exporter.client import ApiClient
+from exporter.collectors import REGISTRY, SourceSettings
+from exporter.config import Config, ConfigError, TenantConfig, load_config
+from exporter.endpoints import Endpoints
+from exporter.exposition import Publisher
 from exporter.logs import REDACTOR
 from exporter.model import Snapshot
 from exporter.poller import HEARTBEAT, Poller, Source
@@ -67,7 +70,7 @@ def graph_identity(tenant: TenantConfig, endpoints: Endpoints) -> Identity:
 
 
 def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client, *,
-                  config_path: str = "config.yaml") -> tuple[ApiClient, ...]:
+                  config_path: str = "config.yaml") -> tuple[ApiClient[Any], ...]:
     """One client per collector of the tenant, all on one token provider (one MSAL app, one cache).
 
     Graph gets its own, in-memory provider only when graph_auth names app-only credentials.
@@ -77,16 +80,9 @@ def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client, *,
                            http, on_token=REDACTOR.add_token)
     graph_tokens = tokens if tenant.graph_auth is None else TokenProvider(
         graph_identity(tenant, endpoints), http, on_token=REDACTOR.add_token)
-    sources: list[ApiClient] = []
-    for collector in tenant.collectors:
-        if collector == "dap_statistics":
-            sources.append(DapStatisticsClient(tenant.name, http, endpoints.dap_statistics_url, tokens))
-        elif collector == "dap_customers":
-            sources.append(DapCustomersClient(tenant.name, http, endpoints.dap_customers_url, tokens))
-        else:
-            sources.append(GdapRelationshipsClient(tenant.name, http, endpoints.graph_url,
-                                                   graph_tokens.for_scope(endpoints.graph_scope)))
-    return tuple(sources)
+    settings = SourceSettings(tenant=tenant.name, http=http, endpoints=endpoints, tokens=tokens,
+                              graph_tokens=graph_tokens.for_scope(endpoints.graph_scope))
+    return tuple(REGISTRY[collector].build(settings) for collector in tenant.collectors)
 
 
 # /healthz fails (so a liveness probe restarts the process) once the poll loop, which wakes at
@@ -136,7 +132,7 @@ class App:
                 raise
         self._poll_thread = threading.Thread(target=self.poller.run, name="poller", daemon=True)
         self._stopping = False
-        self._retired: list[tuple[httpx.Client, tuple[ApiClient, ...]]] = []
+        self._retired: list[tuple[httpx.Client, tuple[ApiClient[Any], ...]]] = []
 
     def health(self) -> str | None:
         """Why the process should be restarted, or None: the poll loop ended or stopped waking."""
@@ -153,10 +149,10 @@ class App:
         assert self._server is not None, "this App was built without a listen address"
         return self._server
 
-    def _build(self, tenant: TenantConfig, config: Config) -> tuple[ApiClient, ...]:
+    def _build(self, tenant: TenantConfig, config: Config) -> tuple[ApiClient[Any], ...]:
         return build_sources(tenant, config, self._http, config_path=self._config_path)
 
-    def _all_sources(self) -> list[ApiClient]:
+    def _all_sources(self) -> list[ApiClient[Any]]:
         return [source for _, sources in self._sources.values() for source in sources]
 
     def start(self) -> None:

@@ -70,7 +70,7 @@ def _once(config: Config, config_path: str) -> int:
     snapshot = app.poll_once()
     sys.stdout.buffer.write(app.publisher.current.body)
     sys.stdout.flush()
-    failed = [v for v in snapshot.tenants if not v.last_poll_success]
+    failed = [v for v in snapshot.views if not v.last_poll_success]
     for view in failed:
         print(f"error: tenant {view.name}: {view.collector}: {view.last_error_reason}: "
               f"{REDACTOR(view.last_error_message or '')}", file=sys.stderr)

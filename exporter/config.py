@@ -15,17 +15,17 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from exporter.model import COLLECTORS, DEFAULT_COLLECTORS, CollectorName
-
-DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-DEFAULT_DAP_STATISTICS_URL = (
-    "https://traf-pcsvcadmin-prod.trafficmanager.net"
-    "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
+from exporter.collectors import DEFAULT_COLLECTORS, REGISTRY
+from exporter.endpoints import (
+    DEFAULT_AUTHORITY_HOST,
+    DEFAULT_DAP_CUSTOMERS_URL,
+    DEFAULT_DAP_STATISTICS_URL,
+    DEFAULT_GRAPH_SCOPE,
+    DEFAULT_GRAPH_URL,
+    DEFAULT_SCOPE,
+    Endpoints,
 )
-DEFAULT_DAP_CUSTOMERS_URL = DEFAULT_DAP_STATISTICS_URL.removesuffix("Statistics") + "Customers"
-DEFAULT_SCOPE = "https://api.partnercustomeradministration.microsoft.com/.default"
-DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
-DEFAULT_GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
 DEFAULT_POLL_INTERVAL = 15 * 60.0
 MIN_POLL_INTERVAL = 60.0
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -84,21 +84,10 @@ class TenantConfig:
     tenant_id: str
     client_id: str
     auth: AuthConfig
-    collectors: tuple[CollectorName, ...] = DEFAULT_COLLECTORS
+    collectors: tuple[str, ...] = DEFAULT_COLLECTORS
     # App-only credentials for Microsoft Graph; None: Graph uses `auth` as well.
     graph_auth: AuthConfig | None = None
     graph_client_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    authority_host: str = DEFAULT_AUTHORITY_HOST
-    dap_statistics_url: str = DEFAULT_DAP_STATISTICS_URL
-    dap_customers_url: str = DEFAULT_DAP_CUSTOMERS_URL
-    scope: str = DEFAULT_SCOPE
-    graph_url: str = DEFAULT_GRAPH_URL
-    graph_scope: str = DEFAULT_GRAPH_SCOPE
-    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +97,7 @@ class Config:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     inactive_thresholds_days: tuple[int, ...] = DEFAULT_THRESHOLDS
     poll_concurrency: int = DEFAULT_POLL_CONCURRENCY
-    endpoints: Endpoints = Endpoints()
+    endpoints: Endpoints = field(default_factory=Endpoints)
 
     def secret_values(self) -> list[str]:
         """Every secret the config loaded, so logs and errors can redact them."""
@@ -228,7 +217,7 @@ def load_yaml(data: bytes, what: str) -> Any:
         loader.dispose()
 
 
-class _Collector:
+class _Errors:
     """Collects `path: message` errors while the config is walked."""
 
     def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
@@ -402,7 +391,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
 
 def parse_config(raw: Any, *, environ: Mapping[str, str], base_dir: Path) -> Config:
     """Validate an already-parsed YAML document; relative paths resolve against base_dir."""
-    c = _Collector(environ, base_dir)
+    c = _Errors(environ, base_dir)
     if raw is None:
         raise ConfigError(["config.file: the file is empty; it needs at least a tenants list"])
     top = c.mapping(raw, "", _TOP_KEYS)
@@ -431,7 +420,7 @@ def parse_config(raw: Any, *, environ: Mapping[str, str], base_dir: Path) -> Con
                   poll_concurrency=concurrency, endpoints=endpoints)
 
 
-def _thresholds(c: _Collector, value: Any) -> tuple[int, ...]:
+def _thresholds(c: _Errors, value: Any) -> tuple[int, ...]:
     if value is None:
         return DEFAULT_THRESHOLDS
     if not isinstance(value, list) or not value:
@@ -449,7 +438,7 @@ def _thresholds(c: _Collector, value: Any) -> tuple[int, ...]:
     return tuple(sorted(result)) or DEFAULT_THRESHOLDS
 
 
-def _https_url(c: _Collector, value: str | None, where: str, *, bare_host: bool) -> None:
+def _https_url(c: _Errors, value: str | None, where: str, *, bare_host: bool) -> None:
     if value is None:
         return
     parts = urlsplit(value)
@@ -460,7 +449,7 @@ def _https_url(c: _Collector, value: str | None, where: str, *, bare_host: bool)
                      f"the tenant is appended from tenants[].tenant_id")
 
 
-def _endpoints(c: _Collector, value: Any) -> Endpoints:
+def _endpoints(c: _Errors, value: Any) -> Endpoints:
     data = c.mapping(value, "endpoints", _ENDPOINT_KEYS)
     authority = c.string(data, "authority_host", "endpoints", default=DEFAULT_AUTHORITY_HOST)
     _https_url(c, authority, "endpoints.authority_host", bare_host=True)
@@ -487,7 +476,7 @@ def _endpoints(c: _Collector, value: Any) -> Endpoints:
                      graph_scope=graph_scope, ca_file=ca_file)
 
 
-def _scope(c: _Collector, data: dict[str, Any], key: str, default: str) -> str:
+def _scope(c: _Errors, data: dict[str, Any], key: str, default: str) -> str:
     scope = c.string(data, key, "endpoints", default=default)
     if scope and (set(scope.split()) & _RESERVED_SCOPES or len(scope.split()) != 1):
         c.add(f"endpoints.{key}", f"must be one resource scope such as {default}; openid, profile "
@@ -495,7 +484,7 @@ def _scope(c: _Collector, data: dict[str, Any], key: str, default: str) -> str:
     return scope or default
 
 
-def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
+def _tenants(c: _Errors, value: Any) -> list[TenantConfig]:
     if value is None:
         c.add("tenants", "required: list at least one partner tenant")
         return []
@@ -543,40 +532,42 @@ def _tenants(c: _Collector, value: Any) -> list[TenantConfig]:
     return tenants
 
 
-def _collectors(c: _Collector, value: Any, path: str) -> tuple[CollectorName, ...] | None:
+def _collectors(c: _Errors, value: Any, path: str) -> tuple[str, ...] | None:
     if value is None:
         return DEFAULT_COLLECTORS
+    known = REGISTRY.names
     if not isinstance(value, list) or not value:
-        c.add(path, f"must be a non-empty list of collectors, from: {', '.join(COLLECTORS)}")
+        c.add(path, f"must be a non-empty list of collectors, from: {', '.join(known)}")
         return None
     errors_before = len(c.errors)
-    chosen: list[CollectorName] = []
+    chosen: list[str] = []
     for i, item in enumerate(value):
-        known = next((name for name in COLLECTORS if name == item), None)
-        if known is None:
-            c.add(f"{path}[{i}]", f"unknown collector {shown(item)}; known: {', '.join(COLLECTORS)}")
-        elif known in chosen:
+        if item not in known:
+            c.add(f"{path}[{i}]", f"unknown collector {shown(item)}; known: {', '.join(known)}")
+        elif item in chosen:
             c.add(f"{path}[{i}]", f"duplicate collector {shown(item)}")
         else:
-            chosen.append(known)
-    if "dap_customers" in chosen and "gdap_relationships" not in chosen:
-        c.add(path, "dap_customers finds DAP customers without GDAP by joining with GDAP relationships; "
-                    "add gdap_relationships to the list")
+            chosen.append(item)
+    for name in chosen:
+        for needed, why in REGISTRY[name].requires.items():
+            if needed not in chosen:
+                c.add(path, f"{why}; add {needed} to the list")
     if len(c.errors) > errors_before:
         return None
-    # Config order does not matter; COLLECTORS order is the one everything else uses.
-    return tuple(name for name in COLLECTORS if name in chosen)
+    # Config order does not matter; the registry's order is the one everything else uses.
+    return tuple(sorted(chosen, key=REGISTRY.order))
 
 
-def _graph_auth(c: _Collector, value: Any, path: str,
-                collectors: tuple[CollectorName, ...] | None) -> tuple[AuthConfig | None, str | None]:
+def _graph_auth(c: _Errors, value: Any, path: str,
+                collectors: tuple[str, ...] | None) -> tuple[AuthConfig | None, str | None]:
     """Optional app-only credentials for Graph, so the GDAP collector needs no user sign-in."""
     if value is None:
         return None, None
     data = c.mapping(value, path, _GRAPH_AUTH_KEYS)
     errors_before = len(c.errors)
-    if collectors is not None and "gdap_relationships" not in collectors:
-        c.add(path, "only used by the gdap_relationships collector, which this tenant does not run")
+    graph_kinds = [name for name in REGISTRY.names if REGISTRY[name].uses_graph]
+    if collectors is not None and not set(graph_kinds) & set(collectors):
+        c.add(path, f"only used by the {' or '.join(graph_kinds)} collector, which this tenant does not run")
     method = c.string(data, "method", path, default="client_credentials")
     if method != "client_credentials":
         c.add(f"{path}.method", f"must be client_credentials (app-only, with the application "
@@ -597,7 +588,7 @@ def _graph_auth(c: _Collector, value: Any, path: str,
     return AuthConfig(method="client_credentials", client_secret=secret), client_id
 
 
-def _auth(c: _Collector, value: Any, path: str) -> AuthConfig | None:
+def _auth(c: _Errors, value: Any, path: str) -> AuthConfig | None:
     data = c.mapping(value, path, _AUTH_KEYS)
     errors_before = len(c.errors)
     method = c.string(data, "method", path, default="refresh_token")
@@ -631,7 +622,7 @@ def _auth(c: _Collector, value: Any, path: str) -> AuthConfig | None:
                       username=username, password=password)
 
 
-def _check_token_cache(c: _Collector, path: Path, where: str) -> None:
+def _check_token_cache(c: _Errors, path: Path, where: str) -> None:
     directory = path.parent
     if not directory.is_dir():
         c.add(where, f"directory {directory} does not exist; create it "

@@ -1,18 +1,17 @@
-"""Types shared along the pipeline: poll errors, each collector's parsed data, the immutable snapshot."""
+"""Types shared along the pipeline: poll errors, days past a threshold, per-source views, the
+immutable snapshot. Nothing here knows a collector kind."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Literal, TypeAlias, TypeVar
+from typing import Literal, Protocol, get_args
 
 Reason = Literal["auth", "throttled", "timeout", "connection", "server_error", "client_error",
                  "invalid_response", "not_found"]
-REASONS: tuple[Reason, ...] = ("auth", "throttled", "timeout", "connection", "server_error",
-                               "client_error", "invalid_response", "not_found")
+REASONS: tuple[Reason, ...] = get_args(Reason)
 # Failures that may clear up by themselves soon, so a retry within the interval is worth it.
 RETRYABLE_REASONS: frozenset[Reason] = frozenset(
     {"throttled", "timeout", "connection", "server_error", "invalid_response"})
@@ -43,32 +42,9 @@ class PollError(Exception):
         self.retry_after = retry_after
 
 
-CollectorName = Literal["dap_statistics", "gdap_relationships", "dap_customers"]
-# The order collectors appear in for a tenant: on /metrics, the status page and in the config.
-COLLECTORS: tuple[CollectorName, ...] = ("dap_statistics", "gdap_relationships", "dap_customers")
-DEFAULT_COLLECTORS: tuple[CollectorName, ...] = ("dap_statistics",)
-
-# delegatedAdminRelationshipStatus as Graph v1.0 documents it. Graph sends unknownFutureValue for
-# members added later, unless the client opts in to them, so this list is closed.
-GDAP_STATUSES: tuple[str, ...] = (
-    "activating", "active", "approvalPending", "approved", "created", "expired", "expiring",
-    "terminated", "terminating", "terminationRequested", "unknownFutureValue")
-# Statuses in which the relationship gives the partner access to the customer today. Graph v1.0's
-# delegatedAdminRelationshipStatus: `expiring` means "the relationship has passed its expiration
-# date" and is being deprovisioned, so only `active` grants access.
-# https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship
-GDAP_ACCESS_STATUSES = frozenset({"active"})
-GLOBAL_ADMIN_ROLE = "62e90394-69f5-4237-9190-012177145e10"
-EXPIRY_WINDOWS_DAYS: tuple[int, ...] = (7, 30)
-
-
 def utc_date(timestamp: float) -> dt.date:
     """The UTC calendar date of a Unix time: the "today" that day-based counts are relative to."""
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).date()
-
-
-def _frozen(mapping: Mapping[dt.date, int]) -> Mapping[dt.date, int]:
-    return MappingProxyType(dict(sorted(mapping.items())))
 
 
 def cutoff(threshold_days: int, today: dt.date) -> dt.date:
@@ -76,15 +52,17 @@ def cutoff(threshold_days: int, today: dt.date) -> dt.date:
     return today - dt.timedelta(days=threshold_days)
 
 
-def is_past(day: dt.date, threshold_days: int, today: dt.date) -> bool:
-    """A sign-in on `day` is more than threshold_days days before today (exactly N days is not past N)."""
-    return day < cutoff(threshold_days, today)
-
-
 class ThresholdBuckets:
-    """For each day, the largest threshold it is past (0 if none): is_past, worked out once per day."""
+    """The one place that says what "past N days" means.
+
+    A day is past threshold N when it is before cutoff(N, today): exactly N days ago is not past
+    N. Each day's bucket is the largest threshold it is past (0 if none); it is past every
+    threshold up to its bucket. The colour label, the over-threshold counts and the status page
+    all go through here.
+    """
 
     def __init__(self, thresholds: Sequence[int], today: dt.date) -> None:
+        self.thresholds = tuple(thresholds)
         # Earliest cutoff first, which is the largest threshold: the first one a day is before wins.
         self._cutoffs = sorted((cutoff(t, today), t) for t in set(thresholds))
 
@@ -94,147 +72,36 @@ class ThresholdBuckets:
                 return threshold
         return 0
 
+    def totals(self, per_bucket: Mapping[int, int]) -> dict[int, int]:
+        """Per configured threshold, the sum of the counts in the buckets past it."""
+        return {t: sum(n for bucket, n in per_bucket.items() if bucket >= t > 0) for t in self.thresholds}
 
-@dataclass(frozen=True)
-class DapStatistics:
-    """One parsed delegatedAdminStatistics response."""
-
-    total_customers: int
-    established: Mapping[dt.date, int] = field(default_factory=dict)
-    inactive: Mapping[dt.date, int] = field(default_factory=dict)
-    skipped_entries: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "established", _frozen(self.established))
-        object.__setattr__(self, "inactive", _frozen(self.inactive))
-
-    def inactive_over(self, threshold_days: int, today: dt.date) -> int:
-        """Customers whose last sign-in is more than threshold_days days before today."""
-        limit = cutoff(threshold_days, today)
-        return sum(count for day, count in self.inactive.items() if day < limit)
+    def past(self, counts: Mapping[dt.date, int]) -> dict[int, int]:
+        """Per configured threshold, the sum of the counts of the days past it."""
+        per_bucket: dict[int, int] = {}
+        for day, count in counts.items():
+            bucket = self(day)
+            per_bucket[bucket] = per_bucket.get(bucket, 0) + count
+        return self.totals(per_bucket)
 
 
-@dataclass(frozen=True)
-class GdapRelationship:
-    """One Graph delegatedAdminRelationship, reduced to what the metrics need."""
-
-    id: str
-    display_name: str
-    # The customer's tenant id, lower case, and name; "" while Graph names no customer yet, as it
-    # may for `created` and `approvalPending` relationships.
-    customer_id: str
-    customer_name: str
-    status: str  # one of GDAP_STATUSES
-    end_time: float | None  # Unix time of endDateTime
-    auto_extend: bool
-    global_admin: bool
-    reseller: bool = False  # a resellerDelegatedAdminRelationship (indirect reseller)
+class SourceData(Protocol):
+    """What the pipeline needs of any collector kind's parsed data."""
 
     @property
-    def grants_access(self) -> bool:
-        return self.status in GDAP_ACCESS_STATUSES and bool(self.customer_id)
+    def skipped_entries(self) -> int: ...
 
 
 @dataclass(frozen=True)
-class GdapRelationships:
-    """Every GDAP relationship of the partner, as one poll of Graph found them."""
+class SourceView:
+    """What is known about one source, a collector of a tenant, after its latest poll.
 
-    relationships: tuple[GdapRelationship, ...]
-    fetched_at: float  # expiry windows are counted from here
-    skipped_entries: int = 0
-
-    def by_status(self) -> dict[str, int]:
-        counts = dict.fromkeys(GDAP_STATUSES, 0)
-        for relationship in self.relationships:
-            counts[relationship.status] += 1
-        return counts
-
-    def with_access(self) -> list[GdapRelationship]:
-        return [r for r in self.relationships if r.grants_access]
-
-    def customers_with_access(self) -> frozenset[str]:
-        return frozenset(r.customer_id for r in self.relationships if r.grants_access)
-
-    def expiring_without_auto_extend(self, within_days: int) -> int:
-        """Relationships with access that end within that many days and will not be extended.
-
-        An end already past is not "within N days": that relationship has ended.
-        """
-        limit = self.fetched_at + within_days * 86400
-        return sum(1 for r in self.relationships if r.grants_access and not r.auto_extend
-                   and r.end_time is not None and self.fetched_at < r.end_time <= limit)
-
-
-@dataclass(frozen=True)
-class DapCustomer:
-    """One delegatedAdminCustomers entry with dapEnabled."""
-
-    id: str  # the customer's tenant id, lower case
-    name: str
-    # Unix time of lastSignInDateTime; None when Partner Center says "no sign-ins to customer
-    # tenant by partners" (null or empty).
-    last_signin: float | None = None
-    start_time: float | None = None  # startDateTime: when the DAP relationship was established
-    global_admin_signins: int = 0  # globalAdminSignInCount: partner Global Admin sign-ins, last day
-
-    @property
-    def activity_day(self) -> dt.date | None:
-        """The UTC date inactivity counts from: the last partner sign-in or, when no partner ever
-        signed in, the DAP start (Microsoft removes DAP without a sign-in in 90 days); None if
-        neither is known."""
-        since = self.last_signin if self.last_signin is not None else self.start_time
-        return None if since is None else utc_date(since)
-
-
-@dataclass(frozen=True)
-class DapCustomers:
-    """The customers that delegatedAdminCustomers lists with dapEnabled."""
-
-    customers: tuple[DapCustomer, ...]
-    skipped_entries: int = 0
-
-    def without_gdap(self, gdap: GdapRelationships) -> list[DapCustomer]:
-        covered = gdap.customers_with_access()
-        return [c for c in self.customers if c.id not in covered]
-
-    def inactive_by_coverage(self, gdap: GdapRelationships, buckets: ThresholdBuckets,
-                             thresholds: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """Per threshold, DAP customers inactive over it: (with active GDAP, without).
-
-        One pass: each customer's largest threshold passed comes from `buckets`, as for the
-        statistics' dates; a customer of unknown age is past every threshold.
-        """
-        covered = gdap.customers_with_access()
-        top = max(thresholds, default=0)
-        per_bucket: dict[tuple[int, bool], int] = {}
-        for customer in self.customers:
-            day = customer.activity_day
-            key = (top if day is None else buckets(day), customer.id in covered)
-            per_bucket[key] = per_bucket.get(key, 0) + 1
-        return {t: (sum(n for (b, cov), n in per_bucket.items() if cov and b >= t > 0),
-                    sum(n for (b, cov), n in per_bucket.items() if not cov and b >= t > 0))
-                for t in thresholds}
-
-
-CollectorData: TypeAlias = DapStatistics | GdapRelationships | DapCustomers
-_Data = TypeVar("_Data", DapStatistics, GdapRelationships, DapCustomers)
-
-
-def data_of(views: Sequence[TenantSnapshot], kind: type[_Data]) -> _Data | None:
-    """One tenant's last good data of one kind, if that collector runs and has succeeded once."""
-    return next((v.stats for v in views if isinstance(v.stats, kind)), None)
-
-
-@dataclass(frozen=True)
-class TenantSnapshot:
-    """What is known about one collector of one tenant after its latest poll.
-
-    stats is the last good data; for dap_statistics a DapStatistics, and so on.
+    data is the last good data, of the collector kind's own type.
     """
 
-    name: str
-    collector: CollectorName = "dap_statistics"
-    stats: CollectorData | None = None
+    name: str  # the tenant's name
+    collector: str = "dap_statistics"
+    data: SourceData | None = None
     attempted: bool = False
     last_poll_success: bool = False
     last_success_time: float | None = None
@@ -251,19 +118,20 @@ class TenantSnapshot:
 class Snapshot:
     """One view per configured (tenant, collector)."""
 
-    tenants: tuple[TenantSnapshot, ...] = ()
+    views: tuple[SourceView, ...] = ()
     # Unexpected errors in the exporter itself (a bug), by the poll-loop stage they happened in.
     internal_errors: Mapping[str, int] = field(default_factory=dict)
 
-    def by_tenant(self) -> list[tuple[str, tuple[TenantSnapshot, ...]]]:
-        """Each tenant's views, tenants by name and each tenant's collectors in COLLECTORS order."""
-        grouped: dict[str, list[TenantSnapshot]] = {}
-        for view in self.tenants:
+    def by_tenant(self, order: Callable[[str], int] = lambda collector: 0,
+                  ) -> list[tuple[str, tuple[SourceView, ...]]]:
+        """Each tenant's views, tenants by name and each tenant's collectors by `order`."""
+        grouped: dict[str, list[SourceView]] = {}
+        for view in self.views:
             grouped.setdefault(view.name, []).append(view)
-        return [(name, tuple(sorted(grouped[name], key=lambda v: COLLECTORS.index(v.collector))))
+        return [(name, tuple(sorted(grouped[name], key=lambda v: order(v.collector))))
                 for name in sorted(grouped)]
 
     @property
     def ready(self) -> bool:
         """True once there are tenants and every one has finished its first poll attempt."""
-        return bool(self.tenants) and all(t.attempted for t in self.tenants)
+        return bool(self.views) and all(v.attempted for v in self.views)

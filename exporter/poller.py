@@ -12,17 +12,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from exporter.model import (
-    RETRYABLE_REASONS,
-    CollectorData,
-    CollectorName,
-    DapCustomers,
-    DapStatistics,
-    GdapRelationships,
-    PollError,
-    Snapshot,
-    TenantSnapshot,
-)
+from exporter.collectors import REGISTRY
+from exporter.model import RETRYABLE_REASONS, PollError, Snapshot, SourceData, SourceView
 
 log = logging.getLogger("exporter.poller")
 
@@ -41,7 +32,7 @@ class Source(Protocol):
     def name(self) -> str: ...
 
     @property
-    def collector(self) -> CollectorName: ...
+    def collector(self) -> str: ...
 
     @property
     def requests_by_code(self) -> Mapping[str, int]: ...
@@ -49,20 +40,20 @@ class Source(Protocol):
     @property
     def token_expires_at(self) -> float | None: ...
 
-    def fetch(self) -> CollectorData: ...
+    def fetch(self) -> SourceData: ...
 
 
 @dataclasses.dataclass
 class _TenantState:
     source: Source
-    view: TenantSnapshot
+    view: SourceView
     next_due: float
     regular_next: float
     failures: int = 0
 
 
-def _first_view(source: Source) -> TenantSnapshot:
-    return TenantSnapshot(name=source.name, collector=source.collector)
+def _first_view(source: Source) -> SourceView:
+    return SourceView(name=source.name, collector=source.collector)
 
 
 def _spawn_daemon(target: Callable[[], None]) -> None:
@@ -259,10 +250,10 @@ class Poller:
                 state.regular_next = started + self._interval * self._rng.uniform(
                     1 - INTERVAL_JITTER, 1 + INTERVAL_JITTER)
                 state.failures = 0
-        stats: CollectorData | None = None
+        data: SourceData | None = None
         error: PollError | None = None
         try:
-            stats = source.fetch()
+            data = source.fetch()
         except PollError as err:
             error = err
         except Exception as err:  # a bug must not kill the loop; report it like any failure
@@ -278,26 +269,26 @@ class Poller:
                 # Whatever goes wrong below, the source is polled again at its regular time.
                 state.next_due, self._dirty = max(state.regular_next, finished), True
                 self._fetching.discard(id(source))
-                state.view = self._next_view(state, stats, error, finished - started)
+                state.view = self._next_view(state, data, error, finished - started)
                 state.next_due = self._schedule(state, error, finished)
-            self._log_outcome(source, error, first or was_failing, finished - started, stats)
+            self._log_outcome(source, error, first or was_failing, finished - started, data)
         except Exception:
             self.internal_error("poll")
         finally:
             self._wake.set()
 
-    def _next_view(self, state: _TenantState, stats: CollectorData | None,
-                   error: PollError | None, duration: float) -> TenantSnapshot:
+    def _next_view(self, state: _TenantState, data: SourceData | None,
+                   error: PollError | None, duration: float) -> SourceView:
         source = state.source
         view = dataclasses.replace(state.view, attempted=True, last_duration=duration,
                                    api_requests_total=dict(source.requests_by_code),
                                    token_expires_at=source.token_expires_at)
         if error is None:
-            assert stats is not None
+            assert data is not None
             return dataclasses.replace(
-                view, stats=stats, last_poll_success=True, last_success_time=self._clock(),
+                view, data=data, last_poll_success=True, last_success_time=self._clock(),
                 last_error_reason=None, last_error_message=None,
-                skipped_entries_total=view.skipped_entries_total + stats.skipped_entries)
+                skipped_entries_total=view.skipped_entries_total + data.skipped_entries)
         errors = dict(view.errors_total)
         errors[error.reason] = errors.get(error.reason, 0) + 1
         return dataclasses.replace(view, last_poll_success=False, last_error_reason=error.reason,
@@ -317,21 +308,12 @@ class Poller:
 
     @staticmethod
     def _log_outcome(source: Source, error: PollError | None, notable: bool, duration: float,
-                     stats: CollectorData | None) -> None:
+                     data: SourceData | None) -> None:
         where = {"tenant": source.name, "collector": source.collector}
         if error is not None:
             log.warning("poll failed", extra={**where, "reason": error.reason, "error": error.message,
                                               "duration": f"{duration:.3f}s"})
-        elif stats is not None:
+        elif data is not None:
             log.log(logging.INFO if notable else logging.DEBUG, "poll succeeded", extra={
-                **where, **_summary(stats), "duration": f"{duration:.3f}s"})
+                **where, **REGISTRY.summary(source.collector, data), "duration": f"{duration:.3f}s"})
 
-
-def _summary(stats: CollectorData) -> dict[str, int]:
-    """The headline figure of a poll, for the log."""
-    if isinstance(stats, DapStatistics):
-        return {"dap_customers": stats.total_customers}
-    if isinstance(stats, GdapRelationships):
-        return {"gdap_relationships": len(stats.relationships)}
-    assert isinstance(stats, DapCustomers)
-    return {"dap_enabled_customers": len(stats.customers)}

@@ -29,17 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exporter import __version__
-from exporter.collector import CONTENT_TYPE, Publisher
+from exporter.collectors import REGISTRY, Context
+from exporter.exposition import CONTENT_TYPE, Publisher
 from exporter.logs import REDACTOR, Throttled
-from exporter.model import (
-    DapCustomers,
-    DapStatistics,
-    GdapRelationships,
-    Snapshot,
-    TenantSnapshot,
-    data_of,
-    utc_date,
-)
+from exporter.model import Snapshot, SourceView, ThresholdBuckets, utc_date
 from exporter.webconfig import BasicAuth, WebConfig, WebConfigProvider
 
 log = logging.getLogger("exporter.server")
@@ -112,9 +105,9 @@ def _age(seconds: float) -> str:
 def landing_page(snapshot: Snapshot, *, now: float, thresholds: tuple[int, ...],
                  redact: Callable[[str], str] = REDACTOR) -> bytes:
     """The `/` page: links and each tenant's state; every dynamic value is escaped and redacted."""
-    top = max(thresholds) if thresholds else 90
-    rows = [_tenant_row(view, views, now=now, threshold=top, redact=redact)
-            for _, views in snapshot.by_tenant() for view in views]
+    ctx = Context(utc_date(now), ThresholdBuckets(thresholds or (90,), utc_date(now)))
+    rows = [_tenant_row(view, views, now=now, ctx=ctx, redact=redact)
+            for _, views in snapshot.by_tenant(REGISTRY.order) for view in views]
     table = "".join(rows) or '<tr><td colspan="6">no tenants configured</td></tr>'
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Partner Center exporter</title>
@@ -135,9 +128,9 @@ Center or Microsoft Graph.</p>
     return page.encode("utf-8")
 
 
-def _tenant_row(view: TenantSnapshot, views: tuple[TenantSnapshot, ...], *, now: float, threshold: int,
+def _tenant_row(view: SourceView, views: tuple[SourceView, ...], *, now: float, ctx: Context,
                 redact: Callable[[str], str]) -> str:
-    """One collector's row; views are all of its tenant's, for the DAP-to-GDAP join."""
+    """One collector's row; views are all of its tenant's, for the joins' figures."""
     if not view.attempted:
         state = '<span class="pending">first poll pending</span>'
     elif view.last_poll_success:
@@ -145,22 +138,7 @@ def _tenant_row(view: TenantSnapshot, views: tuple[TenantSnapshot, ...], *, now:
     else:
         state = f'<span class="fail">failing: {html.escape(view.last_error_reason or "")}</span>'
     last = _age(now - view.last_success_time) if view.last_success_time is not None else "never"
-    figures = "-"
-    stats = view.stats
-    if isinstance(stats, DapStatistics):
-        figures = (f"{stats.total_customers} DAP customers, "
-                   f"{stats.inactive_over(threshold, utc_date(now))} inactive &gt; {threshold} days")
-    elif isinstance(stats, GdapRelationships):
-        figures = (f"{len(stats.with_access())} active relationships, "
-                   f"{len(stats.customers_with_access())} customers")
-        if not stats.relationships:
-            figures = ("no GDAP relationships visible: if the partner has any, the signed-in user is "
-                       "not in the Admin Agents group (or use graph_auth app-only)")
-    elif isinstance(stats, DapCustomers):
-        figures = f"{len(stats.customers)} with DAP"
-        gdap = data_of(views, GdapRelationships)
-        if gdap is not None:
-            figures += f", {len(stats.without_gdap(gdap))} of them without GDAP"
+    figures = REGISTRY.figures(view, views, ctx)
     error = html.escape(redact(view.last_error_message or ""))
     return (f"<tr><td>{html.escape(view.name)}</td><td>{view.collector}</td><td>{state}</td>"
             f"<td>{last}</td><td>{figures}</td><td>{error}</td></tr>\n")

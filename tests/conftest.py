@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from exporter.collector import Publisher
-from exporter.config import AuthConfig, Endpoints, Secret, TenantConfig
+from exporter.config import AuthConfig, Secret, TenantConfig
+from exporter.endpoints import Endpoints
+from exporter.exposition import Publisher
 from exporter.server import ExporterServer
 from exporter.simulator import Simulator
 

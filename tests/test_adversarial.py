@@ -28,17 +28,12 @@ import yaml
 from exporter import server as server_module
 from exporter.app import App
 from exporter.cli import run as cli_run
-from exporter.client import DapStatisticsClient, parse_dap_customer, parse_relationship
-from exporter.collector import Publisher
+from exporter.collectors.dap_customers import DapCustomers, parse_dap_customer
+from exporter.collectors.dap_statistics import DapStatistics, DapStatisticsClient
+from exporter.collectors.gdap_relationships import GdapRelationships, parse_relationship
 from exporter.config import ConfigError, load_config, load_yaml, shown
-from exporter.model import (
-    DapCustomers,
-    DapStatistics,
-    GdapRelationships,
-    PollError,
-    Snapshot,
-    TenantSnapshot,
-)
+from exporter.exposition import Publisher
+from exporter.model import PollError, Snapshot, SourceView
 from exporter.poller import Poller
 from exporter.server import ExporterServer, connection_limit, landing_page
 from exporter.simulator import Simulator
@@ -82,7 +77,7 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 @pytest.fixture
 def publisher() -> Publisher:
     pub = Publisher((90,), poll_interval=60)
-    pub.publish(Snapshot((TenantSnapshot(name="contoso", stats=DapStatistics(total_customers=3),
+    pub.publish(Snapshot((SourceView(name="contoso", data=DapStatistics(total_customers=3),
                                          attempted=True, last_poll_success=True,
                                          last_success_time=time.time()),)))
     return pub
@@ -116,13 +111,13 @@ def hostile_snapshot() -> Snapshot:
     error = PollError("client_error", f"Partner Center refused it [{SURROGATE}]")
     common = {"name": "contoso", "attempted": True, "last_success_time": time.time()}
     return Snapshot((
-        TenantSnapshot(collector="dap_statistics", last_poll_success=False,
+        SourceView(collector="dap_statistics", last_poll_success=False,
                        last_error_reason=error.reason, last_error_message=error.message,
                        **common),  # type: ignore[arg-type]
-        TenantSnapshot(collector="gdap_relationships", last_poll_success=True,
-                       stats=GdapRelationships((relationship,), fetched_at=time.time()),
+        SourceView(collector="gdap_relationships", last_poll_success=True,
+                       data=GdapRelationships((relationship,), fetched_at=time.time()),
                        **common),  # type: ignore[arg-type]
-        TenantSnapshot(collector="dap_customers", stats=DapCustomers((customer,)),
+        SourceView(collector="dap_customers", data=DapCustomers((customer,)),
                        last_poll_success=True, **common),  # type: ignore[arg-type]
     ))
 
@@ -267,9 +262,9 @@ def non_reading_clients(port: int, count: int, request: bytes, volume: int) -> l
 def metrics_publisher(size: int) -> Publisher:
     """A publisher whose /metrics body is about `size` bytes."""
     publisher = Publisher((90,), poll_interval=60)
-    publisher.publish(Snapshot((TenantSnapshot(
+    publisher.publish(Snapshot((SourceView(
         name="contoso", attempted=True, last_poll_success=True,
-        stats=DapStatistics(total_customers=1, established={
+        data=DapStatistics(total_customers=1, established={
             dt.date(2000, 1, 1) + dt.timedelta(days=d): d for d in range(size // 80)})),)))
     return publisher
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 import respx
 
-from exporter.client import DapStatisticsClient, parse_date, parse_retry_after, parse_statistics
+from exporter.client import parse_retry_after
+from exporter.collectors.dap_statistics import DapStatisticsClient, parse_date, parse_statistics
 from exporter.model import PollError
 from tests.conftest import API_URL
 

@@ -17,8 +17,10 @@ import yaml
 
 from exporter.app import identity
 from exporter.auth import TokenProvider, interactive_login
-from exporter.client import DapCustomersClient, DapStatisticsClient, GdapRelationshipsClient
-from exporter.config import Endpoints
+from exporter.collectors.dap_customers import DapCustomersClient
+from exporter.collectors.dap_statistics import DapStatisticsClient
+from exporter.collectors.gdap_relationships import GdapRelationshipsClient
+from exporter.endpoints import Endpoints
 from exporter.model import PollError
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, tenant

@@ -10,15 +10,15 @@ import httpx
 import pytest
 import respx
 
-from exporter import client as client_module
-from exporter.client import (
+from exporter.collectors import dap_customers, gdap_relationships
+from exporter.collectors.dap_customers import DapCustomers, DapCustomersClient, parse_dap_customer
+from exporter.collectors.gdap_relationships import (
+    GLOBAL_ADMIN_ROLE,
     MAX_INLINE_RETRY_AFTER,
-    DapCustomersClient,
     GdapRelationshipsClient,
-    parse_dap_customer,
     parse_relationship,
 )
-from exporter.model import GLOBAL_ADMIN_ROLE, DapCustomers, PollError
+from exporter.model import PollError
 from exporter.poller import Poller
 from tests.test_client import FakeTokens
 
@@ -328,7 +328,7 @@ def test_dap_customers_404_names_its_own_setting() -> None:
 @respx.mock
 def test_a_next_link_that_never_ends_stops_at_the_page_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Graph that keeps pointing onwards fails the poll after MAX_PAGES pages instead of looping."""
-    monkeypatch.setattr(client_module, "MAX_PAGES", 3)
+    monkeypatch.setattr(gdap_relationships, "MAX_PAGES", 3)
     route = respx.get(RELATIONSHIPS).respond(200, json={
         "value": [rel("a")], "@odata.nextLink": f"{RELATIONSHIPS}?$skiptoken=again"})
     with pytest.raises(PollError) as caught:
@@ -341,7 +341,7 @@ def test_a_next_link_that_never_ends_stops_at_the_page_bound(monkeypatch: pytest
 @respx.mock
 def test_dap_customers_that_never_end_stop_at_the_page_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pages of new customers without end fail the poll after MAX_PAGES pages instead of looping."""
-    monkeypatch.setattr(client_module, "MAX_PAGES", 2)
+    monkeypatch.setattr(dap_customers, "MAX_PAGES", 2)
     pages = iter(range(10))
 
     def page(request: httpx.Request) -> httpx.Response:
@@ -410,11 +410,11 @@ def test_a_server_that_starts_ignoring_skip_keeps_the_last_good_customer_list() 
 
     route = respx.get(CUSTOMERS).mock(side_effect=page)
     poller = Poller([customers_client()], interval=900, concurrency=1, on_snapshot=lambda s: None)
-    good = poller.poll_all_once().tenants[0].stats
+    good = poller.poll_all_once().views[0].data
     assert isinstance(good, DapCustomers)
     assert len(good.customers) == 150
     ignore_skip, before = True, route.call_count
-    view = poller.poll_all_once().tenants[0]
+    view = poller.poll_all_once().views[0]
     assert (view.last_poll_success, view.last_error_reason) == (False, "invalid_response")
-    assert view.stats is good
+    assert view.data is good
     assert route.call_count - before <= 10

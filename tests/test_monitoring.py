@@ -13,7 +13,7 @@ import yaml
 from devtools import build_dashboards, build_prometheusrule
 from devtools.grafana import iter_panels, load_dashboards
 from devtools.render import main as render_main
-from exporter.collector import render
+from exporter.exposition import render
 from tests.conftest import free_port, require_binary
 from tests.test_collector import TODAY, sample_snapshot
 

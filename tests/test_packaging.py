@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from exporter.auth import AAD_HINTS
-from exporter.collector import render
+from exporter.exposition import render
 from exporter.model import REASONS
 from tests.conftest import require_binary
 from tests.test_collector import TODAY, sample_snapshot

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.model import DapStatistics, PollError, Snapshot
+from exporter.collectors.dap_statistics import DapStatistics
+from exporter.model import PollError, Snapshot
 from exporter.poller import Poller
 
 INTERVAL = 900.0
@@ -135,10 +136,10 @@ def test_failure_keeps_last_good_data_and_counts_the_reason() -> None:
     source = FakeSource("a", clock, good, PollError("server_error", "502"))
     poller = make(clock, source)
     poller.step()
-    first_success = poller.snapshot().tenants[0].last_success_time
+    first_success = poller.snapshot().views[0].last_success_time
     run_until(poller, clock, INTERVAL * 1.04)
-    view = poller.snapshot().tenants[0]
-    assert view.stats is good
+    view = poller.snapshot().views[0]
+    assert view.data is good
     assert view.last_success_time == first_success
     assert view.last_poll_success is False
     assert view.last_error_reason == "server_error"
@@ -152,11 +153,11 @@ def test_recovery_clears_the_error_state() -> None:
     source = FakeSource("a", clock, PollError("connection", "refused"), DapStatistics(total_customers=3))
     poller = make(clock, source)
     run_until(poller, clock, 20)
-    view = poller.snapshot().tenants[0]
+    view = poller.snapshot().views[0]
     assert view.last_poll_success is True
     assert view.last_error_reason is None
     assert view.errors_total == {"connection": 1}
-    assert view.stats is not None
+    assert view.data is not None
 
 
 def test_unexpected_exception_is_a_failed_poll_not_a_dead_loop() -> None:
@@ -165,9 +166,9 @@ def test_unexpected_exception_is_a_failed_poll_not_a_dead_loop() -> None:
     source = FakeSource("a", clock, RuntimeError("boom"), DapStatistics(total_customers=1))
     poller = make(clock, source)
     poller.step()
-    assert poller.snapshot().tenants[0].last_error_reason == "invalid_response"
+    assert poller.snapshot().views[0].last_error_reason == "invalid_response"
     run_until(poller, clock, 20)
-    assert poller.snapshot().tenants[0].last_poll_success is True
+    assert poller.snapshot().views[0].last_poll_success is True
 
 
 def test_concurrency_bound_limits_polls_in_flight() -> None:
@@ -218,7 +219,7 @@ def test_poll_all_once_respects_concurrency_and_attempts_everyone() -> None:
     sources = [Slow(f"t{i}", clock) for i in range(8)]
     poller = Poller(sources, interval=INTERVAL, concurrency=3, on_snapshot=lambda s: None)
     snapshot = poller.poll_all_once()
-    assert all(t.attempted and t.last_poll_success for t in snapshot.tenants)
+    assert all(t.attempted and t.last_poll_success for t in snapshot.views)
     assert [len(s.calls) for s in sources] == [1] * 8
     assert peak[0] == 3
 
@@ -236,7 +237,7 @@ def test_run_stops_promptly() -> None:
     thread.join(timeout=2)
     assert not thread.is_alive()
     assert time.monotonic() - started < 1
-    assert poller.snapshot().tenants[0].attempted
+    assert poller.snapshot().views[0].attempted
 
 
 def test_loop_wakes_just_after_utc_midnight() -> None:
@@ -262,7 +263,7 @@ def test_reconfigure_keeps_known_sources_and_polls_new_ones_at_once() -> None:
     poller.reconfigure([kept, added], interval=INTERVAL, concurrency=16)
     poller.step()
     assert (kept.calls, added.calls, len(dropped.calls)) == ([1000.0], [1060.0], 1)
-    assert [(t.name, t.stats.total_customers if t.stats else None) for t in published[-1].tenants] \
+    assert [(t.name, t.data.total_customers if t.data else None) for t in published[-1].views] \
         == [("kept", 1), ("added", 3)]
 
 
@@ -285,4 +286,4 @@ def test_polls_ending_close_together_are_published_together() -> None:
     pending.pop(0)()  # the last one: nothing is running any more
     poller.step()
     assert len(published) == 2
-    assert all(t.attempted for t in published[-1].tenants)
+    assert all(t.attempted for t in published[-1].views)

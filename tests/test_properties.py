@@ -18,23 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import cli
-from exporter.client import DapStatisticsClient
-from exporter.collector import reference_render, render
+from exporter.collectors.dap_customers import DapCustomer, DapCustomers
+from exporter.collectors.dap_statistics import DapStatistics, DapStatisticsClient
+from exporter.collectors.gdap_relationships import GDAP_STATUSES, GdapRelationship, GdapRelationships
 from exporter.config import ConfigError
-from exporter.model import (
-    GDAP_STATUSES,
-    REASONS,
-    DapCustomer,
-    DapCustomers,
-    DapStatistics,
-    GdapRelationship,
-    GdapRelationships,
-    PollError,
-    Snapshot,
-    TenantSnapshot,
-    ThresholdBuckets,
-    is_past,
-)
+from exporter.exposition import reference_render, render
+from exporter.model import REASONS, PollError, Snapshot, SourceView, ThresholdBuckets
 from exporter.webconfig import load_web_config
 from tests.conftest import StaticToken
 
@@ -164,7 +153,7 @@ PAYLOADS = (st.fixed_dictionaries({}, optional={
 
 
 
-def fetch_body(body: bytes) -> TenantSnapshot:
+def fetch_body(body: bytes) -> SourceView:
     """Serve `body` as the API's 200 answer and turn the fetch into a tenant snapshot."""
     transport = httpx.MockTransport(lambda request: httpx.Response(
         200, content=body, headers={"Content-Type": "application/json"}))
@@ -176,10 +165,10 @@ def fetch_body(body: bytes) -> TenantSnapshot:
         except PollError as err:
             error = err
         else:
-            return TenantSnapshot(name="contoso", stats=stats, attempted=True, last_poll_success=True)
+            return SourceView(name="contoso", data=stats, attempted=True, last_poll_success=True)
     assert error.message
     assert "\n" not in error.message
-    return TenantSnapshot(name="contoso", attempted=True, last_error_reason=error.reason,
+    return SourceView(name="contoso", attempted=True, last_error_reason=error.reason,
                           last_error_message=error.message)
 
 
@@ -224,7 +213,7 @@ COLLECTOR_DATA = st.one_of(
                                          global_admin_signins=COUNTS),
                                max_size=6, unique_by=lambda c: c.id).map(tuple))))
 TENANTS = st.builds(
-    lambda name, data, **fields: TenantSnapshot(name=name, collector=data[0], stats=data[1], **fields),
+    lambda name, data, **fields: SourceView(name=name, collector=data[0], data=data[1], **fields),
     NAMES, COLLECTOR_DATA,
     attempted=st.booleans(), last_poll_success=st.booleans(), last_success_time=TIMES,
     last_duration=TIMES, last_error_reason=st.none() | st.sampled_from(REASONS),
@@ -238,7 +227,7 @@ TENANTS = st.builds(
        st.lists(st.integers(1, 3650), min_size=1, max_size=4, unique=True),
        st.sampled_from([60.0, 900.0, 86400.0, 1e7]))
 def test_fast_renderer_is_byte_identical_to_prometheus_client(
-        tenants: list[TenantSnapshot], thresholds: list[int], interval: float) -> None:
+        tenants: list[SourceView], thresholds: list[int], interval: float) -> None:
     """For any snapshot, render() gives exactly the bytes prometheus_client's generate_latest gives."""
     snapshot = Snapshot(tuple(tenants))
     assert render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval) == \
@@ -247,7 +236,15 @@ def test_fast_renderer_is_byte_identical_to_prometheus_client(
 
 @SETTINGS
 @given(DAYS, st.lists(st.integers(1, 3650), max_size=5))
-def test_threshold_buckets_agree_with_is_past(day: dt.date, thresholds: list[int]) -> None:
-    """The bucket of a day is the largest threshold is_past says it is past, or 0."""
-    expected = max((t for t in thresholds if is_past(day, t, TODAY)), default=0)
+def test_threshold_buckets_agree_with_day_arithmetic(day: dt.date, thresholds: list[int]) -> None:
+    """The bucket of a day is the largest threshold it is more than that many days before today, or 0."""
+    expected = max((t for t in thresholds if (TODAY - day).days > t), default=0)
     assert ThresholdBuckets(thresholds, TODAY)(day) == expected
+
+
+@SETTINGS
+@given(st.dictionaries(DAYS, st.integers(0, 1000), max_size=20), st.lists(st.integers(1, 3650), max_size=5))
+def test_past_counts_agree_with_day_arithmetic(counts: dict[dt.date, int], thresholds: list[int]) -> None:
+    """Per threshold, past() sums exactly the counts of the days more than that many days ago."""
+    expected = {t: sum(n for day, n in counts.items() if (TODAY - day).days > t) for t in thresholds}
+    assert ThresholdBuckets(thresholds, TODAY).past(counts) == expected

@@ -17,9 +17,11 @@ from typing import Any
 import bcrypt
 import pytest
 
-from exporter.collector import Publisher
+from exporter.collectors.dap_statistics import DapStatistics
+from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
+from exporter.exposition import Publisher
 from exporter.logs import Redactor
-from exporter.model import DapStatistics, GdapRelationship, GdapRelationships, Snapshot, TenantSnapshot
+from exporter.model import Snapshot, SourceView
 from exporter.server import ExporterServer, landing_page, parse_listen_address
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig
@@ -28,7 +30,7 @@ PASSWORD_HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4))
 
 
 def snapshot(attempted: bool = True) -> Snapshot:
-    return Snapshot((TenantSnapshot(name="contoso", stats=DapStatistics(total_customers=12),
+    return Snapshot((SourceView(name="contoso", data=DapStatistics(total_customers=12),
                                     attempted=attempted, last_poll_success=attempted,
                                     last_success_time=time.time() if attempted else None),))
 
@@ -114,7 +116,7 @@ def test_head_has_length_but_no_body(server: ExporterServer, publisher: Publishe
 
 def test_new_snapshot_is_served_on_the_next_scrape(server: ExporterServer, publisher: Publisher) -> None:
     """A publish swaps the body; the next scrape serves the new one."""
-    publisher.publish(Snapshot((TenantSnapshot(name="fabrikam", attempted=True),)))
+    publisher.publish(Snapshot((SourceView(name="fabrikam", attempted=True),)))
     _, _, body = get(server, "/metrics")
     assert b'tenant="fabrikam"' in body
     assert b'tenant="contoso"' not in body
@@ -151,7 +153,7 @@ def test_landing_page_shows_state_escaped_and_redacted() -> None:
     """The landing page lists tenants, escapes HTML and redacts secrets in error messages."""
     redactor = Redactor()
     redactor.add_secret("super-secret-value")
-    failing = TenantSnapshot(name="fabrikam", attempted=True, last_error_reason="auth",
+    failing = SourceView(name="fabrikam", attempted=True, last_error_reason="auth",
                              last_error_message="<script>alert(1)</script> super-secret-value")
     page = landing_page(Snapshot((failing,)), now=time.time(), thresholds=(90,), redact=redactor).decode()
     assert "fabrikam" in page
@@ -166,8 +168,8 @@ def test_landing_page_says_when_graph_shows_no_gdap_relationship() -> None:
     """An empty GDAP list gets a note naming the Admin Agents group, as Graph answers a user outside
     it with an empty list (microsoft-graph-docs-contrib issue 8921); a non-empty one does not."""
     def page(relationships: tuple[GdapRelationship, ...]) -> str:
-        view = TenantSnapshot(name="contoso", collector="gdap_relationships", attempted=True,
-                              last_poll_success=True, stats=GdapRelationships(relationships, fetched_at=0))
+        view = SourceView(name="contoso", collector="gdap_relationships", attempted=True,
+                              last_poll_success=True, data=GdapRelationships(relationships, fetched_at=0))
         return landing_page(Snapshot((view,)), now=time.time(), thresholds=(90,)).decode()
 
     assert "no GDAP relationships visible" in page(())
@@ -344,8 +346,8 @@ def big_publisher(tenants: int) -> Publisher:
     """A publisher whose body is about 0.4 MB per tenant, in many segments."""
     publisher = Publisher((90,), poll_interval=60)
     publisher.publish(Snapshot(tuple(
-        TenantSnapshot(name=f"t{i:02d}", attempted=True, last_poll_success=True,
-                       stats=DapStatistics(total_customers=1, established={
+        SourceView(name=f"t{i:02d}", attempted=True, last_poll_success=True,
+                       data=DapStatistics(total_customers=1, established={
                            dt.date(2000, 1, 1) + dt.timedelta(days=d): d for d in range(5000)}))
         for i in range(tenants))))
     return publisher

@@ -12,7 +12,7 @@ import pytest
 
 from exporter.app import identity
 from exporter.auth import TokenProvider, interactive_login
-from exporter.client import DapStatisticsClient
+from exporter.collectors.dap_statistics import DapStatisticsClient
 from exporter.model import PollError
 from exporter.simulator import Fault, Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, free_port, tenant

@@ -12,8 +12,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.collector import Publisher
 from exporter.config import ConfigError
+from exporter.exposition import Publisher
 from exporter.server import ExporterServer
 from exporter.simulator.certs import generate_certs
 from exporter.webconfig import BasicAuth, WebConfigFile, load_web_config

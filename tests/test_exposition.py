@@ -8,23 +8,19 @@ import gzip
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from exporter import collector
-from exporter.collector import Publisher, render
-from exporter.model import (
-    GDAP_STATUSES,
-    REASONS,
-    DapCustomer,
-    DapCustomers,
-    DapStatistics,
-    GdapRelationship,
-    GdapRelationships,
-    Snapshot,
-    TenantSnapshot,
-    ThresholdBuckets,
-)
+from exporter import exposition
+from exporter.collectors import Context
+from exporter.collectors.dap_customers import DapCustomer, DapCustomers
+from exporter.collectors.dap_statistics import DapStatistics
+from exporter.collectors.gdap_relationships import GDAP_STATUSES, GdapRelationship, GdapRelationships
+from exporter.collectors.migration import inactive_by_coverage
+from exporter.exposition import Publisher, render
+from exporter.families import Family
+from exporter.model import REASONS, Snapshot, SourceView, ThresholdBuckets
 from tests.conftest import require_binary
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
@@ -39,22 +35,22 @@ def sample_snapshot() -> Snapshot:
         inactive={D(2026, 11, 20): 5, D(2026, 9, 24): 2, D(2026, 8, 24): 4, D(2026, 7, 1): 6,
                   D(2024, 1, 1): 1},
         skipped_entries=1)
-    healthy = TenantSnapshot(
-        name="contoso", stats=stats, attempted=True, last_poll_success=True,
+    healthy = SourceView(
+        name="contoso", data=stats, attempted=True, last_poll_success=True,
         last_success_time=1795435200.0, last_duration=0.25, errors_total={"throttled": 2},
         api_requests_total={"200": 10, "429": 2}, skipped_entries_total=1,
         token_expires_at=1795438800.0)
-    failing = TenantSnapshot(
+    failing = SourceView(
         name="fabrikam", attempted=True, last_poll_success=False, last_duration=1.5,
         last_error_reason="auth", last_error_message="the refresh token has expired",
         errors_total={"auth": 3})
-    pending = TenantSnapshot(name="northwind")
-    gdap = TenantSnapshot(
-        name="contoso", collector="gdap_relationships", stats=sample_gdap(), attempted=True,
+    pending = SourceView(name="northwind")
+    gdap = SourceView(
+        name="contoso", collector="gdap_relationships", data=sample_gdap(), attempted=True,
         last_poll_success=True, last_success_time=1795435201.0, last_duration=0.5,
         api_requests_total={"200": 2, "429": 1}, token_expires_at=1795438801.0)
-    dap_customers = TenantSnapshot(
-        name="contoso", collector="dap_customers", stats=sample_dap_customers(), attempted=True,
+    dap_customers = SourceView(
+        name="contoso", collector="dap_customers", data=sample_dap_customers(), attempted=True,
         last_poll_success=True, last_success_time=1795435202.0, last_duration=0.125,
         api_requests_total={"200": 1})
     return Snapshot((failing, dap_customers, healthy, gdap, pending))
@@ -125,16 +121,13 @@ def test_golden_file_passes_promtool_check_metrics() -> None:
 
 def test_over_threshold_counts_are_strictly_older_than_threshold() -> None:
     """A sign-in exactly N days ago is not over N; one day more is."""
-    stats = DapStatistics(total_customers=3, inactive={
-        TODAY - dt.timedelta(days=90): 1, TODAY - dt.timedelta(days=91): 2})
-    assert stats.inactive_over(90, TODAY) == 2
-    assert stats.inactive_over(89, TODAY) == 3
-    assert stats.inactive_over(91, TODAY) == 0
+    inactive = {TODAY - dt.timedelta(days=90): 1, TODAY - dt.timedelta(days=91): 2}
+    assert ThresholdBuckets((89, 90, 91), TODAY).past(inactive) == {89: 3, 90: 2, 91: 0}
 
 
 def test_every_reason_is_precreated_at_zero() -> None:
     """A tenant with no errors still exposes every reason at 0."""
-    body = render(Snapshot((TenantSnapshot(name="x", attempted=True, last_poll_success=True),)),
+    body = render(Snapshot((SourceView(name="x", attempted=True, last_poll_success=True),)),
                   today=TODAY, thresholds=(90,), poll_interval=900).decode()
     for reason in REASONS:
         assert (f'partnercenter_exporter_poll_errors_total{{collector="dap_statistics",reason="{reason}",'
@@ -144,7 +137,7 @@ def test_every_reason_is_precreated_at_zero() -> None:
 def test_failed_poll_keeps_last_good_data_in_exposition() -> None:
     """A tenant whose last poll failed still exposes the data of its last success."""
     stats = DapStatistics(total_customers=7)
-    tenant = TenantSnapshot(name="x", stats=stats, attempted=True, last_poll_success=False,
+    tenant = SourceView(name="x", data=stats, attempted=True, last_poll_success=False,
                             last_error_reason="timeout", last_success_time=1.0)
     body = render(Snapshot((tenant,)), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert 'partnercenter_dap_customers{tenant="x"} 7.0' in body
@@ -167,7 +160,7 @@ def test_publisher_rerenders_when_utc_day_changes() -> None:
     now = [dt.datetime(2026, 11, 23, 23, 59, tzinfo=dt.UTC).timestamp()]
     stats = DapStatistics(total_customers=1, inactive={TODAY - dt.timedelta(days=90): 1})
     publisher = Publisher((90,), poll_interval=900, clock=lambda: now[0])
-    publisher.publish(Snapshot((TenantSnapshot(name="x", stats=stats, attempted=True),)))
+    publisher.publish(Snapshot((SourceView(name="x", data=stats, attempted=True),)))
     over = 'partnercenter_dap_inactive_customers_over_threshold{tenant="x",threshold_days="90"}'
     assert f"{over} 0.0".encode() in publisher.current.body
     assert publisher.refresh_if_new_day() is False
@@ -179,7 +172,7 @@ def test_publisher_rerenders_when_utc_day_changes() -> None:
 @pytest.mark.parametrize("thresholds", [(90,), (7, 30, 60, 90, 180)])
 def test_one_series_per_threshold(thresholds: tuple[int, ...]) -> None:
     """Each configured threshold yields exactly one over-threshold series per tenant."""
-    snapshot = Snapshot((TenantSnapshot(name="x", stats=DapStatistics(total_customers=0)),))
+    snapshot = Snapshot((SourceView(name="x", data=DapStatistics(total_customers=0)),))
     body = render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=900).decode()
     assert body.count("partnercenter_dap_inactive_customers_over_threshold{") == len(thresholds)
 
@@ -188,7 +181,7 @@ def test_inactive_dates_carry_the_largest_threshold_they_exceed() -> None:
     """Each per-date series names the largest threshold its date is past (exactly N days is not past N)."""
     ages = {0: "0", 30: "0", 31: "30", 61: "60", 90: "60", 91: "90", 900: "90"}
     stats = DapStatistics(total_customers=7, inactive={TODAY - dt.timedelta(days=a): 1 for a in ages})
-    body = render(Snapshot((TenantSnapshot(name="x", stats=stats),)), today=TODAY, thresholds=(30, 60, 90),
+    body = render(Snapshot((SourceView(name="x", data=stats),)), today=TODAY, thresholds=(30, 60, 90),
                   poll_interval=900).decode()
     for age, bucket in ages.items():
         day = (TODAY - dt.timedelta(days=age)).isoformat()
@@ -198,7 +191,7 @@ def test_inactive_dates_carry_the_largest_threshold_they_exceed() -> None:
 
 def test_poll_interval_is_exported_per_tenant() -> None:
     """The configured poll interval is a gauge per tenant, so staleness rules can count intervals."""
-    snapshot = Snapshot((TenantSnapshot(name="x"), TenantSnapshot(name="y")))
+    snapshot = Snapshot((SourceView(name="x"), SourceView(name="y")))
     body = render(snapshot, today=TODAY, thresholds=(90,), poll_interval=600).decode()
     assert 'partnercenter_exporter_poll_interval_seconds{collector="dap_statistics",tenant="x"} 600.0' in body
     assert 'partnercenter_exporter_poll_interval_seconds{collector="dap_statistics",tenant="y"} 600.0' in body
@@ -208,20 +201,20 @@ def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.Mon
     """After one tenant's poll, the next render renders that tenant's lines only and reuses the
     others', and the result equals a render from scratch."""
     calls: list[str] = []
-    original = collector._tenant_lines
+    original = exposition._tenant_lines
 
-    def counting(name: str, views: tuple[TenantSnapshot, ...], **kwargs: object) -> tuple[bytes, ...]:
+    def counting(name: str, views: tuple[SourceView, ...], *args: Any) -> dict[Family, bytes]:
         calls.append(name)
-        return original(name, views, **kwargs)  # type: ignore[arg-type]
+        return original(name, views, *args)
 
-    monkeypatch.setattr(collector, "_tenant_lines", counting)
-    renderer = collector.Renderer(version="1.2.3")
+    monkeypatch.setattr(exposition, "_tenant_lines", counting)
+    renderer = exposition.Renderer(version="1.2.3")
     first = sample_snapshot()
     renderer.render(first, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
     assert sorted(calls) == ["contoso", "fabrikam", "northwind"]
     calls.clear()
-    changed = dataclasses.replace(first.tenants[0], errors_total={"auth": 4})
-    second = Snapshot((changed, *first.tenants[1:]))
+    changed = dataclasses.replace(first.views[0], errors_total={"auth": 4})
+    second = Snapshot((changed, *first.views[1:]))
     assert changed.name == "fabrikam"
     pieces = renderer.render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
     assert calls == ["fabrikam"]
@@ -238,17 +231,17 @@ def test_large_bodies_keep_big_pieces_without_copying_them() -> None:
     big = [bytes([65 + i % 26]) * 300_000 for i in range(15)]
     small = [b"x" * 100 for _ in range(2000)]
     pieces = [*small[:1000], *big, *small[1000:]]
-    result = collector.segments(pieces)
+    result = exposition.segments(pieces)
     assert b"".join(result) == b"".join(pieces)
     assert sum(1 for segment in result if any(segment is piece for piece in big)) == len(big)
     assert len(result) < len(pieces) / 50
-    assert collector.segments(small) == (b"".join(small),)
+    assert exposition.segments(small) == (b"".join(small),)
 
 
 def test_gzip_of_pieces_is_the_gzip_of_the_whole() -> None:
     """gzip_pieces compresses the pieces as one stream that decompresses to their concatenation."""
     pieces = [b"# HELP a\n", b"a 1.0\n" * 1000, b"", b"b 2.0\n"]
-    assert gzip.decompress(collector.gzip_pieces(pieces)) == b"".join(pieces)
+    assert gzip.decompress(exposition.gzip_pieces(pieces)) == b"".join(pieces)
 
 
 def _samples(body: str, family: str) -> dict[str, str]:
@@ -331,14 +324,14 @@ def test_a_dap_customer_never_signed_in_counts_as_inactive_once_its_dap_is_older
     neither a sign-in nor a start date, inactive over every threshold."""
     customers = DapCustomers((DapCustomer("id-y", "y", None, NOW - 40 * DAY),
                               DapCustomer("id-z", "z", None, None)))
-    counts = customers.inactive_by_coverage(GdapRelationships((), fetched_at=NOW),
-                                            ThresholdBuckets((30, 90), TODAY), (30, 90))
+    counts = inactive_by_coverage(customers, GdapRelationships((), fetched_at=NOW),
+                                  Context(TODAY, ThresholdBuckets((30, 90), TODAY)))
     assert counts == {30: (0, 2), 90: (0, 1)}
 
 
 def test_no_join_before_the_gdap_collector_has_data() -> None:
     """Without GDAP data yet, the DAP customer count is shown but no customer is called uncovered."""
-    views = tuple(v for v in sample_snapshot().tenants if v.collector != "gdap_relationships")
+    views = tuple(v for v in sample_snapshot().views if v.collector != "gdap_relationships")
     body = render(Snapshot(views), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "5.0"}
     assert "partnercenter_dap_customers_without_gdap{" not in body

@@ -1,0 +1,16 @@
+"""The collector kinds, one module each, and the registry that is the only list of them.
+
+Adding a kind: write exporter/collectors/<kind>.py with a KIND, and add it below
+(docs/development.md has the steps).
+"""
+
+from exporter.collectors import dap_customers, dap_statistics, gdap_relationships, migration
+from exporter.collectors.kind import Context, Join, Kind, Registry, SourceSettings
+
+REGISTRY = Registry(
+    kinds=[dap_statistics.KIND, gdap_relationships.KIND, dap_customers.KIND],
+    joins=[migration.JOIN])
+# What a tenant runs when its config names no collectors.
+DEFAULT_COLLECTORS: tuple[str, ...] = (dap_statistics.NAME,)
+
+__all__ = ["DEFAULT_COLLECTORS", "REGISTRY", "Context", "Join", "Kind", "Registry", "SourceSettings"]

@@ -1,0 +1,290 @@
+"""The gdap_relationships collector: Microsoft Graph's delegatedAdminRelationships, every GDAP
+relationship of the partner.
+
+https://learn.microsoft.com/graph/api/tenantrelationship-list-delegatedadminrelationships
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from exporter.client import (
+    MAX_PAGES,
+    PAGE_SIZE,
+    ApiClient,
+    TokenSource,
+    log_skipped,
+    page_items,
+    parse_time,
+    text_field,
+)
+from exporter.collectors.kind import Context, Kind
+from exporter.families import CACHED, Family, Samples, bool_label
+from exporter.model import PollError
+
+log = logging.getLogger("exporter.client")
+
+NAME = "gdap_relationships"
+
+# delegatedAdminRelationshipStatus as Graph v1.0 documents it. Graph sends unknownFutureValue for
+# members added later, unless the client opts in to them, so this list is closed.
+GDAP_STATUSES: tuple[str, ...] = (
+    "activating", "active", "approvalPending", "approved", "created", "expired", "expiring",
+    "terminated", "terminating", "terminationRequested", "unknownFutureValue")
+# Statuses in which the relationship gives the partner access to the customer today. Graph v1.0's
+# delegatedAdminRelationshipStatus: `expiring` means "the relationship has passed its expiration
+# date" and is being deprovisioned, so only `active` grants access.
+# https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship
+GDAP_ACCESS_STATUSES = frozenset({"active"})
+GLOBAL_ADMIN_ROLE = "62e90394-69f5-4237-9190-012177145e10"
+EXPIRY_WINDOWS_DAYS: tuple[int, ...] = (7, 30)
+
+
+@dataclass(frozen=True)
+class GdapRelationship:
+    """One Graph delegatedAdminRelationship, reduced to what the metrics need."""
+
+    id: str
+    display_name: str
+    # The customer's tenant id, lower case, and name; "" while Graph names no customer yet, as it
+    # may for `created` and `approvalPending` relationships.
+    customer_id: str
+    customer_name: str
+    status: str  # one of GDAP_STATUSES
+    end_time: float | None  # Unix time of endDateTime
+    auto_extend: bool
+    global_admin: bool
+    reseller: bool = False  # a resellerDelegatedAdminRelationship (indirect reseller)
+
+    @property
+    def grants_access(self) -> bool:
+        return self.status in GDAP_ACCESS_STATUSES and bool(self.customer_id)
+
+
+@dataclass(frozen=True)
+class GdapRelationships:
+    """Every GDAP relationship of the partner, as one poll of Graph found them."""
+
+    relationships: tuple[GdapRelationship, ...]
+    fetched_at: float  # expiry windows are counted from here
+    skipped_entries: int = 0
+
+    def by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(GDAP_STATUSES, 0)
+        for relationship in self.relationships:
+            counts[relationship.status] += 1
+        return counts
+
+    def with_access(self) -> list[GdapRelationship]:
+        return [r for r in self.relationships if r.grants_access]
+
+    def customers_with_access(self) -> frozenset[str]:
+        return frozenset(r.customer_id for r in self.relationships if r.grants_access)
+
+    def expiring_without_auto_extend(self, within_days: int) -> int:
+        """Relationships with access that end within that many days and will not be extended.
+
+        An end already past is not "within N days": that relationship has ended.
+        """
+        limit = self.fetched_at + within_days * 86400
+        return sum(1 for r in self.relationships if r.grants_access and not r.auto_extend
+                   and r.end_time is not None and self.fetched_at < r.end_time <= limit)
+
+
+RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
+# A throttled page is asked again after Retry-After when that is this short, so one 429 does not
+# throw away the pages read so far; a longer wait ends the poll and the poller waits instead.
+MAX_INLINE_RETRY_AFTER = 30.0
+MAX_INLINE_RETRIES = 3
+
+
+def _is_zero_duration(value: str) -> bool:
+    # ISO 8601 durations: PT0S and P0D mean no auto-extension; P180D is the only other documented value.
+    return not any(ch in "123456789" for ch in value)
+
+
+RESELLER_TYPE = "#microsoft.graph.resellerDelegatedAdminRelationship"
+
+
+def parse_relationship(entry: Any, where: str, skipped: list[str]) -> GdapRelationship | None:
+    """One delegatedAdminRelationship; None (and a note in skipped) if it cannot be used.
+
+    `customer` is "configured either by the partner at the time the relationship is created or by
+    the system after the customer approves", so a `created` or `approvalPending` relationship may
+    have none, or null: it still counts. Reseller relationships come in the same list.
+    https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship
+    https://learn.microsoft.com/graph/api/resources/resellerdelegatedadminrelationship
+    """
+    if not isinstance(entry, dict):
+        skipped.append(f"{where}: not an object")
+        return None
+    customer = entry.get("customer")
+    if customer is not None and not isinstance(customer, dict):
+        skipped.append(f"{where}.customer: not an object")
+        return None
+    customer = customer or {}
+    customer_id = text_field(customer, "tenantId") or ""
+    status = entry.get("status")
+    if not isinstance(status, str) or status not in GDAP_STATUSES:
+        status = "unknownFutureValue"
+    try:
+        end_time = parse_time(entry.get("endDateTime"))
+    except ValueError:
+        skipped.append(f"{where}.endDateTime: not an ISO 8601 time ({str(entry.get('endDateTime'))[:40]!r})")
+        return None
+    extend = entry.get("autoExtendDuration")
+    access = entry.get("accessDetails")
+    roles = access.get("unifiedRoles") if isinstance(access, dict) else None
+    role_ids = {str(r.get("roleDefinitionId", "")).lower() for r in roles or [] if isinstance(r, dict)}
+    relationship_id = text_field(entry, "id") or ""
+    return GdapRelationship(
+        id=relationship_id, display_name=text_field(entry, "displayName") or relationship_id,
+        customer_id=customer_id.lower(), customer_name=text_field(customer, "displayName") or customer_id,
+        status=status, end_time=end_time,
+        auto_extend=isinstance(extend, str) and not _is_zero_duration(extend),
+        global_admin=GLOBAL_ADMIN_ROLE in role_ids, reseller=entry.get("@odata.type") == RESELLER_TYPE)
+
+
+NONE_VISIBLE_HINT = (
+    "Microsoft Graph listed no GDAP relationships: if the partner has any, the signed-in user is not "
+    "in the partner's Admin Agents group (Graph then answers with an empty list, not an error); add "
+    "the user to Admin Agents and run login again, or read Graph app-only with graph_auth")
+
+
+class GdapRelationshipsClient(ApiClient[GdapRelationships]):
+    """Microsoft Graph delegatedAdminRelationships, following @odata.nextLink."""
+
+    collector = NAME
+    api = "Microsoft Graph"
+    resource = "delegatedAdminRelationships"
+    url_setting = "endpoints.graph_url"
+
+    def __init__(self, name: str, http: httpx.Client, graph_url: str, tokens: TokenSource,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(name, http, graph_url.rstrip("/") + RELATIONSHIPS_PATH, tokens, clock, sleep)
+
+    def fetch(self) -> GdapRelationships:
+        relationships: list[GdapRelationship] = []
+        skipped: list[str] = []
+        url: str | None = self._url
+        params: dict[str, str] | None = {"$top": str(PAGE_SIZE)}
+        pages = 0
+        while url is not None:
+            if pages == MAX_PAGES:
+                raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
+                                                    f"stopped reading")
+            payload = self._get_page(url, params)
+            pages += 1
+            for entry in page_items(payload, self.resource):
+                relationship = parse_relationship(entry, f"value[{len(relationships) + len(skipped)}]",
+                                                  skipped)
+                if relationship is not None:
+                    relationships.append(relationship)
+            url, params = self._next_link(payload), None
+        log_skipped(skipped, self.resource)
+        if not relationships and not skipped and self.tokens.method != "client_credentials":
+            # Graph answers 200 with an empty list, not 403, when the signed-in user is not in the
+            # partner's Admin Agents group (by design, microsoft-graph-docs-contrib issue 8921).
+            log.warning(NONE_VISIBLE_HINT, extra={"tenant": self.name})
+        return GdapRelationships(tuple(relationships), fetched_at=self._clock(),
+                                 skipped_entries=len(skipped))
+
+    def _get_page(self, url: str, params: dict[str, str] | None) -> Any:
+        for attempt in range(MAX_INLINE_RETRIES + 1):
+            try:
+                return self._get_json(url, params)
+            except PollError as err:
+                wait = err.retry_after
+                if (err.reason != "throttled" or attempt == MAX_INLINE_RETRIES or wait is None
+                        or wait > MAX_INLINE_RETRY_AFTER):
+                    raise
+                log.info("Graph throttled a page; waiting as Retry-After asks",
+                         extra={"tenant": self.name, "retry_after": f"{wait:.0f}s"})
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _not_found_message(self, status: int) -> str:
+        return (f"Microsoft Graph answered {status} for {self.resource}; check endpoints.graph_url "
+                f"(the Graph host, like https://graph.microsoft.com)")
+
+    def _refused_message(self, status: int, response: httpx.Response) -> str:
+        code = _graph_error_code(response)
+        detail = f" [{code}]" if code else ""
+        if status == 401:
+            return (f"Microsoft Graph refused the access token (401){detail}; check endpoints.graph_scope "
+                    f"(https://graph.microsoft.com/.default)")
+        if self.tokens.method == "client_credentials":
+            return (f"Microsoft Graph refused access (403){detail}: grant the app the application "
+                    f"permission DelegatedAdminRelationship.Read.All with admin consent")
+        return (f"Microsoft Graph refused access (403){detail}: grant the app the delegated permission "
+                f"DelegatedAdminRelationship.Read.All with admin consent; the signed-in user needs a "
+                f"role that can read GDAP relationships, such as Admin agent")
+
+
+def _graph_error_code(response: httpx.Response) -> str | None:
+    try:
+        error = json.loads(response.content).get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    # A short, known-shape token only: never echo free text from upstream into our messages.
+    return code if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else None
+
+
+BY_STATUS = Family(
+    "partnercenter_gdap_relationships", "gauge",
+    f"GDAP relationships of the partner by status, every documented status listed. {CACHED}",
+    ["tenant", "status"])
+END_TIME = Family(
+    "partnercenter_gdap_relationship_end_timestamp_seconds", "gauge",
+    "Unix time at which a GDAP relationship that grants access (status active) ends, one "
+    f"series per relationship. {CACHED}",
+    ["tenant", "relationship_id", "relationship_name", "customer_tenant_id", "customer_name",
+     "auto_extend", "global_admin"])
+EXPIRING = Family(
+    "partnercenter_gdap_relationships_expiring_without_auto_extend", "gauge",
+    "Active GDAP relationships that end within within_days days of the last successful poll "
+    f"(not already past) and are not extended automatically. {CACHED}", ["tenant", "within_days"])
+GLOBAL_ADMIN = Family(
+    "partnercenter_gdap_relationships_with_global_admin", "gauge",
+    f"Active GDAP relationships that include the Global Administrator role. {CACHED}", ["tenant"])
+CUSTOMERS = Family(
+    "partnercenter_gdap_customers", "gauge",
+    f"Distinct customers with at least one active GDAP relationship. {CACHED}", ["tenant"])
+
+
+def samples(out: Samples, tenant: str, data: GdapRelationships, ctx: Context) -> None:
+    for status, count in data.by_status().items():
+        out.add(BY_STATUS, (tenant, status), count)
+    with_access = data.with_access()
+    for r in with_access:
+        if r.end_time is not None:
+            out.add(END_TIME, (tenant, r.id, r.display_name, r.customer_id, r.customer_name,
+                               bool_label(r.auto_extend), bool_label(r.global_admin)), r.end_time)
+    for days in EXPIRY_WINDOWS_DAYS:
+        out.add(EXPIRING, (tenant, str(days)), data.expiring_without_auto_extend(days))
+    out.add(GLOBAL_ADMIN, (tenant,), sum(1 for r in with_access if r.global_admin))
+    out.add(CUSTOMERS, (tenant,), len(data.customers_with_access()))
+
+
+def figures(data: GdapRelationships, ctx: Context) -> str:
+    if not data.relationships:
+        return ("no GDAP relationships visible: if the partner has any, the signed-in user is "
+                "not in the Admin Agents group (or use graph_auth app-only)")
+    return f"{len(data.with_access())} active relationships, {len(data.customers_with_access())} customers"
+
+
+KIND: Kind[GdapRelationships] = Kind(
+    name=NAME, data_type=GdapRelationships,
+    build=lambda s: GdapRelationshipsClient(s.tenant, s.http, s.endpoints.graph_url, s.graph_tokens),
+    families=(BY_STATUS, END_TIME, EXPIRING, GLOBAL_ADMIN, CUSTOMERS), samples=samples,
+    figures=figures, summary=lambda data: {"gdap_relationships": len(data.relationships)},
+    uses_graph=True)

@@ -1,0 +1,280 @@
+"""Snapshot to pre-rendered exposition bodies; no I/O, no upstream calls.
+
+Every family is declared once (exporter.families): the collector kinds declare theirs, this
+module the exporter's own. The fast renderer and the prometheus_client reference both render
+the same samples from those declarations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.core import CollectorRegistry, Metric
+from prometheus_client.exposition import generate_latest
+
+from exporter import __version__
+from exporter.collectors import REGISTRY, Context, Registry
+from exporter.families import Family, Lines, Row, Rows, Samples
+from exporter.model import INTERNAL_STAGES, REASONS, Snapshot, SourceView, ThresholdBuckets, utc_date
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_WHERE = ("tenant", "collector")
+
+POLL_SUCCESS = Family(
+    "partnercenter_exporter_poll_success", "gauge",
+    "1 if the last poll of the tenant's collector succeeded, else 0.", _WHERE)
+LAST_SUCCESS = Family(
+    "partnercenter_exporter_last_success_timestamp_seconds", "gauge",
+    "Unix time at which the last successful poll ended.", _WHERE)
+POLL_DURATION = Family(
+    "partnercenter_exporter_poll_duration_seconds", "gauge",
+    "Duration of the last poll, successful or not.", _WHERE)
+POLL_INTERVAL = Family(
+    "partnercenter_exporter_poll_interval_seconds", "gauge",
+    "The configured poll_interval; alert rules measure staleness in poll intervals.", _WHERE)
+LAST_ERROR = Family(
+    "partnercenter_exporter_last_poll_error", "gauge",
+    "1 for the reason the last poll failed with, 0 for the others; all 0 after a success.",
+    (*_WHERE, "reason"))
+POLL_ERRORS = Family(
+    "partnercenter_exporter_poll_errors", "counter", "Failed poll attempts by reason.",
+    (*_WHERE, "reason"))
+API_REQUESTS = Family(
+    "partnercenter_exporter_api_requests", "counter",
+    "HTTP requests to the collector's API (Partner Center or Microsoft Graph) by status code.",
+    (*_WHERE, "code"))
+SKIPPED = Family(
+    "partnercenter_exporter_skipped_entries", "counter",
+    "Response entries skipped because they could not be parsed.", _WHERE)
+TOKEN_EXPIRY = Family(
+    "partnercenter_exporter_token_expiry_timestamp_seconds", "gauge",
+    "Unix time at which the access token in use expires.", _WHERE)
+HEALTH = (POLL_SUCCESS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, LAST_ERROR, POLL_ERRORS,
+          API_REQUESTS, SKIPPED, TOKEN_EXPIRY)
+INTERNAL_ERRORS = Family(
+    "partnercenter_exporter_internal_errors", "counter",
+    "Unexpected errors in the exporter itself (a bug) by poll-loop stage; the loop goes on with the "
+    "last good data.", ["stage"])
+BUILD_INFO = Family(
+    "partnercenter_exporter_build_info", "gauge", "Build information; always 1.", ["version"])
+
+
+def health_samples(out: Samples, view: SourceView, poll_interval: float) -> None:
+    """One source's poll health."""
+    where = (view.name, view.collector)
+    out.add(POLL_SUCCESS, where, 1 if view.last_poll_success else 0)
+    if view.last_success_time is not None:
+        out.add(LAST_SUCCESS, where, view.last_success_time)
+    if view.last_duration is not None:
+        out.add(POLL_DURATION, where, view.last_duration)
+    out.add(POLL_INTERVAL, where, poll_interval)
+    for reason in REASONS:
+        out.add(LAST_ERROR, (*where, reason), 1 if view.last_error_reason == reason else 0)
+    for reason in REASONS:
+        out.add(POLL_ERRORS, (*where, reason), view.errors_total.get(reason, 0))
+    for code, count in sorted(view.api_requests_total.items()):
+        out.add(API_REQUESTS, (*where, code), count)
+    out.add(SKIPPED, where, view.skipped_entries_total)
+    if view.token_expires_at is not None:
+        out.add(TOKEN_EXPIRY, where, view.token_expires_at)
+
+
+def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Context,
+                   poll_interval: float, registry: Registry = REGISTRY) -> None:
+    """Every per-tenant sample of one tenant: its kinds' data, the joins, each source's health."""
+    registry.samples(out, name, views, ctx)
+    for view in views:
+        health_samples(out, view, poll_interval)
+
+
+def tenant_families(registry: Registry = REGISTRY) -> tuple[Family, ...]:
+    """The families with a sample per tenant, in exposition order."""
+    return (*registry.families(), *HEALTH)
+
+
+def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
+                    poll_interval: float, version: str = __version__,
+                    registry: Registry = REGISTRY) -> list[Metric]:
+    """The prometheus_client families of one snapshot: the reference the renderer must equal."""
+    ctx = Context(today, ThresholdBuckets(thresholds, today))
+    out = Rows()
+    for name, views in snapshot.by_tenant(registry.order):
+        tenant_samples(out, name, views, ctx, poll_interval, registry)
+    internal: list[Row] = [((stage,), snapshot.internal_errors.get(stage, 0)) for stage in INTERNAL_STAGES]
+    return [*(family.reference(out.rows.get(family, [])) for family in tenant_families(registry)),
+            INTERNAL_ERRORS.reference(internal), BUILD_INFO.reference([((version,), 1)])]
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def reference_render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
+                     poll_interval: float, version: str = __version__) -> bytes:
+    """The exposition as prometheus_client renders metric_families: what render() must equal."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(metric_families(snapshot, today=today, thresholds=thresholds,
+                                                poll_interval=poll_interval, version=version)))
+    return bytes(generate_latest(registry))
+
+
+_Kept = tuple[tuple[SourceView, ...], tuple[object, ...], dict[Family, bytes]]
+
+
+def _tenant_lines(name: str, views: Sequence[SourceView], ctx: Context, poll_interval: float,
+                  registry: Registry) -> dict[Family, bytes]:
+    """One tenant's sample lines per family; families without samples are left out."""
+    out = Lines()
+    tenant_samples(out, name, views, ctx, poll_interval, registry)
+    return {family: "".join(lines).encode() for family, lines in out.lines.items()}
+
+
+class Renderer:
+    """Renders snapshots to the text exposition, byte for byte what reference_render gives.
+
+    Each tenant's lines are kept, so a publish after one tenant's poll renders that tenant only
+    and joins the others' bytes: with hundreds of tenants a poll round stays cheap.
+    """
+
+    def __init__(self, version: str = __version__, registry: Registry = REGISTRY) -> None:
+        self._build = BUILD_INFO.text([((version,), 1)]).encode()
+        self._registry = registry
+        self._kept: dict[str, _Kept] = {}
+
+    def render(self, snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
+               poll_interval: float) -> list[bytes]:
+        """The exposition in pieces, in order: family headers and each tenant's lines."""
+        settings = (today, tuple(thresholds), poll_interval)
+        ctx = Context(today, ThresholdBuckets(thresholds, today))
+        kept: dict[str, _Kept] = {}
+        per_tenant = []
+        for name, views in snapshot.by_tenant(self._registry.order):
+            previous = self._kept.get(name)
+            if (previous is not None and previous[1] == settings and len(previous[0]) == len(views)
+                    and all(a is b for a, b in zip(previous[0], views, strict=True))):
+                lines = previous[2]
+            else:
+                lines = _tenant_lines(name, views, ctx, poll_interval, self._registry)
+            kept[name] = (views, settings, lines)
+            per_tenant.append(lines)
+        self._kept = kept
+        pieces: list[bytes] = []
+        for family in tenant_families(self._registry):
+            pieces.append(family.header)
+            pieces.extend(lines[family] for lines in per_tenant if family in lines)
+        pieces.append(INTERNAL_ERRORS.header)
+        pieces.append("".join([INTERNAL_ERRORS.line((stage,), snapshot.internal_errors.get(stage, 0))
+                               for stage in INTERNAL_STAGES]).encode())
+        pieces.append(BUILD_INFO.header)
+        pieces.append(self._build)
+        return [piece for piece in pieces if piece]
+
+
+def render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int], poll_interval: float,
+           version: str = __version__) -> bytes:
+    """The text exposition (format 0.0.4) of one snapshot."""
+    return b"".join(Renderer(version).render(snapshot, today=today, thresholds=thresholds,
+                                             poll_interval=poll_interval))
+
+
+# A body smaller than this is kept as one bytes object. A larger one keeps each tenant's big
+# pieces as they are and joins only runs of small ones, so it is never held twice in memory.
+JOIN_WHOLE_BELOW = 4 * 1024 * 1024
+_SEGMENT = 64 * 1024
+
+
+def segments(pieces: Sequence[bytes]) -> tuple[bytes, ...]:
+    """Group pieces into few, large segments: a handful of writes per scrape, little copying."""
+    if sum(len(piece) for piece in pieces) < JOIN_WHOLE_BELOW:
+        return (b"".join(pieces),)
+    result: list[bytes] = []
+    run: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        if len(piece) >= _SEGMENT:
+            if run:
+                result.append(b"".join(run))
+                run, size = [], 0
+            result.append(piece)
+            continue
+        run.append(piece)
+        size += len(piece)
+        if size >= _SEGMENT:
+            result.append(b"".join(run))
+            run, size = [], 0
+    if run:
+        result.append(b"".join(run))
+    return tuple(result)
+
+
+def gzip_pieces(pieces: Sequence[bytes], level: int = 6) -> bytes:
+    """gzip the pieces as one stream, without joining them first."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: with the gzip header and trailer
+    return b"".join([*(compressor.compress(piece) for piece in pieces), compressor.flush()])
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """Bodies served as they are; rendered once per poll, never per scrape."""
+
+    segments: tuple[bytes, ...]  # the text body, in order; see segments()
+    gzip_body: bytes
+    snapshot: Snapshot
+    day: dt.date
+
+    @property
+    def body(self) -> bytes:
+        """The text body in one piece: a copy when it is large, so the server sends segments."""
+        return self.segments[0] if len(self.segments) == 1 else b"".join(self.segments)
+
+
+class Publisher:
+    """Renders each new snapshot once and swaps the result in for the HTTP server to serve."""
+
+    def __init__(self, thresholds: Sequence[int], *, poll_interval: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._thresholds = tuple(thresholds)
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._renderer = Renderer()
+        self.current = self._render(Snapshot())
+
+    @property
+    def thresholds(self) -> tuple[int, ...]:
+        return self._thresholds
+
+    def _render(self, snapshot: Snapshot) -> Exposition:
+        day = utc_date(self._clock())
+        pieces = self._renderer.render(snapshot, today=day, thresholds=self._thresholds,
+                                       poll_interval=self._poll_interval)
+        return Exposition(segments=segments(pieces), gzip_body=gzip_pieces(pieces), snapshot=snapshot,
+                          day=day)
+
+    def publish(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self.current = self._render(snapshot)
+
+    def reconfigure(self, thresholds: Sequence[int], *, poll_interval: float) -> None:
+        """New thresholds or interval from a reloaded config, applied to the current snapshot."""
+        with self._lock:
+            self._thresholds = tuple(thresholds)
+            self._poll_interval = poll_interval
+            self.current = self._render(self.current.snapshot)
+
+    def refresh_if_new_day(self) -> bool:
+        """Re-render when the UTC date moved on, so over-threshold counts age without a poll."""
+        with self._lock:
+            if utc_date(self._clock()) == self.current.day:
+                return False
+            self.current = self._render(self.current.snapshot)
+            return True
