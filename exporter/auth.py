@@ -20,7 +20,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import msal
-import msal_extensions
 from msal.exceptions import MsalServiceError
 
 from exporter.client import describe_transport_error, parse_retry_after, read_bounded
@@ -30,6 +29,10 @@ from exporter.model import PollError
 log = logging.getLogger("exporter.auth")
 
 _AADSTS_RE = re.compile(r"AADSTS(\d+)")
+# What MSAL's own texts look like, where classification depends on them; tests/test_msal_contract.py
+# pins each against the installed MSAL, so an upgrade that changes one fails there.
+MSAL_REPLAYED_STATUS = re.compile(r"HTTP Error: (\d+)")  # MsalServiceError of a throttle-cache replay
+MSAL_AUTHORITY_WORD = "authority"  # in the ValueError of a failed OpenID discovery
 _LOGIN = "run `{login}`"
 _PC_APP = "2832473f-ec63-45fb-976f-5d45a7d4bb91"
 # Identity-platform error codes mapped to what the operator should do; README lists the same table.
@@ -136,34 +139,31 @@ class RecordingHttp:
         return self._request("POST", url, **kwargs)
 
 
-class AtomicFilePersistence(msal_extensions.FilePersistence):  # type: ignore[misc]
-    """FilePersistence that never leaves a half-written cache: temp file, fsync, rename."""
-
-    def save(self, content: str) -> None:
-        location = self.get_location()
-        directory = os.path.dirname(location) or "."
-        fd, temp_path = tempfile.mkstemp(prefix=".tokencache-", dir=directory)  # created 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_path, location)
-        except BaseException:
-            Path(temp_path).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def write_atomically(path: str, content: str) -> None:
+    """Replace a file's content so a reader (or a crash) never sees half of it: temp file in the
+    same directory (created 0600), fsync, rename, fsync of the directory."""
+    directory = os.path.dirname(path) or "."
+    fd, temp_path = tempfile.mkstemp(prefix=".tokencache-", dir=directory)  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        Path(temp_path).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class TokenCacheLockTimeout(OSError):
     """Another process held the token cache lock for too long."""
 
 
-# As long as msal-extensions waits for its own lock.
 TOKEN_CACHE_LOCK_TIMEOUT = 5.0
 
 
@@ -187,27 +187,81 @@ def _flock(path: str) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-class FlockTokenCache(msal_extensions.PersistedTokenCache):  # type: ignore[misc]
-    """PersistedTokenCache whose cross-process lock survives SIGKILL.
+class FileTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]
+    """MSAL's serializable cache kept in a file that other processes (login, a second exporter)
+    share, on MSAL's public cache API only.
 
-    msal-extensions locks by creating `<cache>.lockfile` and deleting it afterwards. A process
-    killed in between leaves the file behind, and every later write then waits 5 s for it. An
-    flock on a file that stays in place is dropped by the kernel when its holder dies.
+    MSAL reads the cache through `search` and changes it through `add` (a token response) and
+    `modify` (`add` calls it once per entry; removals call it directly). Before a read, the file
+    is loaded again if another process replaced it. A change is made under an flock on
+    `<cache>.lockfile`, on top of the file's newest content, and written once, atomically, when
+    `has_state_changed` says so: one write per token response. The kernel drops an flock when its
+    holder dies, so a SIGKILLed process never leaves the cache locked.
     """
+
+    has_state_changed: bool  # SerializableTokenCache's public flag
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = str(path)
+        self._lock_path = f"{path}.lockfile"
+        self._guard = threading.RLock()
+        self._changing_depth = 0
+        self._seen: tuple[int, int, int] | None = None  # the file's identity when last read or written
+
+    def _file_identity(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _reload_if_replaced(self) -> None:
+        identity = self._file_identity()
+        if identity is None or identity == self._seen:
+            return
+        with open(self._path, encoding="utf-8") as handle:
+            self.deserialize(handle.read())  # clears has_state_changed
+        self._seen = identity
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[None]:
+        with self._guard:
+            if self._changing_depth:  # modify() inside add(): one lock, one write
+                yield
+                return
+            with _flock(self._lock_path):
+                self._changing_depth += 1
+                try:
+                    self._reload_if_replaced()
+                    yield
+                    if self.has_state_changed:
+                        write_atomically(self._path, self.serialize())
+                        self.has_state_changed = False
+                        self._seen = self._file_identity()
+                finally:
+                    self._changing_depth -= 1
+
+    def search(self, credential_type: str, **kwargs: Any) -> Any:
+        with self._guard:
+            if not self._changing_depth:
+                # No lock for a read: files are replaced whole, so a reader sees old or new.
+                self._reload_if_replaced()
+        return super().search(credential_type, **kwargs)
+
+    def add(self, event: dict[str, Any], **kwargs: Any) -> None:
+        with self._change():
+            super().add(event, **kwargs)
 
     def modify(self, credential_type: str, old_entry: dict[str, Any],
                new_key_value_pairs: dict[str, Any] | None = None) -> None:
-        # The same steps as PersistedTokenCache.modify (msal-extensions 1.3), under flock.
-        with _flock(self._lock_location):
-            self._reload_if_necessary()
-            msal.SerializableTokenCache.modify(self, credential_type, old_entry, new_key_value_pairs)
-            self._persistence.save(self.serialize())
-            self._last_sync = time.time()
+        with self._change():
+            super().modify(credential_type, old_entry, new_key_value_pairs)
 
 
 def open_token_cache(path: Path) -> msal.SerializableTokenCache:
     """A cross-process, file-locked token cache that is rewritten whenever MSAL changes it."""
-    return FlockTokenCache(AtomicFilePersistence(str(path)))
+    return FileTokenCache(path)
 
 
 def build_msal_app(identity: Identity, http: RecordingHttp, cache: msal.TokenCache, *,
@@ -339,7 +393,7 @@ class TokenProvider:
         if status is None:
             # No request went out: MSAL replayed a recent 429/5xx from its throttle cache, which
             # it keeps for Retry-After, or 60 s (public clients) or 5 s without one.
-            match = re.search(r"HTTP Error: (\d+)", text)
+            match = MSAL_REPLAYED_STATUS.search(text)
             code = match.group(1) if match else "an error"
             return PollError("throttled" if code == "429" else "server_error",
                              f"the identity platform answered {code} a moment ago, and MSAL waits up to "
@@ -401,7 +455,7 @@ class TokenProvider:
             return PollError("server_error", f"OpenID discovery at the identity platform answered {status}")
         if status == 429:
             return PollError("throttled", "OpenID discovery at the identity platform was throttled (429)")
-        if "authority" in str(err).lower():
+        if MSAL_AUTHORITY_WORD in str(err).lower():
             return PollError("auth", f"OpenID discovery failed for tenant {self.identity.tenant_id} at "
                                      f"{self.identity.authority_host}: check tenant_id and "
                                      f"endpoints.authority_host")

@@ -139,7 +139,7 @@ def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | Non
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     # Their debug output carries request details we neither need nor want to vet for secrets.
-    for noisy in ("httpx", "httpcore", "msal", "msal_extensions", "portalocker"):
+    for noisy in ("httpx", "httpcore", "msal"):
         logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))
 
 

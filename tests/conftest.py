@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 
 from exporter.config import AuthConfig, Secret, TenantConfig
 from exporter.endpoints import Endpoints
@@ -129,3 +131,12 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed; CI must install it (see scripts/test)")
         pytest.skip(f"{name} is not installed; scripts/test installs it")
     return path
+
+
+@pytest.fixture
+def aad() -> Iterator[Any]:
+    """The identity platform at the HTTP boundary: discovery answers, `aad.token` is the token route."""
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(DISCOVERY_URL).mock(return_value=httpx.Response(200, json=DISCOVERY))
+        mock.token = mock.post(TOKEN_URL)  # type: ignore[attr-defined]
+        yield mock

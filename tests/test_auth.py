@@ -14,13 +14,12 @@ import pytest
 import respx
 
 from exporter.app import identity, login_command
-from exporter.auth import AAD_HINTS, AtomicFilePersistence, TokenProvider
+from exporter.auth import AAD_HINTS, TokenProvider, write_atomically
 from exporter.model import PollError
 from tests.conftest import (
     DISCOVERY,
     DISCOVERY_URL,
     SCOPE,
-    TOKEN_URL,
     aad_error,
     endpoints,
     tenant,
@@ -32,14 +31,6 @@ NOW = 1_800_000_000.0
 
 def form(request: httpx.Request) -> dict[str, str]:
     return dict(parse_qsl(request.content.decode()))
-
-
-@pytest.fixture
-def aad() -> Any:
-    with respx.mock(assert_all_called=False) as mock:
-        mock.get(DISCOVERY_URL).mock(return_value=httpx.Response(200, json=DISCOVERY))
-        mock.token = mock.post(TOKEN_URL)
-        yield mock
 
 
 def provider(config: Any, **kwargs: Any) -> TokenProvider:
@@ -287,8 +278,7 @@ def test_unknown_tenant_in_discovery_is_auth_naming_tenant_id() -> None:
 def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed write leaves the previous cache intact and no temp file behind."""
     target = tmp_path / "cache.json"
-    persistence = AtomicFilePersistence(str(target))
-    persistence.save(json.dumps({"rt": "old"}))
+    write_atomically(str(target), json.dumps({"rt": "old"}))
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
 
     def broken_replace(src: str, dst: str) -> None:
@@ -296,7 +286,7 @@ def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space"):
-        persistence.save(json.dumps({"rt": "new"}))
+        write_atomically(str(target), json.dumps({"rt": "new"}))
     assert json.loads(target.read_text()) == {"rt": "old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json"]
 

@@ -13,7 +13,7 @@ import yaml
 
 from exporter.app import App
 from exporter.client import ApiClient
-from exporter.collectors import REGISTRY, Context, Kind, SourceSettings
+from exporter.collectors import REGISTRY, Context, Kind
 from exporter.config import ConfigError, load_config
 from exporter.families import CACHED, Family, Samples
 from exporter.server import landing_page
