@@ -217,16 +217,24 @@ def load_yaml(data: bytes, what: str) -> Any:
         loader.dispose()
 
 
-class _Errors:
-    """Collects `path: message` errors while the config is walked."""
+class ErrorList:
+    """`path: message` errors collected while a config file is walked, all reported at once.
 
-    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
+    Both config files (the exporter's and the web config) report through it.
+    """
+
+    def __init__(self) -> None:
         self.errors: list[str] = []
-        self.environ = environ
-        self.base_dir = base_dir
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
 
     def add(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError(self.errors)
 
     def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
         if value is None:
@@ -239,6 +247,16 @@ class _Errors:
                 self.add(_join(path, key_text(key)),
                          f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
         return {k: v for k, v in value.items() if isinstance(k, str) and k in allowed}
+
+
+
+class _Errors(ErrorList):
+    """The exporter config's walker: errors, plus reading strings, durations, paths and secrets."""
+
+    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
+        super().__init__()
+        self.environ = environ
+        self.base_dir = base_dir
 
     def string(self, data: dict[str, Any], key: str, path: str, *, required: bool = False,
                default: str | None = None) -> str | None:

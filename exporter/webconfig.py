@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import bcrypt
 
-from exporter.config import ConfigError, key_text, load_file, shown
+from exporter.config import ConfigError, ErrorList, key_text, load_file, shown
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -255,48 +255,47 @@ def load_web_config(path: str | Path, *, previous: WebConfig | None = None) -> W
 
 
 def _web_config(raw: Any, where: Path, previous: WebConfig | None) -> WebConfig:
-    errors: list[str] = []
+    errors = ErrorList()
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(["web.config.file: must be a mapping"])
     for key in raw:
         if key not in {"tls_server_config", "http_server_config", "basic_auth_users"}:
-            errors.append(f"{key_text(key)}: unknown key; allowed keys: basic_auth_users, "
-                          f"http_server_config, tls_server_config")
+            errors.add(f"{key_text(key)}", "unknown key; allowed keys: basic_auth_users, "
+                          "http_server_config, tls_server_config")
     files: list[Path] = []
     context = _tls(raw.get("tls_server_config"), where.parent, errors, files)
     users = _users(raw.get("basic_auth_users"), errors)
     headers = _headers(raw.get("http_server_config"), errors)
-    if errors:
-        raise ConfigError(errors)
+    errors.raise_if_any()
     return WebConfig(ssl_context=context, headers=headers, files=tuple(files),
                      basic_auth=BasicAuth(users, previous=previous.basic_auth if previous else None))
 
 
-def _file(value: Any, base: Path, where: str, errors: list[str]) -> Path | None:
+def _file(value: Any, base: Path, where: str, errors: ErrorList) -> Path | None:
     if not isinstance(value, str) or not value:
-        errors.append(f"{where}: required")
+        errors.add(where, "required")
         return None
     candidate = Path(value)
     candidate = candidate if candidate.is_absolute() else base / candidate
     if not candidate.is_file():
-        errors.append(f"{where}: file {candidate} does not exist")
+        errors.add(where, f"file {candidate} does not exist")
         return None
     return candidate
 
 
-def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SSLContext | None:
+def _tls(value: Any, base: Path, errors: ErrorList, files: list[Path]) -> ssl.SSLContext | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        errors.append("tls_server_config: must be a mapping")
+        errors.add("tls_server_config", "must be a mapping")
         return None
     for key in value:
         if key in _UNSUPPORTED_TLS_KEYS:
-            errors.append(f"tls_server_config.{key_text(key)}: not supported by this exporter (Python's ssl "
-                          f"module chooses ciphers and curves); remove it")
+            errors.add(f"tls_server_config.{key_text(key)}", "not supported by this exporter (Python's ssl "
+                          "module chooses ciphers and curves); remove it")
         elif key not in _TLS_KEYS:
-            errors.append(f"tls_server_config.{key_text(key)}: unknown key; allowed keys: "
+            errors.add(f"tls_server_config.{key_text(key)}", f"unknown key; allowed keys: "
                           f"{', '.join(sorted(_TLS_KEYS))}")
     cert = _file(value.get("cert_file"), base, "tls_server_config.cert_file", errors)
     key = _file(value.get("key_file"), base, "tls_server_config.key_file", errors)
@@ -304,7 +303,7 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
     if not isinstance(auth_type, str) or auth_type not in _CLIENT_AUTH:
         hint = (" (Python's ssl module cannot ask for a client certificate without verifying it)"
                 if auth_type in ("RequestClientCert", "RequireAnyClientCert") else "")
-        errors.append(f"tls_server_config.client_auth_type: must be one of "
+        errors.add("tls_server_config.client_auth_type", f"must be one of "
                       f"{', '.join(_CLIENT_AUTH)}, got {shown(auth_type)}{hint}")
         auth_type = "NoClientCert"
     ca = None
@@ -314,7 +313,7 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
     for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         version = value.get(name, default)
         if not isinstance(version, str) or version not in _TLS_VERSIONS:
-            errors.append(f"tls_server_config.{name}: must be one of {', '.join(_TLS_VERSIONS)}, "
+            errors.add(f"tls_server_config.{name}", f"must be one of {', '.join(_TLS_VERSIONS)}, "
                           f"got {shown(version)}")
             version = default
         versions.append(_TLS_VERSIONS[version])
@@ -326,55 +325,55 @@ def _tls(value: Any, base: Path, errors: list[str], files: list[Path]) -> ssl.SS
     try:
         context.load_cert_chain(certfile=str(cert), keyfile=str(key))
     except (ssl.SSLError, OSError) as err:
-        errors.append(f"tls_server_config: cannot load cert_file and key_file: {err}")
+        errors.add("tls_server_config", f"cannot load cert_file and key_file: {err}")
         return None
     context.verify_mode = _CLIENT_AUTH[auth_type]
     if ca is not None:
         try:
             context.load_verify_locations(cafile=str(ca))
         except (ssl.SSLError, OSError) as err:
-            errors.append(f"tls_server_config.client_ca_file: not a PEM CA bundle: {err}")
+            errors.add("tls_server_config.client_ca_file", f"not a PEM CA bundle: {err}")
     return context
 
 
-def _users(value: Any, errors: list[str]) -> dict[str, bytes]:
+def _users(value: Any, errors: ErrorList) -> dict[str, bytes]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        errors.append("basic_auth_users: must be a mapping of username to bcrypt hash")
+        errors.add("basic_auth_users", "must be a mapping of username to bcrypt hash")
         return {}
     users = {}
     for user, hashed in value.items():
         if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
-            errors.append(f"basic_auth_users.{key_text(user)}: must be a bcrypt hash (like the output of "
-                          f"`htpasswd -nBC 10 \"\" | tr -d ':\\n'`), not a plain password")
+            errors.add(f"basic_auth_users.{key_text(user)}", "must be a bcrypt hash (like the output of "
+                          "`htpasswd -nBC 10 \"\" | tr -d ':\\n'`), not a plain password")
             continue
         users[str(user)] = hashed.encode()
     return users
 
 
-def _headers(value: Any, errors: list[str]) -> dict[str, str]:
+def _headers(value: Any, errors: ErrorList) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        errors.append("http_server_config: must be a mapping")
+        errors.add("http_server_config", "must be a mapping")
         return {}
     headers: dict[str, str] = {}
     for key, item in value.items():
         if key == "http2":
             continue  # Accepted for compatibility; this server speaks HTTP/1.1.
         if key != "headers":
-            errors.append(f"http_server_config.{key_text(key)}: unknown key; allowed keys: headers, http2")
+            errors.add(f"http_server_config.{key_text(key)}", "unknown key; allowed keys: headers, http2")
             continue
         if not isinstance(item, dict):
-            errors.append("http_server_config.headers: must be a mapping of header to value")
+            errors.add("http_server_config.headers", "must be a mapping of header to value")
             continue
         for name, text in item.items():
             if name not in _ALLOWED_HEADERS:
-                errors.append(f"http_server_config.headers.{key_text(name)}: not allowed; allowed headers: "
+                errors.add(f"http_server_config.headers.{key_text(name)}", f"not allowed; allowed headers: "
                               f"{', '.join(sorted(_ALLOWED_HEADERS))}")
             elif not isinstance(text, str) or "\n" in text or "\r" in text:
-                errors.append(f"http_server_config.headers.{key_text(name)}: must be a one-line string")
+                errors.add(f"http_server_config.headers.{key_text(name)}", "must be a one-line string")
             else:
                 headers[name] = text
     return headers

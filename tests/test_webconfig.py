@@ -111,6 +111,17 @@ def test_basic_auth_rejects_wrong_unknown_and_malformed() -> None:
     assert not auth.check(None)
 
 
+def test_a_duplicate_key_in_the_web_config_is_an_error(tmp_path: Path) -> None:
+    """The web config is read by the same strict loader as the main config: a key given twice is
+    refused with its line, not silently overridden by the second one."""
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    path = write(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n  prometheus: '{hashed}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.errors == [
+        "web.config.file: invalid YAML at line 3, column 3: duplicate key 'prometheus'"]
+
+
 # --- Reload while running, over real sockets -------------------------------------------------
 
 def scrape(port: int, context: ssl.SSLContext | None = None,
