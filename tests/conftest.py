@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,21 @@ from exporter.endpoints import Endpoints
 from exporter.exposition import Publisher
 from exporter.server import ExporterServer
 from exporter.simulator import Simulator
+
+# `scripts/test --fast` sets this and runs only the tests not marked e2e; starting a process there
+# fails loudly, so a test that needs one cannot slip into the fast tier unmarked.
+FAST_TIER = os.environ.get("PCX_TEST_TIER") == "fast"
+
+
+class _NoProcesses(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the fast test tier starts no process: mark this test @pytest.mark.e2e")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if FAST_TIER:
+        subprocess.Popen = _NoProcesses  # type: ignore[misc]
+
 
 AUTHORITY = "https://login.test.invalid"
 API_URL = "https://pc.test.invalid/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"

@@ -40,7 +40,7 @@ from exporter.simulator import Simulator
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig, WebConfigFile, load_web_config
 from tests.conftest import API_URL, StaticToken
-from tests.e2e_helpers import ExporterProcess, http_get, wait_for, write_config
+from tests.helpers.e2e import ExporterProcess, http_get, wait_for, write_config
 
 SURROGATE = "bad \ud800 surrogate"
 
@@ -338,7 +338,11 @@ def test_a_repeated_wrong_password_costs_no_bcrypt(monkeypatch: pytest.MonkeyPat
     calls: list[bytes] = []
     real = bcrypt.checkpw
     auth = BasicAuth({"u": bcrypt.hashpw(b"p", bcrypt.gensalt(4))})
-    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: calls.append(pw) or real(pw, h))
+    def counting(pw: bytes, hashed: bytes) -> bool:
+        calls.append(pw)
+        return real(pw, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
     for _ in range(20):
         assert not auth.check(basic("u", "wrong"))
         assert not auth.check(basic("nobody", "x"))
@@ -571,6 +575,7 @@ def test_the_connection_cap_stays_within_the_open_files_limit(monkeypatch: pytes
     assert connection_limit(10) == 10
 
 
+@pytest.mark.e2e
 def test_idle_connections_under_a_low_ulimit_neither_block_scrapes_nor_flood_the_log(
         sim: Simulator, tmp_path: Path) -> None:
     """9: with `ulimit -n 64`, 120 idle connections leave scrapes working and write at most a few

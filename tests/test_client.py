@@ -14,22 +14,10 @@ from exporter.client import parse_retry_after
 from exporter.collectors.dap_statistics import DapStatisticsClient, parse_date, parse_statistics
 from exporter.model import PollError
 from tests.conftest import API_URL
+from tests.helpers.samples import FakeTokens
 
 TODAY = dt.date(2026, 11, 23)
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC).timestamp()
-
-
-class FakeTokens:
-    """Hands out numbered tokens and records whether a fresh one was forced."""
-
-    def __init__(self, method: str = "refresh_token") -> None:
-        self.method = method
-        self.expires_at: float | None = None
-        self.calls: list[bool] = []
-
-    def get_token(self, *, force_refresh: bool = False) -> str:
-        self.calls.append(force_refresh)
-        return f"token-{len(self.calls)}"
 
 
 def client(tokens: FakeTokens | None = None) -> DapStatisticsClient:

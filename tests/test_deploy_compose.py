@@ -21,8 +21,10 @@ import yaml
 from exporter import __version__
 from exporter.simulator.scenario import DEMO_TENANTS
 from tests.conftest import require_binary
-from tests.deploy_helpers import ContainerFiles, flag_value
-from tests.e2e_helpers import ROOT, ExporterProcess, http_get, run_exporter
+from tests.helpers.deploy import ContainerFiles, flag_value
+from tests.helpers.e2e import ROOT, ExporterProcess, http_get, run_exporter
+
+pytestmark = pytest.mark.e2e
 
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 DEMO = ("compose.yaml",)

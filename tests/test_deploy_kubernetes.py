@@ -21,9 +21,11 @@ import yaml
 from devtools import build_prometheusrule
 from exporter import __version__
 from tests.conftest import require_binary
-from tests.deploy_helpers import ContainerFiles, flag_value
-from tests.e2e_helpers import ROOT, run_exporter
-from tests.test_monitoring import github_anchor
+from tests.helpers.deploy import ContainerFiles, flag_value
+from tests.helpers.e2e import ROOT, run_exporter
+from tests.helpers.samples import github_anchor
+
+pytestmark = pytest.mark.e2e
 
 BASE = ROOT / "deploy" / "kubernetes"
 GUIDE = ROOT / "docs" / "deployment.md"
@@ -60,7 +62,7 @@ def pod_spec() -> dict[str, Any]:
 
 def container() -> dict[str, Any]:
     [exporter] = pod_spec()["containers"]
-    return exporter
+    return dict(exporter)
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:

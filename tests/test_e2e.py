@@ -15,7 +15,7 @@ import pytest
 
 from exporter.simulator import Fault, Simulator
 from tests.conftest import TENANT_ID, require_binary
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     ROOT,
     ExporterProcess,
     exporter_command,

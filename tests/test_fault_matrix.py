@@ -33,7 +33,7 @@ from exporter.logs import setup_logging
 from exporter.simulator import Fault, Simulator
 from exporter.simulator.app import STATISTICS_PATH
 from tests.conftest import CLIENT_ID, TENANT_ID
-from tests.e2e_helpers import http_get, run_exporter, wait_for
+from tests.helpers.e2e import http_get, run_exporter, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -172,8 +172,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 def healthy(env: Env, tenant: str = "contoso") -> Values:
     """Wait for a successful poll of the tenant and return the exported values."""
-    return wait_for(lambda: (v := env.scrape()) and env.value(
+    values: Values = wait_for(lambda: (v := env.scrape()) and env.value(
         v, "partnercenter_exporter_poll_success", tenant) == 1 and v, 15, f"{tenant} to poll fine")
+    return values
 
 
 def assert_no_leak(env: Env, outputs: dict[str, str]) -> None:
@@ -381,9 +382,10 @@ def _serve_payload(env: Env, body: dict[str, Any]) -> Values:
     """Have the API answer `body` until it is served; return the exported values at that point."""
     env.sim.inject(Fault("api", status=200, body=body, times=10**6))
     try:
-        return wait_for(lambda: (v := env.scrape()) and env.value(
+        values: Values = wait_for(lambda: (v := env.scrape()) and env.value(
             v, "partnercenter_dap_customers") == body["totalDapCustomerCount"] and v, 15,
             "the odd payload to be served")
+        return values
     finally:
         env.sim.clear_faults("api")
 

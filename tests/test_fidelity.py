@@ -24,7 +24,7 @@ from exporter.endpoints import Endpoints
 from exporter.model import PollError
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, tenant
-from tests.e2e_helpers import exporter_command
+from tests.helpers.e2e import exporter_command
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
@@ -154,6 +154,7 @@ def test_auth_code_login_refuses_text_that_is_not_the_redirect_url(
     assert "code= and state=" in str(caught.value)
 
 
+@pytest.mark.e2e
 def test_login_command_with_auth_code_flow_over_a_real_terminal_pipe(
         sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
     """`partnercenter-exporter login --flow=auth-code` prints the URL, reads the pasted redirect URL

@@ -20,7 +20,7 @@ from exporter.collectors.gdap_relationships import (
 )
 from exporter.model import PollError
 from exporter.poller import Poller
-from tests.test_client import FakeTokens
+from tests.helpers.samples import FakeTokens
 
 GRAPH = "https://graph.test.invalid"
 RELATIONSHIPS = f"{GRAPH}/v1.0/tenantRelationships/delegatedAdminRelationships"

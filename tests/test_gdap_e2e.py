@@ -11,7 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import Fault, Simulator
 from tests.conftest import CLIENT_ID
-from tests.e2e_helpers import ExporterProcess, http_get
+from tests.helpers.e2e import ExporterProcess, http_get
+
+pytestmark = pytest.mark.e2e
 
 CONTOSO = "6f1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d"
 FABRIKAM = "7a2b3c4d-5e6f-4b8c-9d0e-1f2a3b4c5d6e"

@@ -13,7 +13,7 @@ import yaml
 
 from exporter.simulator import Fault, Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     ROOT,
     ExporterProcess,
     cached_refresh_tokens,

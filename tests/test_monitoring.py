@@ -15,7 +15,7 @@ from devtools.grafana import iter_panels, load_dashboards
 from devtools.render import main as render_main
 from exporter.exposition import render
 from tests.conftest import free_port, require_binary
-from tests.test_collector import TODAY, sample_snapshot
+from tests.helpers.samples import TODAY, github_anchor, rules, sample_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "prometheus"
@@ -24,25 +24,18 @@ UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 ALERTMANAGER = ROOT / "alertmanager" / "alertmanager.example.yml"
 
 
-def rules(kind: str) -> list[dict[str, Any]]:
-    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
-            for rule in group["rules"] if kind in rule]
-
-
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
 
 
-def github_anchor(heading: str) -> str:
-    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
-
-
+@pytest.mark.e2e
 def test_rule_files_pass_promtool_check_rules() -> None:
     """promtool check rules accepts both rule files."""
     result = run(require_binary("promtool"), "check", "rules", *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_scaleout_prometheus_configs_pass_promtool_check_config() -> None:
     """deploy/prometheus/remote-write.yml and federation.yml, with the rule files they name, pass promtool."""
     snippets = sorted((ROOT / "deploy" / "prometheus").glob("*.yml"))
@@ -51,6 +44,7 @@ def test_scaleout_prometheus_configs_pass_promtool_check_config() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_promtool_unit_tests_pass() -> None:
     """promtool test rules passes every unit test file under prometheus/tests/."""
     assert UNIT_TESTS
@@ -110,6 +104,7 @@ def test_readme_alert_table_matches_the_rules() -> None:
     assert rows == {rule["alert"]: (rule["labels"]["severity"], rule["for"]) for rule in rules("alert")}
 
 
+@pytest.mark.e2e
 def test_example_prometheus_config_passes_promtool_and_loads_both_rule_files() -> None:
     """promtool check config accepts prometheus/prometheus.yml, which loads both rule files."""
     result = run(require_binary("promtool"), "check", "config", str(PROMETHEUS / "prometheus.yml"))
@@ -119,6 +114,7 @@ def test_example_prometheus_config_passes_promtool_and_loads_both_rule_files() -
     assert sorted(config["rule_files"]) == sorted(path.name for path in RULE_FILES)
 
 
+@pytest.mark.e2e
 def test_alertmanager_example_passes_amtool_check_config() -> None:
     """amtool check-config accepts the example Alertmanager config."""
     result = run(require_binary("amtool"), "check-config", str(ALERTMANAGER))
@@ -136,6 +132,7 @@ def test_alertmanager_example_passes_amtool_check_config() -> None:
      "partnercenter-digest"),
     (["alertname=SomethingElse"], "partnercenter-team"),
 ])
+@pytest.mark.e2e
 def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:
     """amtool config routes test sends each severity to its receiver."""
     result = run(require_binary("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER}",

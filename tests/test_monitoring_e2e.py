@@ -39,7 +39,7 @@ from exporter.simulator import Simulator
 from exporter.simulator.app import SimTenant
 from exporter.simulator.data import Customer
 from tests.conftest import CLIENT_ID, TENANT_ID, free_port, require_binary
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     ALL_COLLECTORS,
     ROOT,
     ExporterProcess,
@@ -52,7 +52,7 @@ from tests.e2e_helpers import (
     wait_for,
     write_config,
 )
-from tests.test_monitoring import rules
+from tests.helpers.samples import rules
 
 pytestmark = pytest.mark.e2e
 
@@ -227,8 +227,9 @@ def test_tenant_variable_lists_every_tenant(stack: Stack) -> None:
     dashboards = load_dashboards()
     assert len(dashboards) == 3
     for dashboard in dashboards.values():
-        wait_for(lambda d=dashboard: variable_values(stack.api, d) == {"tenant": sorted(TENANTS)}, 20,
-                 f"the tenant variable of {dashboard['title']}")
+        def listed(d: dict[str, Any] = dashboard) -> bool:
+            return bool(variable_values(stack.api, d) == {"tenant": sorted(TENANTS)})
+        wait_for(listed, 20, f"the tenant variable of {dashboard['title']}")
 
 
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
@@ -264,8 +265,9 @@ def test_every_recording_rule_produces_data(stack: Stack) -> None:
     records = [rule["record"] for rule in rules("record")]
     assert records
     for record in records:
-        wait_for(lambda r=record: {s["metric"]["tenant"] for s in stack.api.instant(r)} == set(TENANTS), 20,
-                 f"{record} for both tenants")
+        def recorded(r: str = record) -> bool:
+            return {s["metric"]["tenant"] for s in stack.api.instant(r)} == set(TENANTS)
+        wait_for(recorded, 20, f"{record} for both tenants")
     health = {rule["name"]: rule["health"] for rule in stack.api.rules()}
     assert all(h == "ok" for h in health.values()), health
 

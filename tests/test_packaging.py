@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from exporter.auth import AAD_HINTS
 from exporter.exposition import render
 from exporter.model import REASONS
 from tests.conftest import require_binary
-from tests.test_collector import TODAY, sample_snapshot
+from tests.helpers.samples import TODAY, sample_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -33,6 +35,7 @@ def test_ci_runs_the_readme_test_command() -> None:
         assert os.access(path, os.X_OK), f"{path} is not executable"
 
 
+@pytest.mark.e2e
 def test_dockerfile_is_hadolint_clean() -> None:
     """hadolint finds nothing in the Dockerfile."""
     hadolint = Path(sys.executable).parent / "hadolint"
@@ -61,6 +64,7 @@ def test_readme_links_the_security_reliability_and_deployment_docs() -> None:
         assert (ROOT / doc).is_file()
 
 
+@pytest.mark.e2e
 def test_benchmark_quick_run_prints_every_section_with_its_targets() -> None:
     """`python -m bench --quick` runs every benchmark end to end (nginx, wrk, the naive peer, polls,
     payloads, memory, soak) and prints each target with PASS or MISS, so the script cannot rot."""

@@ -263,8 +263,8 @@ def test_reconfigure_keeps_known_sources_and_polls_new_ones_at_once() -> None:
     poller.reconfigure([kept, added], interval=INTERVAL, concurrency=16)
     poller.step()
     assert (kept.calls, added.calls, len(dropped.calls)) == ([1000.0], [1060.0], 1)
-    assert [(t.name, t.data.total_customers if t.data else None) for t in published[-1].views] \
-        == [("kept", 1), ("added", 3)]
+    assert [(t.name, t.data.total_customers if isinstance(t.data, DapStatistics) else None)
+            for t in published[-1].views] == [("kept", 1), ("added", 3)]
 
 
 def test_polls_ending_close_together_are_published_together() -> None:

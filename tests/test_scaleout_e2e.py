@@ -29,7 +29,7 @@ from devtools.grafana import (
 )
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, free_port, require_binary
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     ALL_COLLECTORS,
     ROOT,
     ExporterProcess,
@@ -40,7 +40,7 @@ from tests.e2e_helpers import (
     start_service,
     wait_for,
 )
-from tests.test_monitoring import rules
+from tests.helpers.samples import rules
 
 pytestmark = pytest.mark.e2e
 
@@ -198,8 +198,9 @@ def test_per_tenant_stats_match_the_simulator(fleet: Fleet) -> None:
     for tenants in [[t] for t in TENANTS] + [sorted(TENANTS)]:
         customers = sum(len(fleet.sim.tenants[TENANTS[t]].customers) for t in tenants)
         inactive = sum(inactive_over_90(fleet.sim, TENANTS[t]) for t in tenants)
-        wait_for(lambda ts=tenants, c=customers: stat("DAP customers", ts) == c, 20,
-                 f"customers of {tenants}")
+        def shown(ts: list[str] = tenants, c: int = customers) -> bool:
+            return stat("DAP customers", ts) == c
+        wait_for(shown, 20, f"customers of {tenants}")
         assert stat("Inactive over 90 days", tenants) == inactive
     assert sum(inactive_over_90(fleet.sim, t) for t in TENANTS.values()) > 0
 
@@ -216,7 +217,7 @@ def test_stores_serve_the_same_dap_values_as_the_edge(fleet: Fleet) -> None:
         assert edge, query.expr
         for server in ("remote_write", "federation"):
             def same(s: str = server, q: PanelQuery = instant, e: Any = edge) -> bool:
-                return last_values(run_query(fleet.servers[s], q, ctx)) == e
+                return bool(last_values(run_query(fleet.servers[s], q, ctx)) == e)
             wait_for(same, 20, f"{server} to match the edge for {query.panel}: {query.expr}")
 
 
@@ -228,7 +229,9 @@ def test_recording_rules_keep_each_exporters_tenants(fleet: Fleet) -> None:
         for record in records:
             def tenants_to_instances(r: str = record, a: PrometheusAPI = api) -> dict[str, str]:
                 return {s["metric"]["tenant"]: s["metric"]["instance"] for s in a.instant(r)}
-            wait_for(lambda f=tenants_to_instances: f() == owners, 20, f"{record} per tenant on {server}")
+            def owned(f: Any = tenants_to_instances) -> bool:
+                return bool(f() == owners)
+            wait_for(owned, 20, f"{record} per tenant on {server}")
 
 
 def test_stopping_one_exporter_fires_exporter_down_for_it_only(fleet: Fleet) -> None:

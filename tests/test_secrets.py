@@ -10,7 +10,7 @@ import yaml
 
 from exporter.simulator import Fault, Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID
-from tests.e2e_helpers import ExporterProcess, http_get, run_exporter
+from tests.helpers.e2e import ExporterProcess, http_get, run_exporter
 
 pytestmark = pytest.mark.e2e
 

@@ -450,5 +450,6 @@ def test_accepted_connections_have_tcp_nodelay(server: ExporterServer) -> None:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_responses(sock, 1)[0][0].status == 200
         (connection,) = server.connections
+        assert connection._transport is not None
         accepted = connection._transport.get_extra_info("socket")
         assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

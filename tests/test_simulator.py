@@ -16,7 +16,7 @@ from exporter.collectors.dap_statistics import DapStatisticsClient
 from exporter.model import PollError
 from exporter.simulator import Fault, Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, free_port, tenant
-from tests.e2e_helpers import cached_refresh_tokens
+from tests.helpers.e2e import cached_refresh_tokens
 
 
 @pytest.fixture

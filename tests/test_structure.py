@@ -5,6 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import _NoProcesses
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("exporter", "devtools", "bench")
 
@@ -89,3 +93,9 @@ def test_simulator_does_not_import_the_product() -> None:
 def test_demo_stands_below_the_command_line() -> None:
     """The demo wires an App; it never reaches the command line's module."""
     assert "exporter.cli" not in reachable(project_imports(), "exporter.demo")
+
+
+def test_the_fast_tier_refuses_to_start_a_process() -> None:
+    """Under `scripts/test --fast` a test that starts a process fails, naming the e2e mark."""
+    with pytest.raises(RuntimeError, match=r"mark this test @pytest\.mark\.e2e"):
+        _NoProcesses(["true"])

@@ -17,7 +17,7 @@ from exporter.exposition import Publisher
 from exporter.server import ExporterServer
 from exporter.simulator.certs import generate_certs
 from exporter.webconfig import BasicAuth, WebConfigFile, load_web_config
-from tests.e2e_helpers import wait_for
+from tests.helpers.e2e import wait_for
 
 HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
 

@@ -23,7 +23,7 @@ from devtools.grafana import PrometheusAPI, QueryContext, dashboard_range, panel
 from exporter.simulator import Simulator
 from tests.conftest import CLIENT_ID, TENANT_ID
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"msg=listening address=(\S+)")
 
 

@@ -1,0 +1,122 @@
+"""Sample data shared by test modules: a known snapshot, GDAP and DAP-customer data, fake tokens,
+and the shipped alert rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any
+
+import yaml
+
+from devtools import build_prometheusrule
+from exporter.collectors.dap_customers import DapCustomer, DapCustomers
+from exporter.collectors.dap_statistics import DapStatistics
+from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
+from exporter.model import Snapshot, SourceView
+
+TODAY = dt.date(2026, 11, 23)
+D = dt.date
+
+
+def sample_snapshot() -> Snapshot:
+    stats = DapStatistics(
+        total_customers=200,
+        established={D(2021, 6, 18): 1, D(2022, 2, 18): 3},
+        inactive={D(2026, 11, 20): 5, D(2026, 9, 24): 2, D(2026, 8, 24): 4, D(2026, 7, 1): 6,
+                  D(2024, 1, 1): 1},
+        skipped_entries=1)
+    healthy = SourceView(
+        name="contoso", data=stats, attempted=True, last_poll_success=True,
+        last_success_time=1795435200.0, last_duration=0.25, errors_total={"throttled": 2},
+        api_requests_total={"200": 10, "429": 2}, skipped_entries_total=1,
+        token_expires_at=1795438800.0)
+    failing = SourceView(
+        name="fabrikam", attempted=True, last_poll_success=False, last_duration=1.5,
+        last_error_reason="auth", last_error_message="the refresh token has expired",
+        errors_total={"auth": 3})
+    pending = SourceView(name="northwind")
+    gdap = SourceView(
+        name="contoso", collector="gdap_relationships", data=sample_gdap(), attempted=True,
+        last_poll_success=True, last_success_time=1795435201.0, last_duration=0.5,
+        api_requests_total={"200": 2, "429": 1}, token_expires_at=1795438801.0)
+    dap_customers = SourceView(
+        name="contoso", collector="dap_customers", data=sample_dap_customers(), attempted=True,
+        last_poll_success=True, last_success_time=1795435202.0, last_duration=0.125,
+        api_requests_total={"200": 1})
+    return Snapshot((failing, dap_customers, healthy, gdap, pending))
+
+
+NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
+DAY = 86400.0
+
+
+def relationship(customer: str, *, status: str = "active", ends_in_days: float | None = 100,
+                 auto_extend: bool = False, global_admin: bool = False, rid: str = "") -> GdapRelationship:
+    return GdapRelationship(
+        id=rid or f"rel-{customer}-{status}", display_name=f"{customer} \"GDAP\"",
+        customer_id=f"id-{customer}", customer_name=f"{customer} Ltd", status=status,
+        end_time=None if ends_in_days is None else NOW + ends_in_days * DAY,
+        auto_extend=auto_extend, global_admin=global_admin)
+
+
+def sample_gdap() -> GdapRelationships:
+    """Customers a (active, 5 days left), b (active, 20 days, Global Admin), c (auto-extends
+    in 3 days), d (only a pending and an expired relationship), f (expiring: past its end date a
+    day ago), and an invitation that names no customer yet."""
+    return GdapRelationships((
+        relationship("a", ends_in_days=5),
+        relationship("b", ends_in_days=20, global_admin=True),
+        relationship("c", ends_in_days=3, auto_extend=True),
+        relationship("d", status="approvalPending", ends_in_days=None),
+        relationship("d", status="expired", ends_in_days=-10),
+        relationship("f", status="expiring", ends_in_days=-1),
+        dataclasses.replace(relationship("", status="created", ends_in_days=None), customer_id="",
+                            customer_name=""),
+    ), fetched_at=NOW, skipped_entries=0)
+
+
+def signed_in(days_ago: float) -> float:
+    return NOW - days_ago * DAY
+
+
+def sample_dap_customers() -> DapCustomers:
+    """DAP customers a and b have GDAP; d (pending only), e (none) and f (expiring) do not.
+    Last partner sign-in: a 10 days ago, b 100, d never (DAP since 2022), e 95 (with 2 Global
+    Admin sign-ins today), f 200."""
+    start = dt.datetime(2022, 4, 20, 6, 11, 11, tzinfo=dt.UTC).timestamp()
+    return DapCustomers((
+        DapCustomer("id-a", "a Ltd", signed_in(10), start),
+        DapCustomer("id-b", "b Ltd", signed_in(100), start),
+        DapCustomer("id-d", "d Ltd", None, start),
+        DapCustomer("id-e", "e Ltd", signed_in(95), start, global_admin_signins=2),
+        DapCustomer("id-f", "f Ltd", signed_in(200), None)))
+
+
+
+class FakeTokens:
+    """Hands out numbered tokens and records whether a fresh one was forced."""
+
+    def __init__(self, method: str = "refresh_token") -> None:
+        self.method = method
+        self.expires_at: float | None = None
+        self.calls: list[bool] = []
+
+    def get_token(self, *, force_refresh: bool = False) -> str:
+        self.calls.append(force_refresh)
+        return f"token-{len(self.calls)}"
+
+    def wait_idle(self, timeout: float) -> bool:
+        return True
+
+
+def rules(kind: str) -> list[dict[str, Any]]:
+    """Every rule of the shipped rule files that has `kind` (alert or record)."""
+    return [rule for path in build_prometheusrule.RULE_FILES
+            for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if kind in rule]
+
+
+def github_anchor(heading: str) -> str:
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
