@@ -219,12 +219,26 @@ def _latency(output: str, percentile: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(url: str, *, connections: int, seconds: int, gzipped: bool = False) -> WrkResult:
+# A wrk script that sends a request head never sent before on every request (a counter header), so
+# a server cannot answer from a cache of parsed heads: the cost of parsing itself.
+NEW_HEAD_EACH_REQUEST = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", nil, {["X-Request-Number"] = tostring(counter)})
+end
+"""
+
+
+def wrk(url: str, *, connections: int, seconds: int, gzipped: bool = False,
+        script: Path | None = None) -> WrkResult:
     """One wrk run with keep-alive (one thread, so the other core stays with the server)."""
     command = [shutil.which("wrk") or "wrk", "-t1", f"-c{connections}", f"-d{max(1, seconds)}s",
                "--latency", "--timeout", "10s"]
     if gzipped:
         command += ["-H", "Accept-Encoding: gzip"]
+    if script is not None:
+        command += ["-s", str(script)]
     output = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60,
                             check=True).stdout
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)

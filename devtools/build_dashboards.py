@@ -1,4 +1,4 @@
-"""Builds grafana/dashboards/*.json, the one source of truth for both dashboards.
+"""Builds grafana/dashboards/*.json, the one source of truth for the three dashboards.
 
 Run `python -m devtools.build_dashboards` after a change; `--check` fails when the JSON files are out of date.
 """

@@ -10,7 +10,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,7 +33,7 @@ DEFAULT_THRESHOLDS = (30, 60, 90)
 DEFAULT_POLL_CONCURRENCY = 16
 
 AuthMethod = Literal["refresh_token", "client_credentials", "username_password"]
-AUTH_METHODS: tuple[AuthMethod, ...] = ("refresh_token", "client_credentials", "username_password")
+AUTH_METHODS: tuple[AuthMethod, ...] = get_args(AuthMethod)
 
 # MSAL adds these to every user flow itself and raises if they are passed in.
 _RESERVED_SCOPES = {"openid", "profile", "offline_access"}

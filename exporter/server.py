@@ -17,7 +17,6 @@ import functools
 import html
 import logging
 import os
-import re
 import resource
 import socket
 import ssl
@@ -26,7 +25,8 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+
+import httptools
 
 from exporter import __version__
 from exporter.collectors import REGISTRY, Context
@@ -180,55 +180,64 @@ class _BadRequest(Exception):
         self.status = status
 
 
-# Header lines as RFC 9110 allows them: a token, a colon, a value without CR or LF. No
-# whitespace before the colon, no obsolete line folding.
-_HEADER_LINES = re.compile(r"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*)*")
-# Only these headers matter here; the rest are checked for form and otherwise ignored.
-_USED_HEADERS = re.compile(
-    r"\r\n(authorization|accept-encoding|connection|content-length|transfer-encoding):[ \t]*([^\r\n]*)",
-    re.IGNORECASE)
+class _HeadSink:
+    """httptools' callbacks for one request head."""
+
+    __slots__ = ("complete", "headers", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
 
 
 @functools.lru_cache(maxsize=256)  # a scraper sends the same request head every time
 def parse_request_head(head: bytes) -> _Request:
     """Request line and headers (without the blank line); raises _BadRequest for bad input.
 
-    The result is shared between calls with the same head, so it must not be changed."""
-    text = head.decode("latin-1")
-    line_end = text.find("\r\n")
-    request_line, fields = (text, "") if line_end < 0 else (text[:line_end], text[line_end:])
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
+    httptools (llhttp, Node.js's parser, in its strict mode) does the parsing: the request line,
+    header tokens and values, obsolete line folding, duplicate Content-Length. What is left here is
+    policy: no bodies, HTTP/1.x only, which answers keep the connection. The result is shared
+    between calls with the same head, so it must not be changed.
+    """
+    sink = _HeadSink()
+    parser = httptools.HttpRequestParser(sink)
+    try:
+        parser.feed_data(head + b"\r\n\r\n")
+    except httptools.HttpParserUpgrade:
+        raise _BadRequest(400, "protocol upgrades are not served") from None
+    except httptools.HttpParserError as err:
+        raise _BadRequest(400, f"malformed request: {str(err)[:80]}") from None
+    if not sink.complete:
+        raise _BadRequest(400, "malformed request head")
+    version = parser.get_http_version()
+    if version not in ("1.1", "1.0"):
         raise _BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    if not _HEADER_LINES.fullmatch(fields):
-        raise _BadRequest(400, "malformed header line")
-    headers: dict[str, str] = {}
-    for name, value in _USED_HEADERS.findall(fields):
-        name = name.lower()
-        if name in headers and name == "content-length":
-            # RFC 9112 6.3: several Content-Length values make the framing ambiguous.
-            raise _BadRequest(400, "more than one Content-Length")
-        headers[name] = value.rstrip(" \t")
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1").rstrip(" \t")
+               for name, value in sink.headers}
     length = headers.get("content-length", "0")
     if "transfer-encoding" in headers or not length.isdigit() or int(length) != 0:
         # Nothing here takes a body; refusing one keeps request framing unambiguous.
         raise _BadRequest(400, "request bodies are not accepted")
     connection = headers.get("connection", "").lower()
-    if version == "HTTP/1.0":
+    if version == "1.0":
         answer = "keep-alive" if "keep-alive" in connection else _CLOSE
     else:
         answer = _CLOSE if "close" in connection else ""
-    if target.startswith("/"):
-        path = target.partition("?")[0]
-    else:
-        try:
-            path = urlsplit(target).path
-        except ValueError:  # such as "http://[x/": an unbalanced IPv6 bracket
-            raise _BadRequest(400, "malformed request target") from None
-    return _Request(method, path, headers, answer)
+    try:
+        path = httptools.parse_url(sink.url).path or b"/"
+    except httptools.HttpParserInvalidURLError:  # such as "http://[x/": an unbalanced IPv6 bracket
+        raise _BadRequest(400, "malformed request target") from None
+    return _Request(parser.get_method().decode("latin-1"), path.decode("latin-1"), headers, answer)
 
 
 def _bad_start(data: bytearray) -> bool:
