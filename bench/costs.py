@@ -62,8 +62,9 @@ def payload_costs(report: Report, settings: Settings) -> None:
             return dap_statistics.parse_statistics(json.loads(raw), today)
 
         stats = dap_statistics.parse_statistics(json.loads(raw), today)
-        snapshot = Snapshot((SourceView(name="t", data=stats, attempted=True, last_poll_success=True,
-                                            last_success_time=time.time(), last_duration=0.2),))
+        snapshot = Snapshot((SourceView("t", "dap_statistics", data=stats, attempted=True,
+                                        last_poll_success=True, last_success_time=time.time(),
+                                        last_duration=0.2),))
 
         def render(snapshot: Snapshot = snapshot) -> object:
             pieces = Renderer().render(snapshot, today=today, thresholds=THRESHOLDS, poll_interval=300)

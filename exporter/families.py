@@ -93,14 +93,20 @@ def _line_writer(sample_name: str, labels: tuple[str, ...]) -> Callable[[Sequenc
         raise ValueError(f"{sample_name}: metric and label names must be Prometheus names")
     # prometheus_client writes labels sorted by name, whatever order they were declared in.
     order = sorted(range(len(labels)), key=lambda i: labels[i])
-    pairs = ",".join(f'{labels[i]}="{{esc(v[{i}])}}"' for i in order)
-    text = f"{sample_name}{{{{{pairs}}}}} {{num(x)}}\n" if labels else f"{sample_name} {{num(x)}}\n"
+    pairs = ",".join(f'{labels[i]}="{{esc(l{i})}}"' for i in order)
+    # Counts repeat a lot, so their text is remembered; timestamps and durations hardly repeat.
+    value = "{cnt(x) if type(x) is int else flt(x)}"
+    text = f"{sample_name}{{{{{pairs}}}}} {value}\n" if labels else f"{sample_name} {value}\n"
+    unpack = "".join(f"l{i}, " for i in range(len(labels))) or "()"
     source = (f"def line(v, x):\n"
-              f"    if len(v) != {len(labels)}:\n"
-              f"        raise ValueError(f'{sample_name}: {{v!r}} for labels {','.join(labels)}')\n"
+              f"    try:\n"
+              f"        {unpack} = v\n"
+              f"    except ValueError:\n"
+              f"        raise ValueError(f'{sample_name}: {{v!r}} for labels {','.join(labels)}') from None\n"
               f"    return f{text!r}\n")
     namespace: dict[str, Callable[[Sequence[str], float], str]] = {}
-    exec(source, {"esc": _label_cached, "num": number}, namespace)  # noqa: S102 - see docstring
+    exec(source, {"esc": _label_cached, "cnt": count_text, "flt": _go_string},  # noqa: S102 - see docstring
+         namespace)
     return namespace["line"]
 
 

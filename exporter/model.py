@@ -100,7 +100,7 @@ class SourceView:
     """
 
     name: str  # the tenant's name
-    collector: str = "dap_statistics"
+    collector: str  # the collector kind's name in the registry
     data: SourceData | None = None
     attempted: bool = False
     last_poll_success: bool = False

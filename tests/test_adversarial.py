@@ -77,7 +77,7 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 @pytest.fixture
 def publisher() -> Publisher:
     pub = Publisher((90,), poll_interval=60)
-    pub.publish(Snapshot((SourceView(name="contoso", data=DapStatistics(total_customers=3),
+    pub.publish(Snapshot((SourceView("contoso", "dap_statistics", data=DapStatistics(total_customers=3),
                                          attempted=True, last_poll_success=True,
                                          last_success_time=time.time()),)))
     return pub
@@ -263,7 +263,7 @@ def metrics_publisher(size: int) -> Publisher:
     """A publisher whose /metrics body is about `size` bytes."""
     publisher = Publisher((90,), poll_interval=60)
     publisher.publish(Snapshot((SourceView(
-        name="contoso", attempted=True, last_poll_success=True,
+        name="contoso", collector="dap_statistics", attempted=True, last_poll_success=True,
         data=DapStatistics(total_customers=1, established={
             dt.date(2000, 1, 1) + dt.timedelta(days=d): d for d in range(size // 80)})),)))
     return publisher

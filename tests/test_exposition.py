@@ -51,7 +51,7 @@ def test_over_threshold_counts_are_strictly_older_than_threshold() -> None:
 
 def test_every_reason_is_precreated_at_zero() -> None:
     """A tenant with no errors still exposes every reason at 0."""
-    body = render(Snapshot((SourceView(name="x", attempted=True, last_poll_success=True),)),
+    body = render(Snapshot((SourceView("x", "dap_statistics", attempted=True, last_poll_success=True),)),
                   today=TODAY, thresholds=(90,), poll_interval=900).decode()
     for reason in REASONS:
         assert (f'partnercenter_exporter_poll_errors_total{{collector="dap_statistics",reason="{reason}",'
@@ -61,7 +61,7 @@ def test_every_reason_is_precreated_at_zero() -> None:
 def test_failed_poll_keeps_last_good_data_in_exposition() -> None:
     """A tenant whose last poll failed still exposes the data of its last success."""
     stats = DapStatistics(total_customers=7)
-    tenant = SourceView(name="x", data=stats, attempted=True, last_poll_success=False,
+    tenant = SourceView("x", "dap_statistics", data=stats, attempted=True, last_poll_success=False,
                             last_error_reason="timeout", last_success_time=1.0)
     body = render(Snapshot((tenant,)), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert 'partnercenter_dap_customers{tenant="x"} 7.0' in body
@@ -84,7 +84,7 @@ def test_publisher_rerenders_when_utc_day_changes() -> None:
     now = [dt.datetime(2026, 11, 23, 23, 59, tzinfo=dt.UTC).timestamp()]
     stats = DapStatistics(total_customers=1, inactive={TODAY - dt.timedelta(days=90): 1})
     publisher = Publisher((90,), poll_interval=900, clock=lambda: now[0])
-    publisher.publish(Snapshot((SourceView(name="x", data=stats, attempted=True),)))
+    publisher.publish(Snapshot((SourceView("x", "dap_statistics", data=stats, attempted=True),)))
     over = 'partnercenter_dap_inactive_customers_over_threshold{tenant="x",threshold_days="90"}'
     assert f"{over} 0.0".encode() in publisher.current.body
     assert publisher.refresh_if_new_day() is False
@@ -96,7 +96,7 @@ def test_publisher_rerenders_when_utc_day_changes() -> None:
 @pytest.mark.parametrize("thresholds", [(90,), (7, 30, 60, 90, 180)])
 def test_one_series_per_threshold(thresholds: tuple[int, ...]) -> None:
     """Each configured threshold yields exactly one over-threshold series per tenant."""
-    snapshot = Snapshot((SourceView(name="x", data=DapStatistics(total_customers=0)),))
+    snapshot = Snapshot((SourceView("x", "dap_statistics", data=DapStatistics(total_customers=0)),))
     body = render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=900).decode()
     assert body.count("partnercenter_dap_inactive_customers_over_threshold{") == len(thresholds)
 
@@ -105,8 +105,8 @@ def test_inactive_dates_carry_the_largest_threshold_they_exceed() -> None:
     """Each per-date series names the largest threshold its date is past (exactly N days is not past N)."""
     ages = {0: "0", 30: "0", 31: "30", 61: "60", 90: "60", 91: "90", 900: "90"}
     stats = DapStatistics(total_customers=7, inactive={TODAY - dt.timedelta(days=a): 1 for a in ages})
-    body = render(Snapshot((SourceView(name="x", data=stats),)), today=TODAY, thresholds=(30, 60, 90),
-                  poll_interval=900).decode()
+    body = render(Snapshot((SourceView("x", "dap_statistics", data=stats),)), today=TODAY,
+                  thresholds=(30, 60, 90), poll_interval=900).decode()
     for age, bucket in ages.items():
         day = (TODAY - dt.timedelta(days=age)).isoformat()
         assert (f'partnercenter_dap_inactive_customers{{inactive_over_days="{bucket}",'
@@ -115,7 +115,7 @@ def test_inactive_dates_carry_the_largest_threshold_they_exceed() -> None:
 
 def test_poll_interval_is_exported_per_tenant() -> None:
     """The configured poll interval is a gauge per tenant, so staleness rules can count intervals."""
-    snapshot = Snapshot((SourceView(name="x"), SourceView(name="y")))
+    snapshot = Snapshot((SourceView("x", "dap_statistics"), SourceView("y", "dap_statistics")))
     body = render(snapshot, today=TODAY, thresholds=(90,), poll_interval=600).decode()
     assert 'partnercenter_exporter_poll_interval_seconds{collector="dap_statistics",tenant="x"} 600.0' in body
     assert 'partnercenter_exporter_poll_interval_seconds{collector="dap_statistics",tenant="y"} 600.0' in body

@@ -165,10 +165,10 @@ def fetch_body(body: bytes) -> SourceView:
         except PollError as err:
             error = err
         else:
-            return SourceView(name="contoso", data=stats, attempted=True, last_poll_success=True)
+            return SourceView("contoso", "dap_statistics", data=stats, attempted=True, last_poll_success=True)
     assert error.message
     assert "\n" not in error.message
-    return SourceView(name="contoso", attempted=True, last_error_reason=error.reason,
+    return SourceView("contoso", "dap_statistics", attempted=True, last_error_reason=error.reason,
                           last_error_message=error.message)
 
 

@@ -30,7 +30,7 @@ PASSWORD_HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4))
 
 
 def snapshot(attempted: bool = True) -> Snapshot:
-    return Snapshot((SourceView(name="contoso", data=DapStatistics(total_customers=12),
+    return Snapshot((SourceView("contoso", "dap_statistics", data=DapStatistics(total_customers=12),
                                     attempted=attempted, last_poll_success=attempted,
                                     last_success_time=time.time() if attempted else None),))
 
@@ -116,7 +116,7 @@ def test_head_has_length_but_no_body(server: ExporterServer, publisher: Publishe
 
 def test_new_snapshot_is_served_on_the_next_scrape(server: ExporterServer, publisher: Publisher) -> None:
     """A publish swaps the body; the next scrape serves the new one."""
-    publisher.publish(Snapshot((SourceView(name="fabrikam", attempted=True),)))
+    publisher.publish(Snapshot((SourceView("fabrikam", "dap_statistics", attempted=True),)))
     _, _, body = get(server, "/metrics")
     assert b'tenant="fabrikam"' in body
     assert b'tenant="contoso"' not in body
@@ -153,7 +153,7 @@ def test_landing_page_shows_state_escaped_and_redacted() -> None:
     """The landing page lists tenants, escapes HTML and redacts secrets in error messages."""
     redactor = Redactor()
     redactor.add_secret("super-secret-value")
-    failing = SourceView(name="fabrikam", attempted=True, last_error_reason="auth",
+    failing = SourceView("fabrikam", "dap_statistics", attempted=True, last_error_reason="auth",
                              last_error_message="<script>alert(1)</script> super-secret-value")
     page = landing_page(Snapshot((failing,)), now=time.time(), thresholds=(90,), redact=redactor).decode()
     assert "fabrikam" in page
@@ -346,7 +346,7 @@ def big_publisher(tenants: int) -> Publisher:
     """A publisher whose body is about 0.4 MB per tenant, in many segments."""
     publisher = Publisher((90,), poll_interval=60)
     publisher.publish(Snapshot(tuple(
-        SourceView(name=f"t{i:02d}", attempted=True, last_poll_success=True,
+        SourceView(f"t{i:02d}", "dap_statistics", attempted=True, last_poll_success=True,
                        data=DapStatistics(total_customers=1, established={
                            dt.date(2000, 1, 1) + dt.timedelta(days=d): d for d in range(5000)}))
         for i in range(tenants))))

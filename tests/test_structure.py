@@ -99,3 +99,20 @@ def test_the_fast_tier_refuses_to_start_a_process() -> None:
     """Under `scripts/test --fast` a test that starts a process fails, naming the e2e mark."""
     with pytest.raises(RuntimeError, match=r"mark this test @pytest\.mark\.e2e"):
         _NoProcesses(["true"])
+
+
+# Everything but the kinds' own modules, the registry, the demo's scenario and the config format
+# (whose endpoint keys are per API) goes through the registry.
+KIND_FREE = ("model", "client", "families", "poller", "exposition", "server", "app", "auth", "cli")
+
+
+def test_only_the_registry_and_the_kinds_name_a_kind() -> None:
+    """No string in the pipeline's modules names a collector kind; they ask the registry."""
+    from exporter.collectors import REGISTRY
+
+    for module in KIND_FREE:
+        path = ROOT / "exporter" / f"{module}.py"
+        strings = [node.value for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+        named = {kind for kind in REGISTRY.names for text in strings if kind in text}
+        assert named == set(), f"exporter/{module}.py names {sorted(named)}"

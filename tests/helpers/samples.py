@@ -28,15 +28,16 @@ def sample_snapshot() -> Snapshot:
                   D(2024, 1, 1): 1},
         skipped_entries=1)
     healthy = SourceView(
-        name="contoso", data=stats, attempted=True, last_poll_success=True,
+        name="contoso", collector="dap_statistics", data=stats, attempted=True, last_poll_success=True,
         last_success_time=1795435200.0, last_duration=0.25, errors_total={"throttled": 2},
         api_requests_total={"200": 10, "429": 2}, skipped_entries_total=1,
         token_expires_at=1795438800.0)
     failing = SourceView(
-        name="fabrikam", attempted=True, last_poll_success=False, last_duration=1.5,
+        name="fabrikam", collector="dap_statistics", attempted=True, last_poll_success=False,
+        last_duration=1.5,
         last_error_reason="auth", last_error_message="the refresh token has expired",
         errors_total={"auth": 3})
-    pending = SourceView(name="northwind")
+    pending = SourceView("northwind", "dap_statistics")
     gdap = SourceView(
         name="contoso", collector="gdap_relationships", data=sample_gdap(), attempted=True,
         last_poll_success=True, last_success_time=1795435201.0, last_duration=0.5,
