@@ -116,3 +116,13 @@ def test_only_the_registry_and_the_kinds_name_a_kind() -> None:
                    if isinstance(node, ast.Constant) and isinstance(node.value, str)]
         named = {kind for kind in REGISTRY.names for text in strings if kind in text}
         assert named == set(), f"exporter/{module}.py names {sorted(named)}"
+
+
+def test_no_test_module_imports_another() -> None:
+    """Test modules share helpers through conftest and tests/helpers/, never through each other."""
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("tests.test_"), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("tests.test_") for a in node.names), path.name
