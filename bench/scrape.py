@@ -40,17 +40,18 @@ class Settings:
 
 
 def compare(report: Report, section: str, label: str, ours_url: str, nginx: Nginx, *,
-            connections: int, gzipped: bool, settings: Settings, targets: bool) -> WrkResult:
+            connections: int, gzipped: bool, settings: Settings, targets: bool,
+            script: Path | None = None) -> WrkResult:
     """Alternate runs against nginx and the exporter; report medians and their ratios."""
     nginx_path = "/metrics.gz" if gzipped else "/metrics"
     for url in (nginx.url + nginx_path, ours_url + "/metrics"):  # warm-up runs, not counted
-        wrk(url, connections=connections, seconds=1, gzipped=gzipped)
+        wrk(url, connections=connections, seconds=1, gzipped=gzipped, script=script)
     nginx_runs, our_runs = [], []
     for _ in range(settings.rounds):
         nginx_runs.append(wrk(nginx.url + nginx_path, connections=connections, seconds=settings.seconds,
-                              gzipped=gzipped))
+                              gzipped=gzipped, script=script))
         our_runs.append(wrk(ours_url + "/metrics", connections=connections, seconds=settings.seconds,
-                            gzipped=gzipped))
+                            gzipped=gzipped, script=script))
     base, ours = median_result(nginx_runs), median_result(our_runs)
     share = ours.requests_per_second / base.requests_per_second  # shown floored: 59.9% is a MISS
     goal = THROUGHPUT_TARGETS.get(connections) if targets else None
@@ -95,32 +96,17 @@ def run(report: Report, settings: Settings, workdir: Path) -> None:
                         if size == LARGE:
                             large_ours[(connections, gzipped)] = result
                 if size != LARGE:
-                    new_heads(report, section, f"{size}, identity", child.url, nginx, settings, workdir)
+                    # A new request head on every request defeats the cache of parsed heads: what
+                    # the request parser itself costs.
+                    script = workdir / "new-head-each-request.lua"
+                    script.write_text(NEW_HEAD_EACH_REQUEST)
+                    compare(report, section, f"{size}, identity, a new request head each request",
+                            child.url, nginx, connections=1, gzipped=False, settings=settings,
+                            targets=False, script=script)
             if size == LARGE:
                 large_config = config
         assert large_config is not None
         naive(report, large_config, large_ours, settings)
-
-
-def new_heads(report: Report, section: str, label: str, ours_url: str, nginx: Nginx,
-              settings: Settings, workdir: Path) -> None:
-    """A request head never seen before on every request, 1 connection: the request parser's cost,
-    which the cache of parsed heads hides from ordinary scrapes."""
-    script = workdir / "new-head-each-request.lua"
-    script.write_text(NEW_HEAD_EACH_REQUEST)
-    for url in (nginx.url + "/metrics", ours_url + "/metrics"):  # warm-up runs, not counted
-        wrk(url, connections=1, seconds=1, script=script)
-    nginx_runs, our_runs = [], []
-    for _ in range(settings.rounds):
-        nginx_runs.append(wrk(nginx.url + "/metrics", connections=1, seconds=settings.seconds, script=script))
-        our_runs.append(wrk(ours_url + "/metrics", connections=1, seconds=settings.seconds, script=script))
-    base, ours = median_result(nginx_runs), median_result(our_runs)
-    share = ours.requests_per_second / base.requests_per_second
-    report.add(Row(section, f"{label}, 1 conn, a new request head each request: throughput",
-                   f"{ours.requests_per_second:,.0f} req/s", f"nginx {base.requests_per_second:,.0f} req/s",
-                   f"{math.floor(share * 100)}% of nginx"))
-    if ours.errors or base.errors:
-        raise RuntimeError(f"{label}: wrk saw errors (ours {ours.errors}, nginx {base.errors})")
 
 
 def naive(report: Report, config: Path, ours: dict[tuple[int, bool], WrkResult],

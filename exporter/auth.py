@@ -259,11 +259,6 @@ class FileTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]
             super().modify(credential_type, old_entry, new_key_value_pairs)
 
 
-def open_token_cache(path: Path) -> msal.SerializableTokenCache:
-    """A cross-process, file-locked token cache that is rewritten whenever MSAL changes it."""
-    return FileTokenCache(path)
-
-
 def build_msal_app(identity: Identity, http: RecordingHttp, cache: msal.TokenCache, *,
                    confidential: bool) -> msal.ClientApplication:
     """Construct the MSAL app; this does network I/O (OpenID discovery), so call it lazily."""
@@ -411,7 +406,7 @@ class TokenProvider:
                         extra={"tenant": self.identity.tenant})
         if auth.method == "refresh_token":
             assert auth.token_cache_file is not None
-            cache = open_token_cache(auth.token_cache_file)
+            cache = FileTokenCache(auth.token_cache_file)
         else:
             cache = msal.SerializableTokenCache()
         return build_msal_app(self.identity, self._http, cache,
@@ -520,7 +515,7 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
             scope=scope).message)
 
     try:
-        app = build_msal_app(identity, recording, open_token_cache(auth.token_cache_file),
+        app = build_msal_app(identity, recording, FileTokenCache(auth.token_cache_file),
                              confidential=False)
         if flow == "auth-code":
             result = _auth_code_flow(app, [scope], redirect_uri, out, read_line)

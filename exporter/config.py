@@ -249,7 +249,6 @@ class ErrorList:
         return {k: v for k, v in value.items() if isinstance(k, str) and k in allowed}
 
 
-
 class _Errors(ErrorList):
     """The exporter config's walker: errors, plus reading strings, durations, paths and secrets."""
 

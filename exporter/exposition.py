@@ -75,7 +75,6 @@ def health_samples(out: Samples, view: SourceView, poll_interval: float) -> None
     out.add(POLL_INTERVAL, where, poll_interval)
     for reason in REASONS:
         out.add(LAST_ERROR, (*where, reason), 1 if view.last_error_reason == reason else 0)
-    for reason in REASONS:
         out.add(POLL_ERRORS, (*where, reason), view.errors_total.get(reason, 0))
     for code, count in sorted(view.api_requests_total.items()):
         out.add(API_REQUESTS, (*where, code), count)
@@ -92,6 +91,11 @@ def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Co
         health_samples(out, view, poll_interval)
 
 
+def internal_error_rows(snapshot: Snapshot) -> list[Row]:
+    """The exporter's own error counts, one per poll-loop stage, every stage listed."""
+    return [((stage,), snapshot.internal_errors.get(stage, 0)) for stage in INTERNAL_STAGES]
+
+
 def tenant_families(registry: Registry = REGISTRY) -> tuple[Family, ...]:
     """The families with a sample per tenant, in exposition order."""
     return (*registry.families(), *HEALTH)
@@ -105,9 +109,9 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
     out = Rows()
     for name, views in snapshot.by_tenant(registry.order):
         tenant_samples(out, name, views, ctx, poll_interval, registry)
-    internal: list[Row] = [((stage,), snapshot.internal_errors.get(stage, 0)) for stage in INTERNAL_STAGES]
     return [*(family.reference(out.rows.get(family, [])) for family in tenant_families(registry)),
-            INTERNAL_ERRORS.reference(internal), BUILD_INFO.reference([((version,), 1)])]
+            INTERNAL_ERRORS.reference(internal_error_rows(snapshot)),
+            BUILD_INFO.reference([((version,), 1)])]
 
 
 class _Families:
@@ -172,8 +176,7 @@ class Renderer:
             pieces.append(family.header)
             pieces.extend(lines[family] for lines in per_tenant if family in lines)
         pieces.append(INTERNAL_ERRORS.header)
-        pieces.append("".join([INTERNAL_ERRORS.line((stage,), snapshot.internal_errors.get(stage, 0))
-                               for stage in INTERNAL_STAGES]).encode())
+        pieces.append(INTERNAL_ERRORS.text(internal_error_rows(snapshot)).encode())
         pieces.append(BUILD_INFO.header)
         pieces.append(self._build)
         return [piece for piece in pieces if piece]

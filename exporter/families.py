@@ -32,11 +32,6 @@ def count_text(value: int) -> str:
     return _go_string(value)
 
 
-def number(value: float) -> str:
-    # Counts repeat a lot, so their text is remembered; timestamps and durations hardly repeat.
-    return count_text(value) if type(value) is int else _go_string(value)
-
-
 def label_text(value: str) -> str:
     """A label value escaped as the text format wants it."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

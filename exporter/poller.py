@@ -44,7 +44,7 @@ class Source(Protocol):
 
 
 @dataclasses.dataclass
-class _TenantState:
+class _SourceState:
     source: Source
     view: SourceView
     next_due: float
@@ -96,7 +96,7 @@ class Poller:
         self._heartbeat = now
         # id() of each source whose poll runs, also of sources a reconfigure has dropped since.
         self._fetching: set[int] = set()
-        self._states = [_TenantState(source=s, view=_first_view(s), next_due=now,
+        self._states = [_SourceState(source=s, view=_first_view(s), next_due=now,
                                      regular_next=now) for s in sources]
 
     def reconfigure(self, sources: Sequence[Source], *, interval: float, concurrency: int) -> None:
@@ -120,9 +120,9 @@ class Poller:
                     # A poll still running on the old source is this cycle's: wait for the next.
                     running = id(old.source) in self._fetching
                     due = (old.regular_next if running else old.next_due) if succeeded else now
-                    state = _TenantState(source=source, view=old.view, next_due=due,
+                    state = _SourceState(source=source, view=old.view, next_due=due,
                                          regular_next=old.regular_next, failures=old.failures)
-                states.append(state or _TenantState(source=source, view=_first_view(source),
+                states.append(state or _SourceState(source=source, view=_first_view(source),
                                                     next_due=now, regular_next=now))
             self._states = states
             self._interval = interval
@@ -194,7 +194,7 @@ class Poller:
         slots = threading.BoundedSemaphore(self._concurrency)
         threads = []
 
-        def poll(state: _TenantState) -> None:
+        def poll(state: _SourceState) -> None:
             with slots:
                 self._poll(state)
 
@@ -241,7 +241,7 @@ class Poller:
         midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
         return max(1.0, (midnight - now).total_seconds() + 1.0)
 
-    def _poll(self, state: _TenantState) -> None:
+    def _poll(self, state: _SourceState) -> None:
         source = state.source
         started = self._monotonic()
         with self._lock:
@@ -277,7 +277,7 @@ class Poller:
         finally:
             self._wake.set()
 
-    def _next_view(self, state: _TenantState, data: SourceData | None,
+    def _next_view(self, state: _SourceState, data: SourceData | None,
                    error: PollError | None, duration: float) -> SourceView:
         source = state.source
         view = dataclasses.replace(state.view, attempted=True, last_duration=duration,
@@ -294,7 +294,7 @@ class Poller:
         return dataclasses.replace(view, last_poll_success=False, last_error_reason=error.reason,
                                    last_error_message=error.message, errors_total=errors)
 
-    def _schedule(self, state: _TenantState, error: PollError | None, now: float) -> float:
+    def _schedule(self, state: _SourceState, error: PollError | None, now: float) -> float:
         if error is None or error.reason not in RETRYABLE_REASONS:
             next_due = state.regular_next
         else:

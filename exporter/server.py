@@ -204,7 +204,7 @@ class _HeadSink:
 def parse_request_head(head: bytes) -> _Request:
     """Request line and headers (without the blank line); raises _BadRequest for bad input.
 
-    httptools (llhttp, Node.js's parser, in its strict mode) does the parsing: the request line,
+    httptools (llhttp, Node.js's parser, with its lenient flags off) does the parsing: the request line,
     header tokens and values, obsolete line folding, duplicate Content-Length. What is left here is
     policy: no bodies, HTTP/1.x only, which answers keep the connection. The result is shared
     between calls with the same head, so it must not be changed.

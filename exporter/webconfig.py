@@ -259,10 +259,7 @@ def _web_config(raw: Any, where: Path, previous: WebConfig | None) -> WebConfig:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(["web.config.file: must be a mapping"])
-    for key in raw:
-        if key not in {"tls_server_config", "http_server_config", "basic_auth_users"}:
-            errors.add(f"{key_text(key)}", "unknown key; allowed keys: basic_auth_users, "
-                          "http_server_config, tls_server_config")
+    errors.mapping(raw, "", {"tls_server_config", "http_server_config", "basic_auth_users"})
     files: list[Path] = []
     context = _tls(raw.get("tls_server_config"), where.parent, errors, files)
     users = _users(raw.get("basic_auth_users"), errors)
@@ -292,19 +289,19 @@ def _tls(value: Any, base: Path, errors: ErrorList, files: list[Path]) -> ssl.SS
         return None
     for key in value:
         if key in _UNSUPPORTED_TLS_KEYS:
-            errors.add(f"tls_server_config.{key_text(key)}", "not supported by this exporter (Python's ssl "
-                          "module chooses ciphers and curves); remove it")
+            errors.add(f"tls_server_config.{key_text(key)}", "not supported by this exporter "
+                       "(Python's ssl module chooses ciphers and curves); remove it")
         elif key not in _TLS_KEYS:
-            errors.add(f"tls_server_config.{key_text(key)}", f"unknown key; allowed keys: "
-                          f"{', '.join(sorted(_TLS_KEYS))}")
+            errors.add(f"tls_server_config.{key_text(key)}",
+                       f"unknown key; allowed keys: {', '.join(sorted(_TLS_KEYS))}")
     cert = _file(value.get("cert_file"), base, "tls_server_config.cert_file", errors)
     key = _file(value.get("key_file"), base, "tls_server_config.key_file", errors)
     auth_type = value.get("client_auth_type", "NoClientCert")
     if not isinstance(auth_type, str) or auth_type not in _CLIENT_AUTH:
         hint = (" (Python's ssl module cannot ask for a client certificate without verifying it)"
                 if auth_type in ("RequestClientCert", "RequireAnyClientCert") else "")
-        errors.add("tls_server_config.client_auth_type", f"must be one of "
-                      f"{', '.join(_CLIENT_AUTH)}, got {shown(auth_type)}{hint}")
+        errors.add("tls_server_config.client_auth_type",
+                   f"must be one of {', '.join(_CLIENT_AUTH)}, got {shown(auth_type)}{hint}")
         auth_type = "NoClientCert"
     ca = None
     if auth_type != "NoClientCert" or value.get("client_ca_file") is not None:
@@ -313,8 +310,8 @@ def _tls(value: Any, base: Path, errors: ErrorList, files: list[Path]) -> ssl.SS
     for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         version = value.get(name, default)
         if not isinstance(version, str) or version not in _TLS_VERSIONS:
-            errors.add(f"tls_server_config.{name}", f"must be one of {', '.join(_TLS_VERSIONS)}, "
-                          f"got {shown(version)}")
+            errors.add(f"tls_server_config.{name}",
+                       f"must be one of {', '.join(_TLS_VERSIONS)}, got {shown(version)}")
             version = default
         versions.append(_TLS_VERSIONS[version])
     files += [path for path in (cert, key, ca) if path is not None]
@@ -345,35 +342,28 @@ def _users(value: Any, errors: ErrorList) -> dict[str, bytes]:
     users = {}
     for user, hashed in value.items():
         if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
-            errors.add(f"basic_auth_users.{key_text(user)}", "must be a bcrypt hash (like the output of "
-                          "`htpasswd -nBC 10 \"\" | tr -d ':\\n'`), not a plain password")
+            errors.add(f"basic_auth_users.{key_text(user)}", "must be a bcrypt hash (like the output "
+                       "of `htpasswd -nBC 10 \"\" | tr -d ':\\n'`), not a plain password")
             continue
         users[str(user)] = hashed.encode()
     return users
 
 
 def _headers(value: Any, errors: ErrorList) -> dict[str, str]:
-    if value is None:
+    # http2 is accepted for compatibility; this server speaks HTTP/1.1.
+    item = errors.mapping(value, "http_server_config", {"headers", "http2"}).get("headers")
+    if item is None:
         return {}
-    if not isinstance(value, dict):
-        errors.add("http_server_config", "must be a mapping")
+    if not isinstance(item, dict):
+        errors.add("http_server_config.headers", "must be a mapping of header to value")
         return {}
     headers: dict[str, str] = {}
-    for key, item in value.items():
-        if key == "http2":
-            continue  # Accepted for compatibility; this server speaks HTTP/1.1.
-        if key != "headers":
-            errors.add(f"http_server_config.{key_text(key)}", "unknown key; allowed keys: headers, http2")
-            continue
-        if not isinstance(item, dict):
-            errors.add("http_server_config.headers", "must be a mapping of header to value")
-            continue
-        for name, text in item.items():
-            if name not in _ALLOWED_HEADERS:
-                errors.add(f"http_server_config.headers.{key_text(name)}", f"not allowed; allowed headers: "
-                              f"{', '.join(sorted(_ALLOWED_HEADERS))}")
-            elif not isinstance(text, str) or "\n" in text or "\r" in text:
-                errors.add(f"http_server_config.headers.{key_text(name)}", "must be a one-line string")
-            else:
-                headers[name] = text
+    for name, text in item.items():
+        if name not in _ALLOWED_HEADERS:
+            errors.add(f"http_server_config.headers.{key_text(name)}",
+                       f"not allowed; allowed headers: {', '.join(sorted(_ALLOWED_HEADERS))}")
+        elif not isinstance(text, str) or "\n" in text or "\r" in text:
+            errors.add(f"http_server_config.headers.{key_text(name)}", "must be a one-line string")
+        else:
+            headers[name] = text
     return headers

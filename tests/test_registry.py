@@ -45,7 +45,7 @@ def _summary(data: Widgets) -> Mapping[str, int]:
 
 
 TOY_KIND: Kind[Widgets] = Kind(
-    name=TOY, data_type=Widgets,
+    name=TOY,
     build=lambda s: WidgetsClient(s.tenant, s.http, "https://widgets.invalid/", s.tokens),
     families=(WIDGETS,), samples=_samples, figures=lambda data, ctx: f"{data.count} widgets",
     summary=_summary)

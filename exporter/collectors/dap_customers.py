@@ -172,7 +172,7 @@ def samples(out: Samples, tenant: str, data: DapCustomers, ctx: Context) -> None
 
 
 KIND: Kind[DapCustomers] = Kind(
-    name=NAME, data_type=DapCustomers,
+    name=NAME,
     build=lambda s: DapCustomersClient(s.tenant, s.http, s.endpoints.dap_customers_url, s.tokens),
     families=(ENABLED, LAST_SIGNIN, START, GLOBAL_ADMIN_SIGNINS), samples=samples,
     figures=lambda data, ctx: f"{len(data.customers)} with DAP",

@@ -157,7 +157,7 @@ def figures(data: DapStatistics, ctx: Context) -> str:
 
 
 KIND: Kind[DapStatistics] = Kind(
-    name=NAME, data_type=DapStatistics,
+    name=NAME,
     build=lambda s: DapStatisticsClient(s.tenant, s.http, s.endpoints.dap_statistics_url, s.tokens),
     families=(CUSTOMERS, ESTABLISHED, INACTIVE, OVER_THRESHOLD), samples=samples, figures=figures,
     summary=lambda data: {"dap_customers": data.total_customers})

@@ -283,7 +283,7 @@ def figures(data: GdapRelationships, ctx: Context) -> str:
 
 
 KIND: Kind[GdapRelationships] = Kind(
-    name=NAME, data_type=GdapRelationships,
+    name=NAME,
     build=lambda s: GdapRelationshipsClient(s.tenant, s.http, s.endpoints.graph_url, s.graph_tokens),
     families=(BY_STATUS, END_TIME, EXPIRING, GLOBAL_ADMIN, CUSTOMERS), samples=samples,
     figures=figures, summary=lambda data: {"gdap_relationships": len(data.relationships)},

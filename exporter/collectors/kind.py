@@ -47,7 +47,6 @@ class Kind(Generic[D]):
     """One upstream kind: `collectors: [<name>]` in the config."""
 
     name: str
-    data_type: type[D]
     build: Callable[[SourceSettings], ApiClient[D]]
     families: tuple[Family, ...]  # in exposition order
     samples: Callable[[Samples, str, D, Context], None]  # (out, tenant, data, context)
@@ -103,10 +102,6 @@ class Registry:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._kinds)
-
-    @property
-    def joins(self) -> tuple[Join, ...]:
-        return tuple(self._joins)
 
     def order(self, name: str) -> int:
         """Where a kind stands: on /metrics, the status page and in a tenant's config."""
