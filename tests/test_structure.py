@@ -126,3 +126,13 @@ def test_no_test_module_imports_another() -> None:
                 assert not node.module.startswith("tests.test_"), f"{path.name} imports {node.module}"
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("tests.test_") for a in node.names), path.name
+
+
+def test_no_reach_into_msal_extensions_internals() -> None:
+    """The token cache stands on MSAL's public API: none of msal-extensions' private names, nor
+    the package itself, appears in the product or its dependencies."""
+    private = ("_lock_location", "_reload_if_necessary", "_persistence", "_last_sync", "msal_extensions")
+    for path in sorted((ROOT / "exporter").rglob("*.py")):
+        text = path.read_text()
+        assert [name for name in private if name in text] == [], path.name
+    assert "msal-extensions" not in (ROOT / "pyproject.toml").read_text()
