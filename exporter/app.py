@@ -217,6 +217,8 @@ class App:
             if not source.tokens.wait_idle(deadline - time.monotonic()):
                 log.warning("stopped while a token request was in flight; if the refresh token "
                             "was rotated, run login again", extra={"tenant": source.name})
+            else:
+                source.tokens.flush()
         if self._server is not None:
             self._server.shutdown()
         for client in (*(http for http, _ in self._retired), self._http):

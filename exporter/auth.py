@@ -23,8 +23,10 @@ import msal
 from msal.exceptions import MsalServiceError
 
 from exporter.client import describe_transport_error, parse_retry_after, read_bounded
-from exporter.config import AuthConfig
+from exporter.config import AuthConfig, ClientAssertion, KeyVaultStore
+from exporter.keyvault import KeyVaultSecrets
 from exporter.model import PollError
+from exporter.token_store import VaultTokenCache
 
 log = logging.getLogger("exporter.auth")
 
@@ -68,6 +70,18 @@ AAD_HINTS: Mapping[int, str] = {
     700025: "the refresh token belongs to a public client but a client secret was sent: remove "
             "client_secret_file for this tenant, or sign in again with a confidential flow",
     90002: "tenant {tenant_id} does not exist: check tenant_id",
+    # Certificate and federated credentials (private_key_jwt, workload identity federation).
+    700027: "the platform does not accept the signature of {credential}: upload that certificate's "
+            "public part to app {client_id} (Certificates & secrets), or point client_certificate_file "
+            "at the certificate registered there",
+    700024: "the client assertion is outside its valid time: check this host's clock; for a federated "
+            "token, check that the file is being renewed ({credential})",
+    70021: "no federated identity credential of app {client_id} matches the assertion in {credential}: "
+           "add one with the token's issuer and subject (for AKS: the cluster's OIDC issuer and "
+           "system:serviceaccount:<namespace>:<name>) and audience api://AzureADTokenExchange",
+    700213: "no federated identity credential of app {client_id} matches the assertion's subject in "
+            "{credential}: check the credential's subject (it is case-sensitive)",
+    50027: "the platform could not read the client assertion from {credential} as a JWT",
 }
 # Where the fix depends on the tenant's method: ROPC can never do MFA, a signed-in user can.
 _METHOD_HINTS: Mapping[tuple[int, str], str] = {
@@ -82,6 +96,19 @@ _METHOD_HINTS: Mapping[tuple[int, str], str] = {
 def aad_hint(code: int, method: str) -> str | None:
     """The operator's fix for an AADSTS code, for a tenant signing in with `method`."""
     return _METHOD_HINTS.get((code, method)) or AAD_HINTS.get(code)
+
+
+def describe_credential(auth: AuthConfig) -> str:
+    """The credential an app signs in with, as hints name it; never its value."""
+    if auth.client_certificate is not None:
+        return str(auth.client_certificate)
+    if auth.client_assertion is not None:
+        return str(auth.client_assertion)
+    if auth.managed_identity is not None:
+        return str(auth.managed_identity)
+    if auth.client_secret is not None:
+        return f"the client secret from {auth.client_secret.source}"
+    return "the app's credential"
 
 
 def _permission(scope: str | None, method: str) -> str:
@@ -136,6 +163,13 @@ class RecordingHttp:
         return self._request("GET", url, **kwargs)
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        data = kwargs.get("data")
+        if isinstance(data, Mapping):
+            # MSAL hands a signed client assertion over as bytes, and httpx form-encodes bytes as
+            # the text "b'...'", which the platform refuses. The simulator parses assertions as
+            # Entra does, so the certificate tests fail without this.
+            kwargs["data"] = {key: value.decode() if isinstance(value, bytes) else value
+                              for key, value in data.items()}
         return self._request("POST", url, **kwargs)
 
 
@@ -272,11 +306,65 @@ def build_msal_app(identity: Identity, http: RecordingHttp, cache: msal.TokenCac
         # Otherwise MSAL asks login.microsoftonline.com about sovereign clouds and the simulator.
         options["instance_discovery"] = False
     if confidential:
-        secret = identity.auth.client_secret
-        assert secret is not None
-        return msal.ConfidentialClientApplication(identity.client_id, client_credential=secret.value,
-                                                  **options)
+        return msal.ConfidentialClientApplication(
+            identity.client_id, client_credential=client_credential(identity.auth), **options)
     return msal.PublicClientApplication(identity.client_id, **options)
+
+
+def client_credential(auth: AuthConfig) -> str | dict[str, Any]:
+    """The confidential app's credential in the form MSAL's client_credential takes."""
+    if auth.client_certificate is not None:
+        cert = auth.client_certificate
+        if cert.send_chain:
+            # With the certificate, MSAL sends the x5c chain (subject name/issuer auth) and signs
+            # with PS256 under the SHA-256 thumbprint.
+            return {"private_key": cert.private_key_pem, "public_certificate": cert.certificate_pem}
+        return {"private_key": cert.private_key_pem, "thumbprint": cert.thumbprint_sha1}
+    if auth.client_assertion is not None:
+        return {"client_assertion": assertion_reader(auth.client_assertion)}
+    assert auth.client_secret is not None
+    return auth.client_secret.value
+
+
+def assertion_reader(assertion: ClientAssertion) -> Callable[[], str]:
+    """Reads the federated token at every token request: the kubelet replaces it about hourly."""
+    def read() -> str:
+        try:
+            text = assertion.path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+            raise PollError("auth", f"cannot read {assertion}: {reason}") from None
+        if not text:
+            raise PollError("auth", f"{assertion} is empty")
+        return text
+    return read
+
+
+def open_token_cache(identity: Identity, http: httpx.Client, *,
+                     on_token: Callable[[str], None] | None = None) -> msal.SerializableTokenCache:
+    """The refresh_token tenant's cache: its file, or its Key Vault secret read now."""
+    auth = identity.auth
+    if auth.token_store is not None:
+        cache = VaultTokenCache(vault_secrets(identity, auth.token_store, http, on_token=on_token),
+                                auth.token_store.secret_name, tenant=identity.tenant)
+        cache.load()
+        return cache
+    assert auth.token_cache_file is not None
+    return FileTokenCache(auth.token_cache_file)
+
+
+def vault_secrets(identity: Identity, store: KeyVaultStore, http: httpx.Client, *,
+                  on_token: Callable[[str], None] | None = None) -> KeyVaultSecrets:
+    """The store's vault, signed in to app-only with the store's own credential."""
+    access = Identity(tenant=identity.tenant, tenant_id=store.tenant_id or identity.tenant_id,
+                      client_id=store.client_id or identity.client_id, auth=store.access,
+                      authority_host=identity.authority_host, scope="", login_command=identity.login_command)
+    tokens = TokenProvider(access, http, on_token=on_token)
+    who = (str(store.access.managed_identity) if store.access.managed_identity is not None
+           else f"app {access.client_id} ({describe_credential(store.access)})")
+    return KeyVaultSecrets(store.vault_url, http,
+                           lambda scope, fresh: tokens.get_token(scope=scope, force_refresh=fresh),
+                           identity=who)
 
 
 def classify_identity_error(result: Mapping[str, Any], *, identity: Identity,
@@ -297,9 +385,12 @@ def classify_identity_error(result: Mapping[str, Any], *, identity: Identity,
         return PollError("server_error", f"the identity platform answered {status}{detail}",
                          retry_after=retry_after)
     method = identity.auth.method
+    if identity.auth.managed_identity is not None:
+        return PollError("auth", f"{identity.auth.managed_identity} got no token: {first_line}; check that "
+                                 f"it is assigned to this Azure resource")
     fields = {"client_id": identity.client_id, "tenant_id": identity.tenant_id,
               "username": identity.auth.username or "the user", "login": identity.login_command,
-              "permission": _permission(scope, method)}
+              "permission": _permission(scope, method), "credential": describe_credential(identity.auth)}
     for code in codes:
         hint = aad_hint(code, method)
         if hint is not None:
@@ -321,10 +412,13 @@ class TokenProvider:
         self._default_scope = identity.scope
         # Per scope: Partner Center and Graph tokens come from the one app, cache and refresh token.
         self._expires_at: dict[str, float] = {}
+        self._raw_http = http
         self._http = RecordingHttp(http)
         self._clock = clock
         self._on_token = on_token
-        self._app: msal.ClientApplication | None = None
+        self._app: Any = None  # an msal ClientApplication or ManagedIdentityClient, built lazily
+        self._cache: msal.TokenCache | None = None
+        self._reload_store = False  # a sign-in failed: read the vault again (a login may have run)
         self._seed_imported = False
         # Held while a token request is in flight; shutdown waits for it (see wait_idle).
         self._in_flight = threading.Lock()
@@ -335,6 +429,14 @@ class TokenProvider:
             return False
         self._in_flight.release()
         return True
+
+    def flush(self) -> None:
+        """At shutdown: one more try to save a token the token store has not taken yet."""
+        with self._in_flight:
+            if isinstance(self._cache, VaultTokenCache) and not self._cache.flush():
+                log.error("the newest refresh token could not be saved to %s and ends with this "
+                          "process: after a restart, run `%s`", self._cache, self.identity.login_command,
+                          extra={"tenant": self.identity.tenant})
 
     @property
     def expires_at(self) -> float | None:
@@ -364,16 +466,19 @@ class TokenProvider:
             # MSAL raises for 5xx from the token endpoint instead of returning the error body.
             raise self._service_error(str(err)) from None
         except httpx.TransportError as err:
-            raise describe_transport_error(err, "the identity platform") from None
+            where = ("the managed identity endpoint (is this running on Azure with the identity "
+                     "assigned?)" if self.identity.auth.managed_identity else "the identity platform")
+            raise describe_transport_error(err, where) from None
         except json.JSONDecodeError:
             raise PollError("invalid_response", "the identity platform answered with a body that is "
                                                 "not JSON; check endpoints.authority_host") from None
         except OSError as err:
-            raise PollError("auth", f"cannot use token cache {self.identity.auth.token_cache_file}: "
+            raise PollError("auth", f"cannot use {self.identity.auth.cache_name}: "
                                     f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
         except ValueError as err:
             raise self._setup_error(err) from None
         if "access_token" not in result:
+            self._reload_store = self.method == "refresh_token"
             raise classify_identity_error(
                 result, identity=self.identity, status=self._http.last_status,
                 retry_after=parse_retry_after(self._http.last_retry_after, self._clock()), scope=scope)
@@ -398,27 +503,36 @@ class TokenProvider:
             {}, identity=self.identity, status=status,
             retry_after=parse_retry_after(self._http.last_retry_after, self._clock()))
 
-    def _build(self) -> msal.ClientApplication:
+    def _build(self) -> Any:
         auth = self.identity.auth
         if auth.method == "username_password":
             log.warning("username_password (ROPC) cannot do MFA, which Partner Center requires for "
                         "App+User calls since April 2026; prefer method refresh_token with login",
                         extra={"tenant": self.identity.tenant})
+        if auth.managed_identity is not None:
+            mi = auth.managed_identity
+            which = (msal.UserAssignedManagedIdentity(client_id=mi.client_id) if mi.client_id
+                     else msal.SystemAssignedManagedIdentity())
+            return msal.ManagedIdentityClient(which, http_client=self._http, token_cache=msal.TokenCache())
         if auth.method == "refresh_token":
-            assert auth.token_cache_file is not None
-            cache = FileTokenCache(auth.token_cache_file)
+            self._cache = open_token_cache(self.identity, self._raw_http, on_token=self._on_token)
         else:
-            cache = msal.SerializableTokenCache()
-        return build_msal_app(self.identity, self._http, cache,
-                              confidential=auth.client_secret is not None)
+            self._cache = msal.SerializableTokenCache()
+        return build_msal_app(self.identity, self._http, self._cache, confidential=auth.confidential)
 
-    def _acquire(self, app: msal.ClientApplication, force_refresh: bool,
-                 scopes: list[str]) -> dict[str, Any]:
+    def _acquire(self, app: Any, force_refresh: bool, scopes: list[str]) -> dict[str, Any]:
         auth = self.identity.auth
+        if auth.managed_identity is not None:
+            if force_refresh:  # the client has no call that drops its cached token
+                self._app = app = self._build()
+            return dict(app.acquire_token_for_client(resource=scopes[0].removesuffix("/.default")))
         if auth.method == "client_credentials":
             if force_refresh:
                 app.remove_tokens_for_client()
             return dict(app.acquire_token_for_client(scopes))
+        if self._reload_store and isinstance(self._cache, VaultTokenCache) and not self._cache.pending:
+            self._cache.load()
+        self._reload_store = False
         accounts = app.get_accounts(username=auth.username) if auth.username else app.get_accounts()
         if accounts:
             result = app.acquire_token_silent_with_error(
@@ -441,7 +555,8 @@ class TokenProvider:
             log.info("importing refresh token seed into the empty token cache",
                      extra={"tenant": self.identity.tenant, "source": auth.refresh_token.source})
             return dict(app.acquire_token_by_refresh_token(auth.refresh_token.value, scopes))
-        raise PollError("auth", f"token cache {auth.token_cache_file} holds no signed-in account: "
+        self._reload_store = True
+        raise PollError("auth", f"{auth.cache_name} holds no signed-in account: "
                         + _LOGIN.format(login=self.identity.login_command))
 
     def _setup_error(self, err: ValueError) -> PollError:
@@ -478,6 +593,9 @@ class ScopedTokens:
     def wait_idle(self, timeout: float) -> bool:
         return self._provider.wait_idle(timeout)
 
+    def flush(self) -> None:
+        self._provider.flush()
+
 
 class LoginError(Exception):
     """Interactive login failed; the message says why and what to do."""
@@ -499,13 +617,13 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
     URL the browser was redirected to, which works on a headless server too.
     """
     auth, name, scope = identity.auth, identity.tenant, identity.scope
-    if auth.method != "refresh_token" or auth.token_cache_file is None:
+    if auth.method != "refresh_token":
         raise LoginError(f"tenant {name} uses method {auth.method}; login is only for "
-                         f"method refresh_token, which keeps its tokens in token_cache_file")
-    if auth.client_secret is not None:
-        raise LoginError(f"tenant {name} has a client secret, but an interactive sign-in makes "
-                         f"public-client tokens that cannot be redeemed with a secret: remove "
-                         f"client_secret_file/client_secret_env for this tenant, or obtain a refresh "
+                         f"method refresh_token, which keeps its tokens in token_cache_file or token_store")
+    if auth.confidential:
+        raise LoginError(f"tenant {name} has a client credential, but an interactive sign-in makes "
+                         f"public-client tokens that cannot be redeemed with one: remove "
+                         f"client_secret_*/client_certificate_* for this tenant, or obtain a refresh "
                          f"token with your Secure Application Model tooling and set refresh_token_file")
     recording = RecordingHttp(http)
 
@@ -515,8 +633,8 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
             scope=scope).message)
 
     try:
-        app = build_msal_app(identity, recording, FileTokenCache(auth.token_cache_file),
-                             confidential=False)
+        cache = open_token_cache(identity, http)
+        app = build_msal_app(identity, recording, cache, confidential=False)
         if flow == "auth-code":
             result = _auth_code_flow(app, [scope], redirect_uri, out, read_line)
         else:
@@ -528,9 +646,10 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
             result = app.acquire_token_by_device_flow(device)
     except httpx.TransportError as err:
         raise LoginError(describe_transport_error(err, "the identity platform").message) from None
+    except PollError as err:  # the token store's vault
+        raise LoginError(err.message) from None
     except OSError as err:
-        raise LoginError(f"cannot use token cache {auth.token_cache_file}: "
-                         f"{err.strerror or type(err).__name__}") from None
+        raise LoginError(f"cannot use {auth.cache_name}: {err.strerror or type(err).__name__}") from None
     except ValueError as err:
         raise LoginError(f"sign-in could not start for tenant {identity.tenant_id}: "
                          f"{str(err).splitlines()[0][:200]}") from None
@@ -542,6 +661,9 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
         if account.get("username") != user:
             # The exporter uses the cache's one account; an older sign-in must not shadow this one.
             app.remove_account(account)
+    if isinstance(cache, VaultTokenCache) and not cache.flush():
+        raise LoginError(f"signed in, but the token cache could not be saved to {cache} (the log line "
+                         f"above says why); fix that and run login again")
     return str(user or claims.get("name") or "the signed-in user")
 
 

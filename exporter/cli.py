@@ -115,7 +115,7 @@ def login(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="partnercenter-exporter login",
         description="Sign in once, interactively and with MFA, and store the rotating refresh token "
-                    "in the tenant's token_cache_file.")
+                    "in the tenant's token_cache_file or token_store.")
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG_FILE)
     parser.add_argument("--tenant", required=True, help="the tenant's `name` in the config")
     parser.add_argument("--flow", choices=list(LOGIN_FLOWS), default="device-code",
@@ -151,7 +151,7 @@ def login(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("login cancelled", file=sys.stderr)
         return 130
-    print(f"Signed in as {user}. Token cache written to {tenant.auth.token_cache_file}; "
+    print(f"Signed in as {user}. Saved to {tenant.auth.cache_name}; "
           f"the exporter uses it from its next poll.")
     return 0
 

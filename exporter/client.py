@@ -38,6 +38,8 @@ class TokenSource(Protocol):
 
     def wait_idle(self, timeout: float) -> bool: ...
 
+    def flush(self) -> None: ...
+
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped at a day."""

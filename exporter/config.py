@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from exporter.certificates import CertificateError, ClientCertificate, load_client_certificate
 from exporter.collectors import DEFAULT_COLLECTORS, REGISTRY
 from exporter.endpoints import (
     DEFAULT_AUTHORITY_HOST,
@@ -69,13 +70,69 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class ClientAssertion:
+    """A federated token in a file, read again for every token request: the kubelet rotates it."""
+
+    path: Path
+    source: str  # how the path was named: client_assertion_file or AZURE_FEDERATED_TOKEN_FILE
+
+    def __str__(self) -> str:
+        return f"client assertion file {self.path} (from {self.source})"
+
+
+@dataclass(frozen=True)
+class ManagedIdentity:
+    """The Azure resource's own identity; client_id None means the system-assigned one."""
+
+    client_id: str | None = None
+
+    def __str__(self) -> str:
+        if self.client_id is None:
+            return "the system-assigned managed identity"
+        return f"the user-assigned managed identity {self.client_id}"
+
+
+@dataclass(frozen=True)
+class KeyVaultStore:
+    """The token cache kept as one secret in Azure Key Vault instead of a file."""
+
+    vault_url: str
+    secret_name: str
+    # How the exporter signs in to the vault: app-only, as workload identity, managed identity,
+    # a certificate or a secret. tenant_id None: the partner tenant's.
+    access: AuthConfig
+    client_id: str | None = None
+    tenant_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"Key Vault secret {self.secret_name} in {self.vault_url}"
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     method: AuthMethod
     client_secret: Secret | None = None
+    client_certificate: ClientCertificate | None = None
+    client_assertion: ClientAssertion | None = None
+    managed_identity: ManagedIdentity | None = None
     token_cache_file: Path | None = None
+    token_store: KeyVaultStore | None = None
     refresh_token: Secret | None = None
     username: str | None = None
     password: Secret | None = None
+
+    @property
+    def confidential(self) -> bool:
+        """Whether the app proves who it is (secret, certificate or assertion) as a confidential client."""
+        return any(x is not None for x in (self.client_secret, self.client_certificate,
+                                           self.client_assertion))
+
+    @property
+    def cache_name(self) -> str:
+        """Where the token cache lives, as messages name it."""
+        if self.token_store is not None:
+            return str(self.token_store)
+        return f"token cache {self.token_cache_file}"
 
 
 @dataclass(frozen=True)
@@ -103,12 +160,19 @@ class Config:
         """Every secret the config loaded, so logs and errors can redact them."""
         values = []
         for tenant in self.tenants:
-            for auth in (tenant.auth, tenant.graph_auth):
+            auths = [tenant.auth, tenant.graph_auth]
+            if tenant.auth.token_store is not None:
+                auths.append(tenant.auth.token_store.access)
+            for auth in auths:
                 if auth is None:
                     continue
                 for secret in (auth.client_secret, auth.refresh_token, auth.password):
                     if secret is not None:
                         values.append(secret.value)
+                if auth.client_certificate is not None:
+                    # The key's base64 lines: any one of them in a text is a leak.
+                    values += [line for line in auth.client_certificate.private_key_pem.splitlines()
+                               if not line.startswith("-----")]
         return values
 
 
@@ -367,17 +431,35 @@ _TOP_KEYS = {"poll_interval", "request_timeout", "inactive_thresholds_days", "po
 _ENDPOINT_KEYS = {"authority_host", "dap_statistics_url", "dap_customers_url", "scope", "graph_url",
                   "graph_scope", "ca_file"}
 _TENANT_KEYS = {"name", "tenant_id", "client_id", "auth", "collectors", "graph_auth"}
-_GRAPH_AUTH_KEYS = {"method", "client_id", "client_secret", "client_secret_file", "client_secret_env"}
-_AUTH_KEYS = {"method", "client_secret", "client_secret_file", "client_secret_env", "token_cache_file",
-              "refresh_token", "refresh_token_file", "refresh_token_env", "username", "password",
-              "password_file", "password_env"}
+# Ways an app proves who it is, wherever app credentials are read (auth, graph_auth, the vault).
+_CREDENTIAL_KEYS = {"client_secret", "client_secret_file", "client_secret_env", "client_certificate_file",
+                    "client_certificate_password_file", "client_certificate_password_env",
+                    "client_certificate_send_chain", "client_assertion_file", "workload_identity"}
+_GRAPH_AUTH_KEYS = {"method", "client_id", "managed_identity", *_CREDENTIAL_KEYS}
+_AUTH_KEYS = {"method", "token_cache_file", "token_store", "refresh_token", "refresh_token_file",
+              "refresh_token_env", "username", "password", "password_file", "password_env",
+              *_CREDENTIAL_KEYS}
+_TOKEN_STORE_KEYS = {"azure_key_vault"}
+_VAULT_KEYS = {"vault_url", "secret_name", "tenant_id", "client_id", "managed_identity", *_CREDENTIAL_KEYS}
 # Keys that only mean something for one method; naming them under another is a mistake.
 _METHOD_ONLY_KEYS: dict[str, AuthMethod] = {
-    "token_cache_file": "refresh_token",
+    "token_cache_file": "refresh_token", "token_store": "refresh_token",
     "refresh_token_file": "refresh_token", "refresh_token_env": "refresh_token",
     "username": "username_password",
     "password_file": "username_password", "password_env": "username_password",
+    # A federated token proves an app, not a user: only app-only sign-ins use one.
+    "client_assertion_file": "client_credentials", "workload_identity": "client_credentials",
 }
+# The Azure SDKs' environment conventions (EnvironmentCredential, WorkloadIdentityCredential,
+# ManagedIdentityCredential), which AKS workload identity and most Azure hosting fill in.
+AZURE_FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 -- a variable name
+AZURE_CLIENT_ID = "AZURE_CLIENT_ID"
+AZURE_TENANT_ID = "AZURE_TENANT_ID"
+AZURE_CLIENT_CERTIFICATE_PATH = "AZURE_CLIENT_CERTIFICATE_PATH"
+AZURE_CLIENT_CERTIFICATE_PASSWORD = "AZURE_CLIENT_CERTIFICATE_PASSWORD"  # noqa: S105 -- a variable name
+AZURE_CLIENT_SECRET = "AZURE_CLIENT_SECRET"  # noqa: S105 -- a variable name
+# Key Vault: secret names are 1-127 letters, digits and dashes; a value is at most 25 KB.
+_SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
 
 _Parsed = TypeVar("_Parsed")
@@ -511,6 +593,7 @@ def _tenants(c: _Errors, value: Any) -> list[TenantConfig]:
     tenants: list[TenantConfig] = []
     names: set[str] = set()
     caches: dict[Path, int] = {}
+    secrets: dict[tuple[str, str], int] = {}  # Key Vault secret names are case-insensitive
     for i, item in enumerate(value):
         path = f"tenants[{i}]"
         data = c.mapping(item, path, _TENANT_KEYS)
@@ -536,12 +619,18 @@ def _tenants(c: _Errors, value: Any) -> list[TenantConfig]:
         collectors = _collectors(c, data.get("collectors"), f"{path}.collectors")
         graph_auth, graph_client_id = _graph_auth(c, data.get("graph_auth"), f"{path}.graph_auth",
                                                   collectors)
+        # One cache holds one tenant's account: shared, a refresh token could go to the wrong tenant.
         if auth is not None and auth.token_cache_file is not None:
-            # One cache holds one tenant's account: shared, a refresh token could go to the wrong tenant.
             owner = caches.setdefault(auth.token_cache_file, i)
             if owner != i:
                 c.add(f"{path}.auth.token_cache_file", f"already used by tenants[{owner}]; each tenant "
                                                        f"needs its own token cache file")
+        if auth is not None and auth.token_store is not None:
+            store = auth.token_store
+            owner = secrets.setdefault((store.vault_url, store.secret_name.lower()), i)
+            if owner != i:
+                c.add(f"{path}.auth.token_store.azure_key_vault.secret_name",
+                      f"already used by tenants[{owner}]; each tenant needs its own secret")
         if name and tenant_id and client_id and auth and collectors:
             tenants.append(TenantConfig(name=name, tenant_id=tenant_id, client_id=client_id, auth=auth,
                                         collectors=collectors, graph_auth=graph_auth,
@@ -590,19 +679,130 @@ def _graph_auth(c: _Errors, value: Any, path: str,
         c.add(f"{path}.method", f"must be client_credentials (app-only, with the application "
                                 f"permission DelegatedAdminRelationship.Read.All), got {shown(method)}; "
                                 f"leave graph_auth out to use the tenant's auth for Graph too")
-    client_id = c.string(data, "client_id", path)
-    if client_id is not None and not _GUID_RE.match(client_id):
-        c.add(f"{path}.client_id", f"must be the app registration's application id (a GUID), "
-                                   f"got {shown(client_id)}")
+    client_id = _guid(c, data, "client_id", path)
+    credential = _credential(c, data, path, required_why=" for app-only Graph access",
+                             managed_identity=True)
+    if len(c.errors) > errors_before or credential is None:
+        return None, None
+    if client_id is None and credential.client_assertion is not None and "workload_identity" in data:
+        client_id = c.environ.get(AZURE_CLIENT_ID, "").strip() or None  # the workload identity's app
+    return AuthConfig(method="client_credentials", **vars(credential)), client_id
+
+
+@dataclass(frozen=True)
+class _Credential:
+    client_secret: Secret | None = None
+    client_certificate: ClientCertificate | None = None
+    client_assertion: ClientAssertion | None = None
+    managed_identity: ManagedIdentity | None = None
+
+
+def _guid(c: _Errors, data: dict[str, Any], key: str, path: str) -> str | None:
+    value = c.string(data, key, path)
+    if value is not None and not _GUID_RE.match(value):
+        c.add(_join(path, key), f"must be the app registration's application id (a GUID), got {shown(value)}")
+        return None
+    return value
+
+
+def _flag(c: _Errors, data: dict[str, Any], key: str, path: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        c.add(_join(path, key), f"must be true or false, got {shown(value)}")
+        return False
+    return value
+
+
+def _credential(c: _Errors, data: dict[str, Any], path: str, *, required_why: str | None,
+                managed_identity: bool) -> _Credential | None:
+    """The app's one credential: a secret, a certificate, a federated assertion or (where Azure
+    offers it) a managed identity. None, with errors added, when there is not exactly one."""
+    errors_before = len(c.errors)
     if "client_secret" in data:
         c.add(f"{path}.client_secret", "literal secrets are not allowed in the config; put the value "
                                        "in a file and set client_secret_file, or name an environment "
                                        "variable with client_secret_env")
-    secret = c.secret(data, "client_secret", path, required=True,
-                      required_why=" for app-only Graph access")
-    if len(c.errors) > errors_before or secret is None:
-        return None, None
-    return AuthConfig(method="client_credentials", client_secret=secret), client_id
+    given = [key for key in ("client_secret_file", "client_secret_env", "client_certificate_file",
+                             "client_assertion_file", "workload_identity", "managed_identity")
+             if data.get(key) not in (None, False)]
+    kinds = {key.removesuffix("_file").removesuffix("_env") for key in given}
+    if len(kinds) > 1:
+        c.add(path, f"set exactly one client credential, got {' and '.join(given)}")
+        return None
+    secret = c.secret(data, "client_secret", path, required=False)
+    certificate = _certificate(c, data, path)
+    assertion = _assertion(c, data, path)
+    identity: ManagedIdentity | None = None
+    if data.get("managed_identity") not in (None, False):
+        if managed_identity:
+            identity = _managed_identity(c, data["managed_identity"], f"{path}.managed_identity")
+        else:
+            c.add(f"{path}.managed_identity", "a managed identity can sign in only as itself (app-only): "
+                                              "use it in graph_auth or for the token store's vault")
+    if len(c.errors) > errors_before:
+        return None
+    if not given and required_why is not None:
+        options = ("client_secret_file, client_secret_env, client_certificate_file, client_assertion_file, "
+                   "workload_identity: true")
+        if managed_identity:
+            options += ", managed_identity"
+        c.add(path, f"a client credential is required{required_why}: set one of {options}")
+        return None
+    return _Credential(secret, certificate, assertion, identity)
+
+
+def _certificate(c: _Errors, data: dict[str, Any], path: str) -> ClientCertificate | None:
+    file_value = c.string(data, "client_certificate_file", path)
+    send_chain = _flag(c, data, "client_certificate_send_chain", path)
+    if file_value is None:
+        for key in ("client_certificate_password_file", "client_certificate_password_env",
+                    "client_certificate_send_chain"):
+            if key in data:
+                c.add(_join(path, key), "only used with client_certificate_file")
+        return None
+    password = c.secret(data, "client_certificate_password", path, required=False)
+    cert_path = c.path(file_value)
+    assert cert_path is not None
+    try:
+        return load_client_certificate(cert_path, password.value if password else None,
+                                       send_chain=send_chain)
+    except CertificateError as err:
+        c.add(_join(path, "client_certificate_file"), str(err))
+        return None
+
+
+def _assertion(c: _Errors, data: dict[str, Any], path: str) -> ClientAssertion | None:
+    file_value = c.string(data, "client_assertion_file", path)
+    workload = _flag(c, data, "workload_identity", path)
+    if file_value is not None:
+        where, assertion_path, source = _join(path, "client_assertion_file"), c.path(file_value), \
+            "client_assertion_file"
+    elif workload:
+        where, source = _join(path, "workload_identity"), AZURE_FEDERATED_TOKEN_FILE
+        named = c.environ.get(AZURE_FEDERATED_TOKEN_FILE, "").strip()
+        if not named:
+            c.add(where, f"environment variable {AZURE_FEDERATED_TOKEN_FILE} is not set; in AKS, label "
+                         f"the pod azure.workload.identity/use: \"true\" and run it with a service "
+                         f"account annotated azure.workload.identity/client-id")
+            return None
+        assertion_path = c.path(named)
+    else:
+        return None
+    assert assertion_path is not None
+    if not assertion_path.is_file():
+        c.add(where, f"file {assertion_path} does not exist; it holds the federated token the "
+                     f"platform (the kubelet, a CI runner) writes")
+        return None
+    return ClientAssertion(assertion_path, source)
+
+
+def _managed_identity(c: _Errors, value: Any, path: str) -> ManagedIdentity | None:
+    if value is True:
+        return ManagedIdentity()
+    data = c.mapping(value, path, {"client_id"})
+    if not isinstance(value, dict):
+        return None
+    return ManagedIdentity(_guid(c, data, "client_id", path))
 
 
 def _auth(c: _Errors, value: Any, path: str) -> AuthConfig | None:
@@ -612,7 +812,7 @@ def _auth(c: _Errors, value: Any, path: str) -> AuthConfig | None:
     if method not in AUTH_METHODS:
         c.add(f"{path}.method", f"must be one of {', '.join(AUTH_METHODS)}, got {shown(method)}")
         return None
-    for literal in ("client_secret", "refresh_token", "password"):
+    for literal in ("refresh_token", "password"):
         if literal in data:
             c.add(f"{path}.{literal}",
                   f"literal secrets are not allowed in the config; put the value in a file and set "
@@ -620,11 +820,16 @@ def _auth(c: _Errors, value: Any, path: str) -> AuthConfig | None:
     for key, owner in _METHOD_ONLY_KEYS.items():
         if key in data and owner != method:
             c.add(f"{path}.{key}", f"only used with method {owner} (method is {method})")
-    client_secret = c.secret(data, "client_secret", path, required=method == "client_credentials",
-                             required_why=" for method client_credentials")
-    token_cache_file = refresh_token = username = password = None
+    credential = _credential(c, data, path, required_why=(" for method client_credentials"
+                                                          if method == "client_credentials" else None),
+                             managed_identity=False)
+    token_cache_file = token_store = refresh_token = username = password = None
     if method == "refresh_token":
-        token_cache_file = c.path(c.string(data, "token_cache_file", path, required=True))
+        token_store = _token_store(c, data.get("token_store"), f"{path}.token_store")
+        if token_store is None and "token_store" not in data:
+            token_cache_file = c.path(c.string(data, "token_cache_file", path, required=True))
+        elif "token_cache_file" in data:
+            c.add(f"{path}.token_cache_file", "set either token_cache_file or token_store, not both")
         if token_cache_file is not None:
             _check_token_cache(c, token_cache_file, f"{path}.token_cache_file")
         refresh_token = c.secret(data, "refresh_token", path, required=False)
@@ -632,11 +837,81 @@ def _auth(c: _Errors, value: Any, path: str) -> AuthConfig | None:
         username = c.string(data, "username", path, required=True)
         password = c.secret(data, "password", path, required=True,
                             required_why=" for method username_password")
-    if len(c.errors) > errors_before:
+    if len(c.errors) > errors_before or credential is None:
         return None
-    return AuthConfig(method=method, client_secret=client_secret,
-                      token_cache_file=token_cache_file, refresh_token=refresh_token,
-                      username=username, password=password)
+    return AuthConfig(method=method, token_cache_file=token_cache_file, token_store=token_store,
+                      refresh_token=refresh_token, username=username, password=password,
+                      **vars(credential))
+
+
+def _token_store(c: _Errors, value: Any, path: str) -> KeyVaultStore | None:
+    """token_store: {azure_key_vault: {...}}: the cache in a Key Vault secret, reached app-only."""
+    if value is None:
+        return None
+    data = c.mapping(value, path, _TOKEN_STORE_KEYS)
+    if "azure_key_vault" not in data:
+        if isinstance(value, dict):
+            c.add(path, "name a store: azure_key_vault")
+        return None
+    where = f"{path}.azure_key_vault"
+    vault = c.mapping(data["azure_key_vault"], where, _VAULT_KEYS)
+    errors_before = len(c.errors)
+    vault_url = c.string(vault, "vault_url", where, required=True)
+    if vault_url is not None:
+        parts = urlsplit(vault_url)
+        if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+            c.add(f"{where}.vault_url", f"must be the vault's URL, like https://contoso-pcx.vault.azure.net, "
+                                        f"got {shown(vault_url)}")
+    secret_name = c.string(vault, "secret_name", where, required=True)
+    if secret_name is not None and not _SECRET_NAME_RE.match(secret_name):
+        c.add(f"{where}.secret_name", f"must be 1-127 letters, digits and dashes (Key Vault's rule), "
+                                      f"got {shown(secret_name)}")
+    tenant_id = c.string(vault, "tenant_id", where) or c.environ.get(AZURE_TENANT_ID, "").strip() or None
+    client_id = _guid(c, vault, "client_id", where) or c.environ.get(AZURE_CLIENT_ID, "").strip() or None
+    if any(key in vault for key in _CREDENTIAL_KEYS | {"managed_identity"}):
+        credential = _credential(c, vault, where, required_why=None, managed_identity=True)
+        source = "the config"
+    else:
+        credential, source = _azure_environment_credential(c, where, client_id)
+    if credential is None or len(c.errors) > errors_before:
+        return None
+    if credential.managed_identity is None and client_id is None:
+        c.add(f"{where}.client_id", f"required to sign in to the vault with {source}'s credential; "
+                                    f"or set {AZURE_CLIENT_ID}")
+        return None
+    assert vault_url is not None
+    assert secret_name is not None
+    return KeyVaultStore(vault_url=vault_url.rstrip("/"), secret_name=secret_name,
+                         access=AuthConfig(method="client_credentials", **vars(credential)),
+                         client_id=client_id, tenant_id=tenant_id)
+
+
+def _azure_environment_credential(c: _Errors, where: str,
+                                  client_id: str | None) -> tuple[_Credential | None, str]:
+    """What DefaultAzureCredential would pick from the environment: workload identity, then a
+    certificate, then a secret, then the managed identity."""
+    env = c.environ
+    source = "the environment"
+    if env.get(AZURE_FEDERATED_TOKEN_FILE, "").strip():
+        path = c.path(env[AZURE_FEDERATED_TOKEN_FILE].strip())
+        assert path is not None
+        if not path.is_file():
+            c.add(where, f"{AZURE_FEDERATED_TOKEN_FILE} names {path}, which does not exist")
+            return None, source
+        return _Credential(client_assertion=ClientAssertion(path, AZURE_FEDERATED_TOKEN_FILE)), source
+    if env.get(AZURE_CLIENT_CERTIFICATE_PATH, "").strip():
+        path = c.path(env[AZURE_CLIENT_CERTIFICATE_PATH].strip())
+        assert path is not None
+        try:
+            return _Credential(client_certificate=load_client_certificate(
+                path, env.get(AZURE_CLIENT_CERTIFICATE_PASSWORD) or None)), source
+        except CertificateError as err:
+            c.add(where, f"{AZURE_CLIENT_CERTIFICATE_PATH}: {err}")
+            return None, source
+    if env.get(AZURE_CLIENT_SECRET, "").strip():
+        return _Credential(client_secret=Secret(env[AZURE_CLIENT_SECRET].strip(),
+                                                f"environment variable {AZURE_CLIENT_SECRET}")), source
+    return _Credential(managed_identity=ManagedIdentity(client_id)), source
 
 
 def _check_token_cache(c: _Errors, path: Path, where: str) -> None:

@@ -59,6 +59,9 @@ class StaticToken:
     def wait_idle(self, timeout: float) -> bool:
         return True
 
+    def flush(self) -> None:
+        pass
+
 
 def endpoints(**overrides: Any) -> Endpoints:
     return Endpoints(**{"authority_host": AUTHORITY, "dap_statistics_url": API_URL, **overrides})

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config, parse_duration
+from exporter.config import ConfigError, load_config, parse_config, parse_duration
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
-ENV = {"PCX_FIXTURE_SECRET": "fixture-env-secret-value"}
+# As AKS workload identity sets them: the vault's default credential in the fixtures.
+ENV = {"PCX_FIXTURE_SECRET": "fixture-env-secret-value",
+       "AZURE_FEDERATED_TOKEN_FILE": str(FIXTURES / "secrets" / "federated-token"),
+       "AZURE_CLIENT_ID": "55555555-5555-5555-5555-555555555555"}
 
 
 def expected_errors(path: Path) -> list[str]:
@@ -137,3 +140,58 @@ def test_parse_duration_rejects(text: str) -> None:
     """Durations without a known unit, with spaces or fractions are refused."""
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def _vault_tenant(**vault: object) -> dict[str, object]:
+    return {"tenants": [{"name": "a", "tenant_id": "00000000-0000-0000-0000-000000000001",
+                         "client_id": "11111111-1111-1111-1111-111111111111", "auth": {"token_store": {
+                             "azure_key_vault": {"vault_url": "https://v.vault.azure.net",
+                                                 "secret_name": "pcx", **vault}}}}]}
+
+
+def test_workload_identity_without_the_projected_token_says_how_to_get_it() -> None:
+    """workload_identity: true with AZURE_FEDERATED_TOKEN_FILE unset names the variable and the
+    pod label that makes AKS set it."""
+    raw = {"tenants": [{"name": "a", "tenant_id": "00000000-0000-0000-0000-000000000001",
+                        "client_id": "11111111-1111-1111-1111-111111111111",
+                        "auth": {"method": "client_credentials", "workload_identity": True}}]}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, environ={}, base_dir=FIXTURES)
+    (line,) = caught.value.errors
+    assert line.startswith("tenants[0].auth.workload_identity: environment variable "
+                           "AZURE_FEDERATED_TOKEN_FILE is not set")
+    assert 'azure.workload.identity/use: "true"' in line
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"AZURE_CLIENT_SECRET": "vault-secret", "AZURE_CLIENT_ID": "22222222-2222-2222-2222-222222222222"},
+     "secret"),
+    ({"AZURE_CLIENT_ID": "22222222-2222-2222-2222-222222222222"}, "user-assigned"),
+    ({}, "system-assigned"),
+])
+def test_vault_credential_defaults_to_the_azure_environment(environ: dict[str, str], expected: str) -> None:
+    """With no credential keys, the vault is reached as the Azure SDKs would: a secret from
+    AZURE_CLIENT_SECRET, else the managed identity (user-assigned when AZURE_CLIENT_ID is set)."""
+    store = parse_config(_vault_tenant(), environ=environ, base_dir=FIXTURES).tenants[0].auth.token_store
+    assert store is not None
+    access = store.access
+    if expected == "secret":
+        assert access.client_secret is not None
+        assert access.client_secret.source == "environment variable AZURE_CLIENT_SECRET"
+        assert store.client_id == environ["AZURE_CLIENT_ID"]
+    else:
+        assert access.managed_identity is not None
+        assert access.managed_identity.client_id == environ.get("AZURE_CLIENT_ID")
+
+
+def test_certificate_thumbprints_come_from_the_certificate() -> None:
+    """The SHA-1 thumbprint the app registration shows is computed from the PEM's certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    config = load_config(FIXTURES / "azure-credentials.good.yaml", environ=ENV)
+    cert = config.tenants[0].auth.client_certificate
+    assert cert is not None
+    pem = x509.load_pem_x509_certificates((FIXTURES / "secrets" / "client-cert.pem").read_bytes())[0]
+    assert cert.thumbprint_sha1 == pem.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
+    assert "PRIVATE KEY" not in repr(cert)

@@ -32,6 +32,7 @@ from exporter.auth import interactive_login
 from exporter.logs import setup_logging
 from exporter.simulator import Fault, Simulator
 from exporter.simulator.app import STATISTICS_PATH
+from exporter.simulator.assertions import write_client_certificate
 from tests.conftest import CLIENT_ID, TENANT_ID
 from tests.helpers.e2e import http_get, run_exporter, wait_for
 
@@ -43,6 +44,10 @@ PASSWORD = "Pw!7rQ2-Zebra-Lantern-Quartz-9931"
 ROPC_TENANT = "00000000-0000-0000-0000-0000000000cc"
 ROPC_CLIENT = "33333333-3333-3333-3333-333333333333"
 ROPC_USER = "svc-dap@contoso.test"
+# A tenant whose token cache lives only in Key Vault, reached with a certificate: its key, its
+# signed assertions and its vault tokens are secrets too.
+VAULT_TENANT = "00000000-0000-0000-0000-0000000000dd"
+VAULT_APP = "44444444-4444-4444-4444-444444444444"
 INTERVAL = 2.0
 REQUEST_TIMEOUT = 1.0
 # /metrics serves a pre-rendered body; a scrape that takes this long means it waited on upstream.
@@ -97,7 +102,11 @@ class Env:
         return values.get((name, tuple(sorted({"tenant": tenant, **labels}.items()))), float("nan"))
 
     def secrets(self) -> list[str]:
-        return [CLIENT_SECRET, PASSWORD, *self.sim.issued_tokens()]
+        key = (self.config_path.parent / "vault-app.pem").read_text().split("-----BEGIN PRIVATE KEY-----")[1]
+        key_lines = [line for line in key.splitlines() if line and not line.startswith("-----")]
+        # An assertion's header and claims are ordinary base64 JSON; its signature is the secret.
+        signatures = [assertion.rsplit(".", 1)[-1] for assertion in self.sim.assertions]
+        return [CLIENT_SECRET, PASSWORD, *self.sim.issued_tokens(), *key_lines, *signatures]
 
 
 def _bind_simulator() -> tuple[Simulator, bool]:
@@ -120,6 +129,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     sim.add_client(ROPC_CLIENT, secret=CLIENT_SECRET)
     sim.add_tenant(TENANT_ID, customers=250)
     sim.add_tenant(ROPC_TENANT, customers=30)
+    sim.add_tenant(VAULT_TENANT, customers=20)
+    sim.add_client(VAULT_APP)
+    sim.register_certificate(VAULT_APP, write_client_certificate(directory / "vault-app.pem"))
+    sim.keyvault.grant(VAULT_APP)
+    seed = sim.issue_refresh_token(VAULT_TENANT, CLIENT_ID, "admin@vault.test")
+    (directory / "vault-seed").write_text(seed)
     sim.add_user(ROPC_USER, PASSWORD)
     (directory / "seed").write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test"))
     (directory / "secret").write_text(CLIENT_SECRET)
@@ -129,6 +144,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         {"name": "contoso", "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
          "auth": {"token_cache_file": str(directory / "cache.json"),
                   "refresh_token_file": str(directory / "seed")}}]
+    tenants.append({"name": "vaulted", "tenant_id": VAULT_TENANT, "client_id": CLIENT_ID, "auth": {
+        "refresh_token_file": str(directory / "vault-seed"),
+        "token_store": {"azure_key_vault": {
+            "vault_url": sim.vault_url, "secret_name": "pcx-vaulted", "tenant_id": VAULT_TENANT,
+            "client_id": VAULT_APP, "client_certificate_file": str(directory / "vault-app.pem")}}}})
     if ropc:
         tenants.append({"name": "ropc", "tenant_id": ROPC_TENANT, "client_id": ROPC_CLIENT,
                         "auth": {"method": "username_password", "username": ROPC_USER,
@@ -229,9 +249,10 @@ def _switch_ropc_to_refresh_token(env: Env) -> None:
     raw = yaml.safe_load(env.config_path.read_text())
     seed = env.config_path.parent / "ropc.seed"
     seed.write_text(env.sim.issue_refresh_token(ROPC_TENANT, ROPC_CLIENT, ROPC_USER))
-    raw["tenants"][1]["auth"] = {"method": "refresh_token", "refresh_token_file": str(seed),
-                                 "token_cache_file": str(env.config_path.parent / "ropc.cache.json"),
-                                 "client_secret_file": raw["tenants"][1]["auth"]["client_secret_file"]}
+    ropc = next(tenant for tenant in raw["tenants"] if tenant["name"] == "ropc")
+    ropc["auth"] = {"method": "refresh_token", "refresh_token_file": str(seed),
+                    "token_cache_file": str(env.config_path.parent / "ropc.cache.json"),
+                    "client_secret_file": ropc["auth"]["client_secret_file"]}
     switched = env.config_path.parent / "config-after-mfa.yaml"
     switched.write_text(yaml.safe_dump(raw))
     config, _ = load_configs(str(switched), None)
@@ -429,6 +450,8 @@ def test_no_secret_in_the_whole_debug_log_or_config_check(env: Env) -> None:
     log = env.logs.text()
     assert 'msg="poll failed"' in log
     assert len(env.secrets()) > 20  # every poll rotated tokens, so there is plenty to leak
+    assert env.sim.assertions  # the vaulted tenant's certificate signed in to the vault
+    assert len(env.sim.keyvault.versions("pcx-vaulted")) > 1  # and its rotations were stored
     assert_no_leak(env, {"--config.check": result.stdout + result.stderr, "debug log": log,
                          "/metrics": http_get(env.url + "/metrics")[1].decode(),
                          "/": http_get(env.url + "/")[1].decode()})

@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from cryptography import x509
+
+from exporter.simulator.assertions import (
+    TOKEN_EXCHANGE_AUDIENCE,
+    AppCredentials,
+    FederatedCredential,
+    OidcIssuer,
+    verify_client_assertion,
+)
 from exporter.simulator.certs import generate_certs
 from exporter.simulator.data import (
     Customer,
@@ -32,10 +41,15 @@ from exporter.simulator.data import (
     spread_customers,
     statistics_payload,
 )
+from exporter.simulator.keyvault import Caller, FakeKeyVault
 
 STATISTICS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
 CUSTOMERS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminCustomers"
 RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
+# The App Service / Container Apps managed identity endpoint (IDENTITY_ENDPOINT), which MSAL's
+# ManagedIdentityClient calls with X-IDENTITY-HEADER and api-version 2019-08-01
+# (learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference).
+MANAGED_IDENTITY_PATH = "/msi/token"
 PARTNER_API_RESOURCE = "https://api.partnercustomeradministration.microsoft.com"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_MAX_PAGE = 300
@@ -54,7 +68,8 @@ class Fault:
     """What the simulator does instead of answering, for the next `times` matching requests.
 
     target: "api" (delegatedAdminStatistics), "customers" (delegatedAdminCustomers), "graph"
-    (delegatedAdminRelationships), "token", "discovery" or "devicecode".
+    (delegatedAdminRelationships), "token", "discovery", "devicecode", "managed_identity" or
+    "vault" (Key Vault secrets).
     status None with a delay means: wait, then answer normally.
     reset: send the headers and part of the body, then drop the connection.
     trickle: send the body one byte every `trickle` seconds, as a stuck proxy can: each read
@@ -194,6 +209,16 @@ class Simulator:
         self._context.load_cert_chain(str(self.certs.cert_file), str(self.certs.key_file))
         self._httpd = self._listen((host, port))
         self._thread: threading.Thread | None = None
+        # Certificates and federated identity credentials registered on apps.
+        self.app_credentials: dict[str, AppCredentials] = {}
+        # A cluster's service account issuer, for workload identity tokens.
+        self.oidc = OidcIssuer(f"{self.base_url}/oidc/cluster")
+        self.assertions: list[str] = []  # every client assertion received (for leak checks)
+        # Managed identities of "this Azure resource": client id (None: system-assigned) -> tenant.
+        self.managed_identities: dict[str | None, str] = {}
+        self.identity_header = secrets.token_hex(16)
+        self.keyvault = FakeKeyVault(self.base_url, f"https://{self._httpd.server_address[0]!s}",
+                                     f"{self.base_url}/common", self._vault_caller, clock=clock)
 
     def _listen(self, address: tuple[str, int]) -> _SimServer:
         return _SimServer(address, _make_handler(self), self._context)
@@ -247,6 +272,42 @@ class Simulator:
                    redirect_uris: tuple[str, ...] = ("http://localhost",)) -> None:
         self.clients[client_id] = secret
         self.redirect_uris[client_id] = redirect_uris
+
+    def register_certificate(self, client_id: str, certificate: x509.Certificate) -> None:
+        """Upload a certificate's public part to the app registration (Certificates & secrets)."""
+        self.app_credentials.setdefault(client_id, AppCredentials()).certificates.append(certificate)
+
+    def add_federated_credential(self, client_id: str, subject: str, *, issuer: str | None = None,
+                                 audience: str = TOKEN_EXCHANGE_AUDIENCE) -> None:
+        """A federated identity credential: tokens from `issuer` (the simulated cluster's unless
+        given) for `subject` may sign in as the app."""
+        self.app_credentials.setdefault(client_id, AppCredentials()).federated.append(
+            FederatedCredential(issuer or self.oidc.url, subject, audience))
+
+    def federated_token(self, subject: str, *, audience: str = TOKEN_EXCHANGE_AUDIENCE,
+                        lifetime: int = 3600) -> str:
+        """A service account token as the kubelet projects it into a workload identity pod."""
+        return self.oidc.token(subject, audience=audience, lifetime=lifetime, now=self.clock())
+
+    def add_managed_identity(self, tenant_id: str, client_id: str | None = None) -> None:
+        """Assign a managed identity to the simulated Azure resource (client_id None: system)."""
+        self.managed_identities[client_id] = tenant_id
+
+    def managed_identity_environment(self) -> dict[str, str]:
+        """What App Service and Container Apps set for a process with a managed identity."""
+        return {"IDENTITY_ENDPOINT": self.base_url + MANAGED_IDENTITY_PATH,
+                "IDENTITY_HEADER": self.identity_header}
+
+    @property
+    def vault_url(self) -> str:
+        return self.keyvault.url
+
+    def _vault_caller(self, token: str) -> Caller | None:
+        with self._lock:
+            info = self._access.get(token)
+        if info is None or not info.valid or info.expires_at < self.clock():
+            return None
+        return Caller(info.client_id, info.tenant_id, info.scope)
 
     def add_user(self, username: str, password: str, *, mfa: bool = False) -> None:
         self.users[username] = (password, mfa)
@@ -389,16 +450,9 @@ class Simulator:
             return 400, _aad_error("unauthorized_client", 700016,
                                    f"Application with identifier '{client_id}' was not found in "
                                    f"the directory '{tenant}'.")
-        expected_secret = self.clients[client_id]
-        sent_secret = form.get("client_secret")
-        if expected_secret is None and sent_secret:
-            return 400, _aad_error("invalid_request", 700025, "Client is public so neither "
-                                   "'client_assertion' nor 'client_secret' should be presented.")
-        if expected_secret is not None and not secrets.compare_digest(sent_secret or "",
-                                                                     expected_secret):
-            return 401, _aad_error("invalid_client", 7000215,
-                                   "Invalid client secret provided. Ensure the secret being sent in "
-                                   "the request is the client secret value, not the client secret ID.")
+        refusal = self._authenticate_client(tenant, client_id, form)
+        if refusal is not None:
+            return refusal
         scope = " ".join(s for s in form.get("scope", "").split() if s not in _RESERVED_SCOPES)
         if grant == "client_credentials":
             return 200, self._issue(tenant, client_id, None, scope)
@@ -422,6 +476,55 @@ class Simulator:
             return self._redeem_auth_code(tenant, client_id, form, scope)
         return 400, _aad_error("unsupported_grant_type", 70003,
                                f"The app requested an unsupported grant type '{grant}'.")
+
+    def _authenticate_client(self, tenant: str, client_id: str,
+                             form: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+        """None if the request proves the app (or needs no proof: a public client), else the error."""
+        expected_secret = self.clients[client_id]
+        extra = self.app_credentials.get(client_id, AppCredentials())
+        confidential = expected_secret is not None or bool(extra.certificates or extra.federated)
+        sent_secret = form.get("client_secret")
+        if "client_assertion" in form or "client_assertion_type" in form:
+            if not confidential:
+                return 400, _aad_error("invalid_request", 700025, "Client is public so neither "
+                                       "'client_assertion' nor 'client_secret' should be presented.")
+            with self._lock:
+                self.assertions.append(form.get("client_assertion", ""))
+            refusal = verify_client_assertion(
+                form, client_id=client_id, token_endpoint=f"{self.base_url}/{tenant}/oauth2/v2.0/token",
+                app=extra, issuers={self.oidc.url: self.oidc}, now=self.clock())
+            if refusal is not None:
+                return refusal.status, _aad_error(refusal.error, refusal.code, refusal.text)
+            return None
+        if expected_secret is None and sent_secret:
+            return 400, _aad_error("invalid_request", 700025, "Client is public so neither "
+                                   "'client_assertion' nor 'client_secret' should be presented.")
+        if expected_secret is None and confidential:
+            return 401, _aad_error("invalid_client", 7000218, "The request body must contain the "
+                                   "following parameter: 'client_assertion' or 'client_secret'.")
+        if expected_secret is not None and not secrets.compare_digest(sent_secret or "",
+                                                                     expected_secret):
+            return 401, _aad_error("invalid_client", 7000215,
+                                   "Invalid client secret provided. Ensure the secret being sent in "
+                                   "the request is the client secret value, not the client secret ID.")
+        return None
+
+    def managed_identity_token(self, header: str | None, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """The App Service managed identity endpoint: errors are {statusCode, message}."""
+        if header != self.identity_header:
+            return 401, {"statusCode": 401, "message": "X-IDENTITY-HEADER is missing or not valid."}
+        if query.get("api-version") != "2019-08-01" or not query.get("resource"):
+            return 400, {"statusCode": 400, "message": "api-version 2019-08-01 and resource are required."}
+        client_id = query.get("client_id")
+        tenant = self.managed_identities.get(client_id)
+        if tenant is None:
+            return 400, {"statusCode": 400, "message": "No Managed Identity found for specified "
+                                                       "ClientId/ResourceId/PrincipalId."}
+        principal = client_id or f"system-{tenant}"
+        issued = self._issue(tenant, principal, None, query["resource"])
+        return 200, {"access_token": issued["access_token"], "token_type": "Bearer",
+                     "expires_on": str(int(self.clock()) + self.token_lifetime),
+                     "resource": query["resource"], "client_id": principal}
 
     def _redeem_refresh_token(self, tenant: str, client_id: str, token: str,
                               scope: str) -> tuple[int, dict[str, Any]]:
@@ -666,6 +769,9 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._route("POST")
 
+        def do_PUT(self) -> None:
+            self._route("PUT")
+
         def _route(self, method: str) -> None:
             url = urlsplit(self.path)
             path = url.path
@@ -682,6 +788,12 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 target, call = "customers", lambda: sim.dap_customers(authorization, query)
             elif method == "GET" and path == RELATIONSHIPS_PATH:
                 target, call = "graph", lambda: sim.gdap_relationships(authorization, query)
+            elif method == "GET" and path == MANAGED_IDENTITY_PATH:
+                identity_header = self.headers.get("X-IDENTITY-HEADER")
+                target, call = "managed_identity", lambda: sim.managed_identity_token(identity_header, query)
+            elif method in ("GET", "PUT") and parts[0] == "secrets":
+                self._vault(method, parts, authorization, raw)
+                return
             elif method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 target, call = "discovery", lambda: sim.discovery(parts[0])
             elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
@@ -724,6 +836,21 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             sim._record(target, form.get("grant_type", ""), status, tenant)
             self._send(status, json.dumps(body).encode(),
                        {"Content-Type": "application/json; charset=utf-8"})
+
+        def _vault(self, method: str, parts: list[str], authorization: str | None, raw: bytes) -> None:
+            if sim.latency:
+                time.sleep(sim.latency)
+            fault = sim._take_fault("vault", None)
+            if fault is not None:
+                time.sleep(fault.delay)
+                if fault.status is not None:
+                    sim._record("vault", method, fault.status, None)
+                    self._fault(fault)
+                    return
+            status, body, headers = sim.keyvault.handle(method, parts, authorization, raw)
+            sim._record("vault", method, status, None)
+            self._send(status, json.dumps(body).encode(),
+                       {"Content-Type": "application/json; charset=utf-8", **headers})
 
         def _fault(self, fault: Fault) -> None:
             body = fault.body

@@ -111,6 +111,9 @@ class FakeTokens:
     def wait_idle(self, timeout: float) -> bool:
         return True
 
+    def flush(self) -> None:
+        pass
+
 
 def rules(kind: str) -> list[dict[str, Any]]:
     """Every rule of the shipped rule files that has `kind` (alert or record)."""

@@ -1,0 +1,261 @@
+"""Azure-native credentials end to end over HTTPS against the simulator: certificate credentials,
+workload identity federation, managed identity, and the token cache kept in Key Vault."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.app import App, build_http_client, identity
+from exporter.auth import interactive_login
+from exporter.config import Config, parse_config
+from exporter.model import Snapshot, SourceView
+from exporter.simulator import Fault, Simulator
+from exporter.simulator.assertions import write_client_certificate
+from tests.conftest import CLIENT_ID, TENANT_ID
+from tests.helpers.e2e import run_exporter
+
+pytestmark = pytest.mark.e2e
+
+APP_ID = "44444444-4444-4444-4444-444444444444"  # a confidential app with a certificate
+GRAPH_APP = "55555555-5555-5555-5555-555555555555"  # the workload identity's app
+VAULT_APP = "66666666-6666-6666-6666-666666666666"  # signs in to Key Vault
+MANAGED_ID = "77777777-7777-7777-7777-777777777777"  # a user-assigned managed identity
+SERVICE_ACCOUNT = "system:serviceaccount:monitoring:partnercenter-exporter"
+SECRET_NAME = "pcx-contoso-token-cache"
+
+
+def load(sim: Simulator, directory: Path, tenants: list[dict[str, Any]],
+         environ: dict[str, str] | None = None) -> Config:
+    raw = {"request_timeout": "5s", "endpoints": sim.endpoints_config(), "tenants": tenants}
+    (directory / "config.yaml").write_text(yaml.safe_dump(raw))
+    return parse_config(raw, environ=environ or {}, base_dir=directory)
+
+
+def poll(app: App) -> Snapshot:
+    """One poll of every source, keeping the app's HTTP client open for the next."""
+    return app.poller.poll_all_once()
+
+
+def view(snapshot: Snapshot, collector: str) -> SourceView:
+    return next(v for v in snapshot.views if v.collector == collector)
+
+
+def refresh_grants(sim: Simulator) -> int:
+    return sum(1 for r in sim.requests if r.target == "token" and r.detail == "refresh_token"
+               and r.status == 200)
+
+
+def stored_refresh_tokens(sim: Simulator) -> list[str]:
+    """The refresh tokens in the newest version of the vault's secret."""
+    cache = json.loads(sim.keyvault.versions(SECRET_NAME)[-1])
+    return [entry["secret"] for entry in cache["RefreshToken"].values()]
+
+
+# --- certificate credentials -------------------------------------------------------------------
+
+def test_certificate_client_credentials_poll(tmp_path: Path) -> None:
+    """A client_credentials tenant signs in with a certificate (a verified private_key_jwt
+    assertion, no secret) and `--once` polls Partner Center."""
+    with Simulator(accept_app_only=True) as sim:
+        sim.add_tenant(TENANT_ID, customers=12)
+        sim.add_client(APP_ID)
+        sim.register_certificate(APP_ID, write_client_certificate(tmp_path / "app.pem"))
+        load(sim, tmp_path, [{"name": "contoso", "tenant_id": TENANT_ID, "client_id": APP_ID, "auth": {
+            "method": "client_credentials", "client_certificate_file": str(tmp_path / "app.pem")}}])
+        result = run_exporter("--config.file", str(tmp_path / "config.yaml"), "--once")
+        assert result.returncode == 0, result.stderr
+        assert 'partnercenter_dap_customers{tenant="contoso"} 12' in result.stdout
+        assert len(sim.assertions) == 1
+        assert sim.count("token", 200) == 1
+
+
+def test_certificate_the_platform_does_not_know_is_refused_with_a_hint(tmp_path: Path) -> None:
+    """A key not registered on the app: AADSTS700027, exit 1, and a hint naming the certificate."""
+    with Simulator(accept_app_only=True) as sim:
+        sim.add_tenant(TENANT_ID, customers=12)
+        sim.add_client(APP_ID)
+        sim.register_certificate(APP_ID, write_client_certificate(tmp_path / "registered.pem"))
+        write_client_certificate(tmp_path / "other.pem")
+        load(sim, tmp_path, [{"name": "contoso", "tenant_id": TENANT_ID, "client_id": APP_ID, "auth": {
+            "method": "client_credentials", "client_certificate_file": str(tmp_path / "other.pem")}}])
+        result = run_exporter("--config.file", str(tmp_path / "config.yaml"), "--once")
+    assert result.returncode == 1
+    assert "AADSTS700027" in result.stderr
+    assert f"certificate {tmp_path / 'other.pem'} (thumbprint " in result.stderr
+    assert "upload that certificate's public part to app " + APP_ID in result.stderr
+
+
+# --- workload identity and managed identity for Graph ----------------------------------------
+
+def test_workload_identity_graph_poll_reads_the_replaced_token_file(tmp_path: Path) -> None:
+    """graph_auth with workload_identity reads AZURE_FEDERATED_TOKEN_FILE at every token request:
+    after the kubelet replaces the file, the next poll presents the new token."""
+    token_file = tmp_path / "azure-identity-token"
+    # Tokens live 60 s, inside MSAL's 5-minute margin: every poll asks for a new Graph token.
+    with Simulator(token_lifetime=60) as sim:
+        sim.add_tenant(TENANT_ID, customers=30)
+        sim.add_client(CLIENT_ID)
+        sim.add_client(GRAPH_APP)
+        sim.add_federated_credential(GRAPH_APP, SERVICE_ACCOUNT)
+        first = sim.federated_token(SERVICE_ACCOUNT)
+        token_file.write_text(first)
+        (tmp_path / "seed").write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test"))
+        config = load(sim, tmp_path, [{
+            "name": "contoso", "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
+            "collectors": ["gdap_relationships"], "graph_auth": {"workload_identity": True},
+            "auth": {"token_cache_file": str(tmp_path / "cache.json"),
+                     "refresh_token_file": str(tmp_path / "seed")}}],
+            environ={"AZURE_FEDERATED_TOKEN_FILE": str(token_file), "AZURE_CLIENT_ID": GRAPH_APP})
+        app = App(config, config_path=str(tmp_path / "config.yaml"), listen_address=None)
+        try:
+            assert view(poll(app), "gdap_relationships").last_poll_success
+            assert sim.assertions == [first]
+            second = sim.federated_token(SERVICE_ACCOUNT)
+            (tmp_path / "rotated").write_text(second)
+            os.replace(tmp_path / "rotated", token_file)  # as the kubelet swaps the projected file
+            assert view(poll(app), "gdap_relationships").last_poll_success
+        finally:
+            app.stop()
+    assert second != first
+    assert sim.assertions == [first, second]
+
+
+def test_managed_identity_graph_poll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """graph_auth with a user-assigned managed identity gets its Graph token from the managed
+    identity endpoint (IDENTITY_ENDPOINT, as Container Apps sets it) through MSAL."""
+    with Simulator() as sim:
+        sim.add_tenant(TENANT_ID, customers=30)
+        sim.add_client(CLIENT_ID)
+        sim.add_managed_identity(TENANT_ID, MANAGED_ID)
+        for name, value in sim.managed_identity_environment().items():
+            monkeypatch.setenv(name, value)
+        (tmp_path / "seed").write_text(sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test"))
+        config = load(sim, tmp_path, [{
+            "name": "contoso", "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
+            "collectors": ["gdap_relationships"],
+            "graph_auth": {"managed_identity": {"client_id": MANAGED_ID}},
+            "auth": {"token_cache_file": str(tmp_path / "cache.json"),
+                     "refresh_token_file": str(tmp_path / "seed")}}])
+        app = App(config, config_path=str(tmp_path / "config.yaml"), listen_address=None)
+        try:
+            graph = view(poll(app), "gdap_relationships")
+        finally:
+            app.stop()
+        assert graph.last_poll_success, graph.last_error_message
+        assert sim.count("managed_identity", 200) == 1
+        assert sim.count("graph", 200) >= 1
+
+
+# --- the token cache in Key Vault ----------------------------------------------------------------
+
+class VaultStack:
+    """A refresh_token tenant whose token cache lives only in the simulator's Key Vault, reached
+    with a certificate; Partner Center tokens live 60 s, so every poll rotates the refresh token."""
+
+    def __init__(self, sim: Simulator, directory: Path) -> None:
+        self.sim = sim
+        self.directory = directory
+        sim.add_tenant(TENANT_ID, customers=40)
+        sim.add_client(CLIENT_ID)
+        sim.add_client(VAULT_APP)
+        sim.register_certificate(VAULT_APP, write_client_certificate(directory / "vault-app.pem"))
+        sim.keyvault.grant(VAULT_APP, "get", "set")
+        self.config = load(sim, directory, [{
+            "name": "contoso", "tenant_id": TENANT_ID, "client_id": CLIENT_ID, "auth": {"token_store": {
+                "azure_key_vault": {"vault_url": sim.vault_url, "secret_name": SECRET_NAME,
+                                    "client_id": VAULT_APP,
+                                    "client_certificate_file": str(directory / "vault-app.pem")}}}}])
+
+    def login(self) -> None:
+        with build_http_client(self.config) as http:
+            interactive_login(identity(self.config.tenants[0], self.config.endpoints), http,
+                              out=io.StringIO())
+
+    def app(self) -> App:
+        return App(self.config, config_path=str(self.directory / "config.yaml"), listen_address=None)
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Any:
+    with Simulator(token_lifetime=60) as sim:
+        stack = VaultStack(sim, tmp_path)
+        stack.login()
+        yield stack
+
+
+def test_login_writes_the_token_cache_to_key_vault(vault: VaultStack) -> None:
+    """`login` for a tenant with token_store saves its sign-in as one secret version holding the
+    refresh token, its account and nothing that expires within the hour."""
+    versions = vault.sim.keyvault.versions(SECRET_NAME)
+    assert len(versions) == 1
+    assert set(json.loads(versions[0])) == {"RefreshToken", "Account", "AppMetadata"}
+    assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
+
+
+def test_each_rotation_is_one_vault_write_and_a_restart_redeems_the_newest(vault: VaultStack) -> None:
+    """Over several polls every refresh-token rotation makes exactly one new secret version; a new
+    process reads the vault and redeems the newest refresh token."""
+    app = vault.app()
+    try:
+        for _ in range(3):
+            assert view(poll(app), "dap_statistics").last_poll_success
+    finally:
+        app.stop()
+    rotations = refresh_grants(vault.sim)
+    assert rotations >= 3
+    assert len(vault.sim.keyvault.versions(SECRET_NAME)) == 1 + rotations  # login, then one per rotation
+    assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
+
+    restarted = vault.app()
+    try:
+        assert view(poll(restarted), "dap_statistics").last_poll_success
+    finally:
+        restarted.stop()
+    assert vault.sim.count("token", 400) == 0  # no redeemed (stale) refresh token was sent
+    assert refresh_grants(vault.sim) == rotations + 1
+
+
+def test_polls_go_on_through_a_vault_outage_and_the_newest_token_lands_after(vault: VaultStack) -> None:
+    """While the vault answers 503 the polls succeed on the in-memory token; once it is back the
+    newest refresh token is written, so a restart then still signs in."""
+    app = vault.app()
+    try:
+        assert view(poll(app), "dap_statistics").last_poll_success
+        vault.sim.inject(Fault("vault", 503, headers={"Retry-After": "0"}, times=10**6))
+        for _ in range(2):
+            assert view(poll(app), "dap_statistics").last_poll_success
+        stored_during = stored_refresh_tokens(vault.sim)
+        assert stored_during != vault.sim.refresh_token_history(TENANT_ID)[-1:]  # the vault lags
+        vault.sim.clear_faults("vault")
+        assert view(poll(app), "dap_statistics").last_poll_success
+    finally:
+        app.stop()
+    assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
+    restarted = vault.app()
+    try:
+        assert view(poll(restarted), "dap_statistics").last_poll_success
+    finally:
+        restarted.stop()
+
+
+def test_a_missing_vault_role_is_a_clear_error(vault: VaultStack) -> None:
+    """Without a data-plane role the vault answers 403 and the poll fails naming the role to grant."""
+    vault.sim.keyvault.revoke(VAULT_APP)
+    app = vault.app()
+    try:
+        failed = view(poll(app), "dap_statistics")
+    finally:
+        app.stop()
+    assert not failed.last_poll_success
+    assert failed.last_error_reason == "auth"
+    message = failed.last_error_message or ""
+    assert f"refused app {VAULT_APP}" in message
+    assert "getSecret" in message
+    assert "Key Vault Secrets Officer" in message
