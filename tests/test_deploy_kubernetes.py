@@ -28,6 +28,7 @@ from tests.helpers.samples import github_anchor
 pytestmark = pytest.mark.e2e
 
 BASE = ROOT / "deploy" / "kubernetes"
+AKS_OVERLAY = ROOT / "deploy" / "aks-workload-identity"
 GUIDE = ROOT / "docs" / "deployment.md"
 CORE_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
               "NetworkPolicy"}
@@ -42,10 +43,11 @@ def kubectl() -> str:
 
 
 @cache
-def built() -> tuple[dict[str, Any], ...]:
-    """`kubectl kustomize deploy/kubernetes`: the resources as a cluster would receive them."""
-    result = subprocess.run([kubectl(), "kustomize", str(BASE)], capture_output=True, text=True, timeout=60,
-                            check=False)
+def built(directory: Path = BASE) -> tuple[dict[str, Any], ...]:
+    """`kubectl kustomize deploy/kubernetes` (or an overlay): the resources as a cluster would
+    receive them."""
+    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True,
+                            timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
@@ -309,3 +311,40 @@ def test_guide_links_resolve() -> None:
         assert target.exists(), f"{link} does not exist"
         if anchor:
             assert anchor in anchors(target), f"{link}: no such heading"
+
+
+def test_aks_workload_identity_overlay_validates_and_keeps_no_state_on_disk() -> None:
+    """The AKS overlay validates strictly like the base; it has no claim and no state volume, labels
+    the pod and annotates the service account for the workload identity webhook."""
+    resources = built(AKS_OVERLAY)
+    assert {r["kind"] for r in resources} == (CORE_KINDS - {"PersistentVolumeClaim"}) | OPERATOR_KINDS
+    for version in KUBERNETES_VERSIONS:
+        for resource in resources:
+            if resource["kind"] in CORE_KINDS:
+                kubernetes_validate.validate(resource, version, strict=True)
+    [deployment] = [r for r in resources if r["kind"] == "Deployment"]
+    [account] = [r for r in resources if r["kind"] == "ServiceAccount"]
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", client_id)
+    assert not any("persistentVolumeClaim" in v for v in pod["spec"]["volumes"])
+    [box] = pod["spec"]["containers"]
+    assert "/var/lib/partnercenter-exporter" not in {m["mountPath"] for m in box["volumeMounts"]}
+    assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (1, "Recreate")
+
+
+def test_aks_overlay_config_checks_with_the_webhook_environment(tmp_path: Path) -> None:
+    """The overlay's config passes --config.check with the variables the webhook sets, and keeps
+    its token cache in Key Vault, not in a file."""
+    [config_map] = [r for r in built(AKS_OVERLAY) if r["kind"] == "ConfigMap"]
+    config = yaml.safe_load(config_map["data"]["config.yml"])
+    assert all("token_store" in t["auth"] and "token_cache_file" not in t["auth"] for t in config["tenants"])
+    (tmp_path / "config.yml").write_text(config_map["data"]["config.yml"])
+    token = tmp_path / "azure-identity-token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n")
+    result = run_exporter(f"--config.file={tmp_path / 'config.yml'}", "--config.check", env={
+        "AZURE_FEDERATED_TOKEN_FILE": str(token), "AZURE_CLIENT_ID": "00000000-0000-0000-0000-0000000000c1",
+        "AZURE_TENANT_ID": "00000000-0000-0000-0000-0000000000c2"})
+    assert (result.returncode, result.stdout.strip()) == (0, "OK"), result.stderr

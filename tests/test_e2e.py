@@ -158,6 +158,7 @@ def test_config_example_passes_config_check(tmp_path: Path) -> None:
         text = text.replace(prefix, f"{local}/")
     for key, path in re.findall(r"(\w+)_file: (\S+)", text):
         if key != "token_cache":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text("example-secret-value\n")
     config = tmp_path / "config.yaml"
     config.write_text(text)
