@@ -362,9 +362,15 @@ def vault_secrets(identity: Identity, store: KeyVaultStore, http: httpx.Client, 
     tokens = TokenProvider(access, http, on_token=on_token)
     who = (str(store.access.managed_identity) if store.access.managed_identity is not None
            else f"app {access.client_id} ({describe_credential(store.access)})")
-    return KeyVaultSecrets(store.vault_url, http,
-                           lambda scope, fresh: tokens.get_token(scope=scope, force_refresh=fresh),
-                           identity=who)
+
+    def vault_token(scope: str, fresh: bool) -> str:
+        try:
+            return tokens.get_token(scope=scope, force_refresh=fresh)
+        except PollError as err:  # say it was the vault's sign-in, not Partner Center's
+            raise PollError(err.reason, f"signing in to Key Vault {store.vault_url} as {who}: "
+                                        f"{err.message}", retry_after=err.retry_after) from None
+
+    return KeyVaultSecrets(store.vault_url, http, vault_token, identity=who)
 
 
 def classify_identity_error(result: Mapping[str, Any], *, identity: Identity,
@@ -442,6 +448,11 @@ class TokenProvider:
     def expires_at(self) -> float | None:
         """Expiry of the latest access token for the Partner Center scope."""
         return self._expires_at.get(self._default_scope)
+
+    @property
+    def store_pending(self) -> bool | None:
+        """None without a token store; else whether the store lags behind the newest token."""
+        return self._cache.pending if isinstance(self._cache, VaultTokenCache) else None
 
     def for_scope(self, scope: str) -> ScopedTokens:
         """This provider's tokens for another resource, such as Microsoft Graph."""
@@ -586,6 +597,10 @@ class ScopedTokens:
     @property
     def expires_at(self) -> float | None:
         return self._provider.expires_at_for(self.scope)
+
+    @property
+    def store_pending(self) -> bool | None:
+        return self._provider.store_pending
 
     def get_token(self, *, force_refresh: bool = False) -> str:
         return self._provider.get_token(force_refresh=force_refresh, scope=self.scope)

@@ -34,6 +34,9 @@ class TokenSource(Protocol):
     @property
     def expires_at(self) -> float | None: ...
 
+    @property
+    def store_pending(self) -> bool | None: ...
+
     def get_token(self, *, force_refresh: bool = False) -> str: ...
 
     def wait_idle(self, timeout: float) -> bool: ...
@@ -137,6 +140,10 @@ class ApiClient(Generic[D]):
     @property
     def token_expires_at(self) -> float | None:
         return self.tokens.expires_at
+
+    @property
+    def token_store_pending(self) -> bool | None:
+        return self.tokens.store_pending
 
     def fetch(self) -> D:
         raise NotImplementedError

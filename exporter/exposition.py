@@ -54,8 +54,13 @@ SKIPPED = Family(
 TOKEN_EXPIRY = Family(
     "partnercenter_exporter_token_expiry_timestamp_seconds", "gauge",
     "Unix time at which the access token in use expires.", _WHERE)
+TOKEN_STORE_PENDING = Family(
+    "partnercenter_exporter_token_store_write_pending", "gauge",
+    "1 while the newest refresh token is kept in memory only because the token store (Key Vault) "
+    "refused or missed the write; a restart then needs login. Only for tenants with token_store.",
+    _WHERE)
 HEALTH = (POLL_SUCCESS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, LAST_ERROR, POLL_ERRORS,
-          API_REQUESTS, SKIPPED, TOKEN_EXPIRY)
+          API_REQUESTS, SKIPPED, TOKEN_EXPIRY, TOKEN_STORE_PENDING)
 INTERNAL_ERRORS = Family(
     "partnercenter_exporter_internal_errors", "counter",
     "Unexpected errors in the exporter itself (a bug) by poll-loop stage; the loop goes on with the "
@@ -81,6 +86,8 @@ def health_samples(out: Samples, view: SourceView, poll_interval: float) -> None
     out.add(SKIPPED, where, view.skipped_entries_total)
     if view.token_expires_at is not None:
         out.add(TOKEN_EXPIRY, where, view.token_expires_at)
+    if view.token_store_pending is not None:
+        out.add(TOKEN_STORE_PENDING, where, 1 if view.token_store_pending else 0)
 
 
 def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Context,

@@ -85,9 +85,9 @@ class KeyVaultSecrets:
               attempts: int | None = None) -> httpx.Response:
         url = f"{self.vault_url}/secrets/{quote(name, safe='')}"
         fresh = False
-        challenges = 0
+        challenges = tries = 0
         attempts = attempts or self._attempts
-        for attempt in range(1, attempts + 1):
+        while True:
             headers = {}
             if self._scope is not None:
                 headers["Authorization"] = f"Bearer {self._get_token(self._scope, fresh)}"
@@ -98,22 +98,21 @@ class KeyVaultSecrets:
             except httpx.TransportError as err:
                 raise describe_transport_error(err, f"Azure Key Vault {self.vault_url}") from None
             status = response.status_code
-            if status == 401 and challenges < 2:
+            if status == 401 and challenges < 2:  # a challenge is not an attempt
                 challenges += 1
                 scope = self._challenge_scope(response)
                 # A token refused although the scope is right: it was revoked; ask for a new one.
                 fresh = self._scope == scope and "Authorization" in headers
                 self._scope = scope
                 continue
-            if status in _RETRYABLE and attempt < attempts:
+            tries += 1
+            if status in _RETRYABLE and tries < attempts:
                 wait = parse_retry_after(response.headers.get("retry-after"), self._clock())
-                self._sleep(min(self._max_wait, wait if wait is not None else 2.0 ** attempt))
+                self._sleep(min(self._max_wait, wait if wait is not None else 2.0 ** tries))
                 continue
             if status < 300 or (status == 404 and _code(response) == "SecretNotFound"):
                 return response
             raise self._refused(response, name)
-        raise PollError("auth", f"Key Vault {self.vault_url} kept asking for authentication; check "
-                                f"that {self._identity} signs in to the vault's tenant")
 
     def _challenge_scope(self, response: httpx.Response) -> str:
         header = response.headers.get("www-authenticate", "")

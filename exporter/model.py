@@ -112,6 +112,8 @@ class SourceView:
     api_requests_total: Mapping[str, int] = field(default_factory=dict)
     skipped_entries_total: int = 0
     token_expires_at: float | None = None
+    # For a token cache in Key Vault: whether the newest refresh token is not saved there yet.
+    token_store_pending: bool | None = None
 
 
 @dataclass(frozen=True)

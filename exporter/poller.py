@@ -40,6 +40,9 @@ class Source(Protocol):
     @property
     def token_expires_at(self) -> float | None: ...
 
+    @property
+    def token_store_pending(self) -> bool | None: ...
+
     def fetch(self) -> SourceData: ...
 
 
@@ -282,7 +285,8 @@ class Poller:
         source = state.source
         view = dataclasses.replace(state.view, attempted=True, last_duration=duration,
                                    api_requests_total=dict(source.requests_by_code),
-                                   token_expires_at=source.token_expires_at)
+                                   token_expires_at=source.token_expires_at,
+                                   token_store_pending=source.token_store_pending)
         if error is None:
             assert data is not None
             return dataclasses.replace(

@@ -52,6 +52,7 @@ class StaticToken:
 
     method = "refresh_token"
     expires_at = None
+    store_pending = None
 
     def get_token(self, *, force_refresh: bool = False) -> str:
         return "token"

@@ -138,6 +138,7 @@ class _Source:
     name, collector = "contoso", "dap_statistics"
     requests_by_code: dict[str, int] = {}
     token_expires_at = None
+    token_store_pending = None
 
     def fetch(self) -> DapStatistics:
         return DapStatistics(total_customers=1)

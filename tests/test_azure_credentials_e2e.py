@@ -223,18 +223,23 @@ def test_each_rotation_is_one_vault_write_and_a_restart_redeems_the_newest(vault
 
 
 def test_polls_go_on_through_a_vault_outage_and_the_newest_token_lands_after(vault: VaultStack) -> None:
-    """While the vault answers 503 the polls succeed on the in-memory token; once it is back the
-    newest refresh token is written, so a restart then still signs in."""
+    """While the vault answers 503 the polls succeed on the in-memory token and the view says the
+    store lags; once the vault is back the newest refresh token is written, so a restart signs in."""
     app = vault.app()
     try:
         assert view(poll(app), "dap_statistics").last_poll_success
+        assert view(poll(app), "dap_statistics").token_store_pending is False
         vault.sim.inject(Fault("vault", 503, headers={"Retry-After": "0"}, times=10**6))
         for _ in range(2):
-            assert view(poll(app), "dap_statistics").last_poll_success
+            during = view(poll(app), "dap_statistics")
+            assert during.last_poll_success
+            assert during.token_store_pending is True  # partnercenter_exporter_token_store_write_pending 1
         stored_during = stored_refresh_tokens(vault.sim)
         assert stored_during != vault.sim.refresh_token_history(TENANT_ID)[-1:]  # the vault lags
         vault.sim.clear_faults("vault")
-        assert view(poll(app), "dap_statistics").last_poll_success
+        after = view(poll(app), "dap_statistics")
+        assert after.last_poll_success
+        assert after.token_store_pending is False
     finally:
         app.stop()
     assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
@@ -259,3 +264,20 @@ def test_a_missing_vault_role_is_a_clear_error(vault: VaultStack) -> None:
     assert f"refused app {VAULT_APP}" in message
     assert "getSecret" in message
     assert "Key Vault Secrets Officer" in message
+
+
+def test_a_vault_sign_in_failure_says_it_was_the_vault(vault: VaultStack) -> None:
+    """When the vault's own credential is refused, the poll error names the vault's sign-in (and
+    the certificate), not Partner Center's."""
+    # The app's certificate was rotated in Entra, but not in the exporter.
+    vault.sim.app_credentials[VAULT_APP].certificates[:] = [
+        write_client_certificate(vault.directory / "rotated.pem")]
+    app = vault.app()
+    try:
+        failed = view(poll(app), "dap_statistics")
+    finally:
+        app.stop()
+    message = failed.last_error_message or ""
+    assert message.startswith(f"signing in to Key Vault {vault.sim.vault_url} as app {VAULT_APP}")
+    assert "AADSTS700027" in message
+    assert "vault-app.pem" in message

@@ -34,6 +34,7 @@ class FakeSource:
         self.collector = "dap_statistics"
         self.requests_by_code: dict[str, int] = {}
         self.token_expires_at: float | None = None
+        self.token_store_pending: bool | None = None
         self._clock = clock
         self._outcomes = list(outcomes) or [DapStatistics(total_customers=1)]
         self.calls: list[float] = []

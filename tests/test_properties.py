@@ -219,7 +219,7 @@ TENANTS = st.builds(
     last_duration=TIMES, last_error_reason=st.none() | st.sampled_from(REASONS),
     errors_total=st.dictionaries(st.sampled_from(REASONS), COUNTS, max_size=3),
     api_requests_total=st.dictionaries(st.sampled_from(["200", "401", "429", "500"]), COUNTS, max_size=3),
-    skipped_entries_total=COUNTS, token_expires_at=TIMES)
+    skipped_entries_total=COUNTS, token_expires_at=TIMES, token_store_pending=st.none() | st.booleans())
 
 
 @SETTINGS

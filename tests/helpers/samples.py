@@ -31,7 +31,7 @@ def sample_snapshot() -> Snapshot:
         name="contoso", collector="dap_statistics", data=stats, attempted=True, last_poll_success=True,
         last_success_time=1795435200.0, last_duration=0.25, errors_total={"throttled": 2},
         api_requests_total={"200": 10, "429": 2}, skipped_entries_total=1,
-        token_expires_at=1795438800.0)
+        token_expires_at=1795438800.0, token_store_pending=False)
     failing = SourceView(
         name="fabrikam", collector="dap_statistics", attempted=True, last_poll_success=False,
         last_duration=1.5,
@@ -102,6 +102,7 @@ class FakeTokens:
     def __init__(self, method: str = "refresh_token") -> None:
         self.method = method
         self.expires_at: float | None = None
+        self.store_pending: bool | None = None
         self.calls: list[bool] = []
 
     def get_token(self, *, force_refresh: bool = False) -> str:
