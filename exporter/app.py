@@ -218,7 +218,7 @@ class App:
                 log.warning("stopped while a token request was in flight; if the refresh token "
                             "was rotated, run login again", extra={"tenant": source.name})
             else:
-                source.tokens.flush()
+                source.tokens.flush(max(0.5, deadline - time.monotonic()))
         if self._server is not None:
             self._server.shutdown()
         for client in (*(http for http, _ in self._retired), self._http):

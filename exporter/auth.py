@@ -436,10 +436,11 @@ class TokenProvider:
         self._in_flight.release()
         return True
 
-    def flush(self) -> None:
-        """At shutdown: one more try to save a token the token store has not taken yet."""
+    def flush(self, timeout: float) -> None:
+        """At shutdown: one more try, within `timeout` seconds, to save a token the token store
+        has not taken yet."""
         with self._in_flight:
-            if isinstance(self._cache, VaultTokenCache) and not self._cache.flush():
+            if isinstance(self._cache, VaultTokenCache) and not self._cache.flush(timeout):
                 log.error("the newest refresh token could not be saved to %s and ends with this "
                           "process: after a restart, run `%s`", self._cache, self.identity.login_command,
                           extra={"tenant": self.identity.tenant})
@@ -608,8 +609,8 @@ class ScopedTokens:
     def wait_idle(self, timeout: float) -> bool:
         return self._provider.wait_idle(timeout)
 
-    def flush(self) -> None:
-        self._provider.flush()
+    def flush(self, timeout: float) -> None:
+        self._provider.flush(timeout)
 
 
 class LoginError(Exception):
@@ -676,7 +677,7 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
         if account.get("username") != user:
             # The exporter uses the cache's one account; an older sign-in must not shadow this one.
             app.remove_account(account)
-    if isinstance(cache, VaultTokenCache) and not cache.flush():
+    if isinstance(cache, VaultTokenCache) and not cache.flush(http.timeout.read or 30.0):
         raise LoginError(f"signed in, but the token cache could not be saved to {cache} (the log line "
                          f"above says why); fix that and run login again")
     return str(user or claims.get("name") or "the signed-in user")

@@ -70,23 +70,26 @@ class KeyVaultSecrets:
                                                 f"without a value")
         return value
 
-    def set(self, name: str, value: str, *, attempts: int | None = None) -> str:
+    def set(self, name: str, value: str, *, attempts: int | None = None,
+            timeout: float | None = None) -> str:
         """Store a new version of the secret; returns the version's id."""
         size = len(value.encode())
         if size > MAX_SECRET_BYTES:
             raise PollError("client_error", f"secret {name} would be {size:,} bytes, over Key Vault's "
                                             f"limit of {MAX_SECRET_BYTES:,}")
-        response = self._call("PUT", name, {"value": value, "contentType": CONTENT_TYPE}, attempts)
+        response = self._call("PUT", name, {"value": value, "contentType": CONTENT_TYPE}, attempts, timeout)
         if response.status_code == 404:
             raise self._refused(response, name)
         return str(_json(response, self.vault_url).get("id") or "").rsplit("/", 1)[-1]
 
     def _call(self, method: str, name: str, body: dict[str, Any] | None,
-              attempts: int | None = None) -> httpx.Response:
+              attempts: int | None = None, timeout: float | None = None) -> httpx.Response:
         url = f"{self.vault_url}/secrets/{quote(name, safe='')}"
         fresh = False
         challenges = tries = 0
         attempts = attempts or self._attempts
+        # A per-call timeout bounds each phase (connect, write, read) tighter than request_timeout.
+        limit: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         while True:
             headers = {}
             if self._scope is not None:
@@ -94,7 +97,7 @@ class KeyVaultSecrets:
             try:
                 response = read_bounded(self._http, method, url, api="Azure Key Vault",
                                         resource=f"secret {name}", params={"api-version": API_VERSION},
-                                        json=body, headers=headers)
+                                        json=body, headers=headers, **limit)
             except httpx.TransportError as err:
                 raise describe_transport_error(err, f"Azure Key Vault {self.vault_url}") from None
             status = response.status_code

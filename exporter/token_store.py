@@ -75,12 +75,12 @@ class VaultTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]
         kept = {section: everything[section] for section in STORED_SECTIONS if everything.get(section)}
         return json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
-    def flush(self) -> bool:
-        """Write a pending change now, in one try (shutdown cannot wait); True when the vault is
-        up to date."""
+    def flush(self, timeout: float) -> bool:
+        """Write a pending change now, in one try within `timeout` seconds (shutdown cannot wait);
+        True when the vault is up to date."""
         with self._guard:
             if self._pending is not None:
-                self._write(self._pending, attempts=1)
+                self._write(self._pending, attempts=1, timeout=timeout)
             return self._pending is None
 
     @contextmanager
@@ -96,9 +96,9 @@ class VaultTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]
                 if text != self._stored and text != self._pending:
                     self._write(text)
 
-    def _write(self, text: str, attempts: int | None = None) -> None:
+    def _write(self, text: str, attempts: int | None = None, timeout: float | None = None) -> None:
         try:
-            version = self._secrets.set(self.name, text, attempts=attempts)
+            version = self._secrets.set(self.name, text, attempts=attempts, timeout=timeout)
         except PollError as err:
             self._pending = text
             self._failures += 1

@@ -60,7 +60,7 @@ class StaticToken:
     def wait_idle(self, timeout: float) -> bool:
         return True
 
-    def flush(self) -> None:
+    def flush(self, timeout: float) -> None:
         pass
 
 

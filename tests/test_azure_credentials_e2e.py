@@ -281,3 +281,16 @@ def test_a_vault_sign_in_failure_says_it_was_the_vault(vault: VaultStack) -> Non
     assert message.startswith(f"signing in to Key Vault {vault.sim.vault_url} as app {VAULT_APP}")
     assert "AADSTS700027" in message
     assert "vault-app.pem" in message
+
+
+def test_shutdown_saves_a_token_the_vault_missed(vault: VaultStack) -> None:
+    """A rotation the vault missed is written at shutdown when the vault is back by then."""
+    app = vault.app()
+    try:
+        assert view(poll(app), "dap_statistics").last_poll_success  # read the vault at start
+        vault.sim.inject(Fault("vault", 503, headers={"Retry-After": "0"}, times=10**6))
+        assert view(poll(app), "dap_statistics").token_store_pending is True
+        vault.sim.clear_faults("vault")
+    finally:
+        app.stop()
+    assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]

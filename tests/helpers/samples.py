@@ -112,7 +112,7 @@ class FakeTokens:
     def wait_idle(self, timeout: float) -> bool:
         return True
 
-    def flush(self) -> None:
+    def flush(self, timeout: float) -> None:
         pass
 
 
