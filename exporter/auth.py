@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TextIO, get_args
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,7 +21,7 @@ from exporter.client import describe_transport_error, parse_retry_after, read_bo
 from exporter.config import AuthConfig, ClientAssertion, KeyVaultStore
 from exporter.keyvault import KeyVaultSecrets
 from exporter.model import PollError
-from exporter.token_store import VaultTokenCache
+from exporter.token_store import FileTokenCache, VaultTokenCache
 
 log = logging.getLogger("exporter.auth")
 
@@ -171,126 +166,6 @@ class RecordingHttp:
             kwargs["data"] = {key: value.decode() if isinstance(value, bytes) else value
                               for key, value in data.items()}
         return self._request("POST", url, **kwargs)
-
-
-def write_atomically(path: str, content: str) -> None:
-    """Replace a file's content so a reader (or a crash) never sees half of it: temp file in the
-    same directory (created 0600), fsync, rename, fsync of the directory."""
-    directory = os.path.dirname(path) or "."
-    fd, temp_path = tempfile.mkstemp(prefix=".tokencache-", dir=directory)  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        Path(temp_path).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-class TokenCacheLockTimeout(OSError):
-    """Another process held the token cache lock for too long."""
-
-
-TOKEN_CACHE_LOCK_TIMEOUT = 5.0
-
-
-@contextlib.contextmanager
-def _flock(path: str) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        timeout = TOKEN_CACHE_LOCK_TIMEOUT
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TokenCacheLockTimeout(
-                        0, f"another process held {path} for over {timeout:.0f}s") from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-class FileTokenCache(msal.SerializableTokenCache):  # type: ignore[misc]
-    """MSAL's serializable cache kept in a file that other processes (login, a second exporter)
-    share, on MSAL's public cache API only.
-
-    MSAL reads the cache through `search` and changes it through `add` (a token response) and
-    `modify` (`add` calls it once per entry; removals call it directly). Before a read, the file
-    is loaded again if another process replaced it. A change is made under an flock on
-    `<cache>.lockfile`, on top of the file's newest content, and written once, atomically, when
-    `has_state_changed` says so: one write per token response. The kernel drops an flock when its
-    holder dies, so a SIGKILLed process never leaves the cache locked.
-    """
-
-    has_state_changed: bool  # SerializableTokenCache's public flag
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._path = str(path)
-        self._lock_path = f"{path}.lockfile"
-        self._guard = threading.RLock()
-        self._changing_depth = 0
-        self._seen: tuple[int, int, int] | None = None  # the file's identity when last read or written
-
-    def _file_identity(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
-
-    def _reload_if_replaced(self) -> None:
-        identity = self._file_identity()
-        if identity is None or identity == self._seen:
-            return
-        with open(self._path, encoding="utf-8") as handle:
-            self.deserialize(handle.read())  # clears has_state_changed
-        self._seen = identity
-
-    @contextlib.contextmanager
-    def _change(self) -> Iterator[None]:
-        with self._guard:
-            if self._changing_depth:  # modify() inside add(): one lock, one write
-                yield
-                return
-            with _flock(self._lock_path):
-                self._changing_depth += 1
-                try:
-                    self._reload_if_replaced()
-                    yield
-                    if self.has_state_changed:
-                        write_atomically(self._path, self.serialize())
-                        self.has_state_changed = False
-                        self._seen = self._file_identity()
-                finally:
-                    self._changing_depth -= 1
-
-    def search(self, credential_type: str, **kwargs: Any) -> Any:
-        with self._guard:
-            if not self._changing_depth:
-                # No lock for a read: files are replaced whole, so a reader sees old or new.
-                self._reload_if_replaced()
-        return super().search(credential_type, **kwargs)
-
-    def add(self, event: dict[str, Any], **kwargs: Any) -> None:
-        with self._change():
-            super().add(event, **kwargs)
-
-    def modify(self, credential_type: str, old_entry: dict[str, Any],
-               new_key_value_pairs: dict[str, Any] | None = None) -> None:
-        with self._change():
-            super().modify(credential_type, old_entry, new_key_value_pairs)
 
 
 def build_msal_app(identity: Identity, http: RecordingHttp, cache: msal.TokenCache, *,

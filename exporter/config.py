@@ -775,25 +775,28 @@ def _assertion(c: _Errors, data: dict[str, Any], path: str) -> ClientAssertion |
     file_value = c.string(data, "client_assertion_file", path)
     workload = _flag(c, data, "workload_identity", path)
     if file_value is not None:
-        where, assertion_path, source = _join(path, "client_assertion_file"), c.path(file_value), \
-            "client_assertion_file"
-    elif workload:
-        where, source = _join(path, "workload_identity"), AZURE_FEDERATED_TOKEN_FILE
-        named = c.environ.get(AZURE_FEDERATED_TOKEN_FILE, "").strip()
-        if not named:
-            c.add(where, f"environment variable {AZURE_FEDERATED_TOKEN_FILE} is not set; in AKS, label "
-                         f"the pod azure.workload.identity/use: \"true\" and run it with a service "
-                         f"account annotated azure.workload.identity/client-id")
-            return None
-        assertion_path = c.path(named)
-    else:
+        return _token_file(c, file_value, _join(path, "client_assertion_file"), "client_assertion_file")
+    if not workload:
         return None
-    assert assertion_path is not None
-    if not assertion_path.is_file():
-        c.add(where, f"file {assertion_path} does not exist; it holds the federated token the "
+    where = _join(path, "workload_identity")
+    named = c.environ.get(AZURE_FEDERATED_TOKEN_FILE, "").strip()
+    if not named:
+        c.add(where, f"environment variable {AZURE_FEDERATED_TOKEN_FILE} is not set; in AKS, label "
+                     f"the pod azure.workload.identity/use: \"true\" and run it with a service "
+                     f"account annotated azure.workload.identity/client-id")
+        return None
+    return _token_file(c, named, where, AZURE_FEDERATED_TOKEN_FILE)
+
+
+def _token_file(c: _Errors, named: str, where: str, source: str) -> ClientAssertion | None:
+    """A federated token file, which must exist now: the platform writes it before the start."""
+    path = c.path(named)
+    assert path is not None
+    if not path.is_file():
+        c.add(where, f"file {path} does not exist; it holds the federated token the "
                      f"platform (the kubelet, a CI runner) writes")
         return None
-    return ClientAssertion(assertion_path, source)
+    return ClientAssertion(path, source)
 
 
 def _managed_identity(c: _Errors, value: Any, path: str) -> ManagedIdentity | None:
@@ -893,12 +896,9 @@ def _azure_environment_credential(c: _Errors, where: str,
     env = c.environ
     source = "the environment"
     if env.get(AZURE_FEDERATED_TOKEN_FILE, "").strip():
-        path = c.path(env[AZURE_FEDERATED_TOKEN_FILE].strip())
-        assert path is not None
-        if not path.is_file():
-            c.add(where, f"{AZURE_FEDERATED_TOKEN_FILE} names {path}, which does not exist")
-            return None, source
-        return _Credential(client_assertion=ClientAssertion(path, AZURE_FEDERATED_TOKEN_FILE)), source
+        assertion = _token_file(c, env[AZURE_FEDERATED_TOKEN_FILE].strip(), where,
+                                AZURE_FEDERATED_TOKEN_FILE)
+        return (_Credential(client_assertion=assertion) if assertion else None), source
     if env.get(AZURE_CLIENT_CERTIFICATE_PATH, "").strip():
         path = c.path(env[AZURE_CLIENT_CERTIFICATE_PATH].strip())
         assert path is not None

@@ -113,7 +113,7 @@ class KeyVaultSecrets:
                 wait = parse_retry_after(response.headers.get("retry-after"), self._clock())
                 self._sleep(min(self._max_wait, wait if wait is not None else 2.0 ** tries))
                 continue
-            if status < 300 or (status == 404 and _code(response) == "SecretNotFound"):
+            if status < 300 or (status == 404 and _error(response)[0] == "SecretNotFound"):
                 return response
             raise self._refused(response, name)
 
@@ -175,7 +175,3 @@ def _error(response: httpx.Response) -> tuple[str, str]:
         return str(error.get("code") or ""), str(error.get("message") or "")
     except (ValueError, AttributeError):
         return "", ""
-
-
-def _code(response: httpx.Response) -> str:
-    return _error(response)[0]

@@ -14,8 +14,9 @@ import pytest
 import respx
 
 from exporter.app import identity, login_command
-from exporter.auth import AAD_HINTS, TokenProvider, write_atomically
+from exporter.auth import AAD_HINTS, TokenProvider
 from exporter.model import PollError
+from exporter.token_store import write_atomically
 from tests.conftest import (
     DISCOVERY,
     DISCOVERY_URL,
@@ -308,7 +309,7 @@ def test_cache_lock_held_by_another_process_is_a_clear_error(aad: Any, tmp_path:
     cache = tmp_path / "cache.json"
     holder = os.open(f"{cache}.lockfile", os.O_RDWR | os.O_CREAT)
     fcntl.flock(holder, fcntl.LOCK_EX)
-    monkeypatch.setattr("exporter.auth.TOKEN_CACHE_LOCK_TIMEOUT", 0.05)
+    monkeypatch.setattr("exporter.token_store.TOKEN_CACHE_LOCK_TIMEOUT", 0.05)
     aad.token.mock(return_value=httpx.Response(200, json=token_body("at-1", "rt-2")))
     try:
         with pytest.raises(PollError) as caught:

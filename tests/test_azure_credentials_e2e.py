@@ -181,6 +181,14 @@ class VaultStack:
     def app(self) -> App:
         return App(self.config, config_path=str(self.directory / "config.yaml"), listen_address=None)
 
+    def poll_new_process(self) -> SourceView:
+        """What a freshly started exporter sees: a new App, polled once, then stopped."""
+        app = self.app()
+        try:
+            return view(poll(app), "dap_statistics")
+        finally:
+            app.stop()
+
 
 @pytest.fixture
 def vault(tmp_path: Path) -> Any:
@@ -213,11 +221,7 @@ def test_each_rotation_is_one_vault_write_and_a_restart_redeems_the_newest(vault
     assert len(vault.sim.keyvault.versions(SECRET_NAME)) == 1 + rotations  # login, then one per rotation
     assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
 
-    restarted = vault.app()
-    try:
-        assert view(poll(restarted), "dap_statistics").last_poll_success
-    finally:
-        restarted.stop()
+    assert vault.poll_new_process().last_poll_success
     assert vault.sim.count("token", 400) == 0  # no redeemed (stale) refresh token was sent
     assert refresh_grants(vault.sim) == rotations + 1
 
@@ -243,21 +247,13 @@ def test_polls_go_on_through_a_vault_outage_and_the_newest_token_lands_after(vau
     finally:
         app.stop()
     assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
-    restarted = vault.app()
-    try:
-        assert view(poll(restarted), "dap_statistics").last_poll_success
-    finally:
-        restarted.stop()
+    assert vault.poll_new_process().last_poll_success
 
 
 def test_a_missing_vault_role_is_a_clear_error(vault: VaultStack) -> None:
     """Without a data-plane role the vault answers 403 and the poll fails naming the role to grant."""
     vault.sim.keyvault.revoke(VAULT_APP)
-    app = vault.app()
-    try:
-        failed = view(poll(app), "dap_statistics")
-    finally:
-        app.stop()
+    failed = vault.poll_new_process()
     assert not failed.last_poll_success
     assert failed.last_error_reason == "auth"
     message = failed.last_error_message or ""
@@ -272,11 +268,7 @@ def test_a_vault_sign_in_failure_says_it_was_the_vault(vault: VaultStack) -> Non
     # The app's certificate was rotated in Entra, but not in the exporter.
     vault.sim.app_credentials[VAULT_APP].certificates[:] = [
         write_client_certificate(vault.directory / "rotated.pem")]
-    app = vault.app()
-    try:
-        failed = view(poll(app), "dap_statistics")
-    finally:
-        app.stop()
+    failed = vault.poll_new_process()
     message = failed.last_error_message or ""
     assert message.startswith(f"signing in to Key Vault {vault.sim.vault_url} as app {VAULT_APP}")
     assert "AADSTS700027" in message

@@ -195,3 +195,14 @@ def test_certificate_thumbprints_come_from_the_certificate() -> None:
     pem = x509.load_pem_x509_certificates((FIXTURES / "secrets" / "client-cert.pem").read_bytes())[0]
     assert cert.thumbprint_sha1 == pem.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
     assert "PRIVATE KEY" not in repr(cert)
+
+
+def test_vault_default_workload_identity_needs_its_token_file() -> None:
+    """AZURE_FEDERATED_TOKEN_FILE naming a missing file is an error at the vault, naming the file."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_vault_tenant(), environ={"AZURE_FEDERATED_TOKEN_FILE": "/nonexistent/token",
+                                               "AZURE_CLIENT_ID": "22222222-2222-2222-2222-222222222222"},
+                     base_dir=FIXTURES)
+    assert caught.value.errors == ["tenants[0].auth.token_store.azure_key_vault: file /nonexistent/token "
+                                   "does not exist; it holds the federated token the platform (the "
+                                   "kubelet, a CI runner) writes"]

@@ -16,10 +16,10 @@ from exporter.app import identity
 from exporter.auth import (
     MSAL_AUTHORITY_WORD,
     MSAL_REPLAYED_STATUS,
-    FileTokenCache,
     RecordingHttp,
     build_msal_app,
 )
+from exporter.token_store import FileTokenCache
 from tests.conftest import DISCOVERY_URL, SCOPE, aad_error, endpoints, tenant, token_body
 
 
@@ -123,7 +123,7 @@ def test_the_cache_is_changed_through_add_and_modify_and_read_through_search(
 def test_one_token_response_is_one_write(aad: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The five entries of a token response reach the file in one atomic write, not five."""
     writes: list[str] = []
-    monkeypatch.setattr("exporter.auth.write_atomically", lambda path, content: writes.append(content))
+    monkeypatch.setattr("exporter.token_store.write_atomically", lambda path, content: writes.append(content))
     aad.token.mock(return_value=httpx.Response(200, json=token_body("at-1", "rt-2")))
     app(tenant(), FileTokenCache(tmp_path / "cache.json")).acquire_token_by_refresh_token("rt-1", [SCOPE])
     assert len(writes) == 1

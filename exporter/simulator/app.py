@@ -782,6 +782,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
             call: Callable[[], tuple[int, Any]]
             authorization = self.headers.get("Authorization")
+            headers: dict[str, str] = {}  # beyond Content-Type, from the answering endpoint
             if method == "GET" and path == STATISTICS_PATH:
                 target, call = "api", lambda: sim.statistics(authorization)
             elif method == "GET" and path == CUSTOMERS_PATH:
@@ -792,8 +793,11 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 identity_header = self.headers.get("X-IDENTITY-HEADER")
                 target, call = "managed_identity", lambda: sim.managed_identity_token(identity_header, query)
             elif method in ("GET", "PUT") and parts[0] == "secrets":
-                self._vault(method, parts, authorization, raw)
-                return
+                def vault_call() -> tuple[int, Any]:
+                    status, body, extra = sim.keyvault.handle(method, parts, authorization, raw)
+                    headers.update(extra)  # the 401 challenge
+                    return status, body
+                target, call = "vault", vault_call
             elif method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
                 target, call = "discovery", lambda: sim.discovery(parts[0])
             elif method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
@@ -820,7 +824,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 return
             if sim.latency:
                 time.sleep(sim.latency)
-            api_call = target in ("api", "customers", "graph")
+            api_call = target in ("api", "customers", "graph", "vault")
             tenant = sim._tenant_of(authorization) if api_call else parts[0]
             fault = sim._take_fault(target, tenant)
             if fault is None and target == "graph" and sim.throttle_graph_now():
@@ -833,22 +837,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                     self._fault(fault)
                     return
             status, body = call()
-            sim._record(target, form.get("grant_type", ""), status, tenant)
-            self._send(status, json.dumps(body).encode(),
-                       {"Content-Type": "application/json; charset=utf-8"})
-
-        def _vault(self, method: str, parts: list[str], authorization: str | None, raw: bytes) -> None:
-            if sim.latency:
-                time.sleep(sim.latency)
-            fault = sim._take_fault("vault", None)
-            if fault is not None:
-                time.sleep(fault.delay)
-                if fault.status is not None:
-                    sim._record("vault", method, fault.status, None)
-                    self._fault(fault)
-                    return
-            status, body, headers = sim.keyvault.handle(method, parts, authorization, raw)
-            sim._record("vault", method, status, None)
+            sim._record(target, method if target == "vault" else form.get("grant_type", ""), status, tenant)
             self._send(status, json.dumps(body).encode(),
                        {"Content-Type": "application/json; charset=utf-8", **headers})
 
