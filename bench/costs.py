@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.report import Report, Row
 from bench.tools import TenantSpec, exporter, get, rss_mib, wait_ready, write_config, wrk
 from exporter.collectors import dap_statistics
-from exporter.exposition import Renderer, gzip_pieces, reference_render, segments
+from exporter.exposition import Renderer, gzip_end, gzip_pieces, reference_render, segments
 from exporter.model import Snapshot, SourceView
 from exporter.simulator import Simulator
 from exporter.simulator.data import spread_customers, statistics_payload
@@ -68,7 +68,8 @@ def payload_costs(report: Report, settings: Settings) -> None:
 
         def render(snapshot: Snapshot = snapshot) -> object:
             pieces = Renderer().render(snapshot, today=today, thresholds=THRESHOLDS, poll_interval=300)
-            return segments(pieces), gzip_pieces(pieces)
+            head, compressor = gzip_pieces(pieces)
+            return segments(pieces), head + gzip_end(compressor)
 
         def reference(snapshot: Snapshot = snapshot) -> object:
             body = reference_render(snapshot, today=today, thresholds=THRESHOLDS, poll_interval=300)

@@ -1,22 +1,21 @@
-"""Builds grafana/dashboards/*.json, the one source of truth for the three dashboards.
+"""The three dashboards, the one source of truth for them: `python -m devtools.build_monitoring` writes
+them into mixin/dashboards/, and renders the mixin into grafana/dashboards/.
 
-Run `python -m devtools.build_dashboards` after a change; `--check` fails when the JSON files are out of date.
+Every query selects the exporter with SELECTOR, which the mixin swaps for its `_config.selector`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from devtools.generated import sync
-
-OUT_DIR = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
+OUT_DIR = Path(__file__).resolve().parent.parent / "mixin" / "dashboards"
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
-T = 'tenant=~"$tenant"'
+# The mixin's default selector; it must appear in every query, and nowhere else.
+SELECTOR = 'job="partnercenter"'
+T = f'{SELECTOR},tenant=~"$tenant"'
 # Threshold labels at or above 90 days, so a config with 120 or 180 still counts as "over 90".
 OVER_90 = 'inactive_over_days=~"9[0-9]|[1-9][0-9]{2,}"'
 CACHED = "Values are cached by the exporter from its last successful poll of Partner Center."
@@ -87,6 +86,17 @@ def per_tenant(title: str, description: str, expr: str, grid: tuple[int, int, in
     return timeseries(title, description, [target(expr, legend=legend)], grid, unit=unit)
 
 
+def up_down(title: str, description: str, expr: str, legend: str, grid: tuple[int, int, int, int], *,
+            down: str) -> Json:
+    """A state timeline of a 0/1 gauge: green "ok" for 1, red `down` for 0."""
+    return panel("state-timeline", title, description, [target(expr, legend=legend)], grid, unit="none",
+                 defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds(("red", None), ("green", 1)),
+                           "mappings": [{"type": "value", "options": {"0": {"text": down, "color": "red"},
+                                                                      "1": {"text": "ok", "color": "green"}}}]},
+                 options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8,
+                          "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}})
+
+
 def rate_by(title: str, description: str, counter: str, label: str, grid: tuple[int, int, int, int], *,
             unit: str) -> Json:
     """Bars of a counter's per-second rate, one series per value of `label`, over the selected tenants."""
@@ -120,7 +130,7 @@ def links() -> list[Json]:
 
 
 def templating(tenant_metric: str) -> Json:
-    definition = f"label_values({tenant_metric}, tenant)"
+    definition = f"label_values({tenant_metric}{{{SELECTOR}}}, tenant)"
     return {"list": [
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
          "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": []},
@@ -241,16 +251,10 @@ def exporter_health() -> Json:
         "Is partnercenter-exporter polling Partner Center successfully, and if not, why.",
         "partnercenter_exporter_poll_success", "now-24h",
         [
-            panel("state-timeline", "Poll success",
-                  "Whether the last poll of each partner tenant's collector succeeded. Red means that "
-                  "collector's figures are the last good ones, not current.",
-                  [target(f"partnercenter_exporter_poll_success{{{T}}}", legend=BY_COLLECTOR)],
-                  (0, 0, 12, 7), unit="none",
-                  defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds(("red", None), ("green", 1)),
-                            "mappings": [{"type": "value", "options": {"0": {"text": "failing", "color": "red"},
-                                                                       "1": {"text": "ok", "color": "green"}}}]},
-                  options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8,
-                           "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}}),
+            up_down("Poll success",
+                    "Whether the last poll of each partner tenant's collector succeeded. Red means that "
+                    "collector's figures are the last good ones, not current.",
+                    f"partnercenter_exporter_poll_success{{{T}}}", BY_COLLECTOR, (0, 0, 12, 7), down="failing"),
             per_tenant("Age of the last successful poll",
                        "Seconds since each tenant's last successful poll. It should stay below the poll interval; "
                        "the DataStale alert fires past 3 poll intervals.",
@@ -284,12 +288,27 @@ def exporter_health() -> Json:
                   options={"orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,
                            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
             panel("table", "Build info",
-                  "Exporter instances and the version each runs.",
-                  [target("max by (job, instance, version) (partnercenter_exporter_build_info)", instant=True,
-                          table=True)],
+                  "Exporter instances: the version, git commit and Python each runs.",
+                  [target("max by (job, instance, version, revision, python_version) "
+                          f"(partnercenter_exporter_build_info{{{SELECTOR}}})", instant=True, table=True)],
                   (12, 21, 12, 7), unit="none",
                   options={"showHeader": True, "cellHeight": "sm"},
                   transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}]),
+            per_tenant("Memory (RSS)",
+                       "Resident memory of each exporter process (process_resident_memory_bytes). "
+                       "docs/performance.md has the expected size per tenant; a drop to a low value is a restart.",
+                       f"process_resident_memory_bytes{{{SELECTOR}}}", (0, 28, 12, 7), unit="bytes",
+                       legend="{{instance}}"),
+            per_tenant("CPU",
+                       "CPU time each exporter process uses per second (1 = one core). Polls and renders show as "
+                       "short peaks; scrapes cost next to nothing.",
+                       f"rate(process_cpu_seconds_total{{{SELECTOR}}}[$__rate_interval])", (12, 28, 12, 7),
+                       unit="percentunit", legend="{{instance}}"),
+            up_down("Config reloads",
+                    "Whether the last load of each config file worked: config is --config.file (SIGHUP), web is "
+                    "--web.config.file. Failed means the previous config is still running.",
+                    f"partnercenter_exporter_config_last_reload_successful{{{SELECTOR}}}",
+                    "{{instance}} {{config}}", (0, 35, 24, 5), down="failed"),
         ])
 
 
@@ -467,16 +486,5 @@ DASHBOARDS = {"partnercenter-dap-overview.json": dap_overview, "partnercenter-ex
 
 
 def render_all() -> dict[str, str]:
+    """Each dashboard's file name and JSON text."""
     return {name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the JSON files are out of date")
-    args = parser.parse_args(argv)
-    return sync({OUT_DIR / name: text for name, text in render_all().items()}, check=args.check,
-                command="devtools.build_dashboards")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,3 +1,5 @@
 """Prometheus exporter for Microsoft Partner Center delegated admin (DAP) statistics."""
 
-__version__ = "0.1.0"
+from exporter.version import VERSION as __version__
+
+__all__ = ["__version__"]

@@ -1,3 +1,3 @@
-from exporter.cli import main
+from exporter.platform_check import main
 
 raise SystemExit(main())

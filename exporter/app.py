@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import ssl
@@ -26,7 +25,14 @@ from exporter.exposition import Publisher
 from exporter.logs import REDACTOR
 from exporter.model import Snapshot
 from exporter.poller import HEARTBEAT, Poller, Source
-from exporter.server import DEFAULT_MAX_CONNECTIONS, ExporterServer
+from exporter.selfmetrics import ProcessMetrics
+from exporter.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    ExporterServer,
+    ListenError,
+    ServeOptions,
+    systemd_sockets,
+)
 from exporter.webconfig import WebConfigFile, WebConfigProvider
 
 log = logging.getLogger("exporter")
@@ -111,23 +117,32 @@ class App:
     Without a listen address it serves nothing: `poll_once` is then the whole run (`--once`).
     """
 
-    def __init__(self, config: Config, *, config_path: str, listen_address: str | None,
+    def __init__(self, config: Config, *, config_path: str, listen_address: str | Sequence[str] | None,
                  web: WebConfigProvider | None = None, retry_initial: float = 15.0,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 options: ServeOptions | None = None) -> None:
         self.config = config
         self._config_path = config_path
         self._http = build_http_client(config)
         self.publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
+        self.publisher.loaded("config", True)
+        if isinstance(web, WebConfigFile):
+            self.publisher.loaded("web", True)
+            web.on_reload = lambda ok: self.publisher.loaded("web", ok)
         self._sources = {tenant.name: (tenant, self._build(tenant, config)) for tenant in config.tenants}
         self.poller = build_poller(config, self._all_sources(), self.publisher,
                                    retry_initial=retry_initial)
         self.publisher.publish(self.poller.snapshot())
         self._server: ExporterServer | None = None
         if listen_address is not None:
+            options = options or ServeOptions()
             try:
-                self._server = ExporterServer(listen_address, self.publisher, web=web,
-                                              health=self.health, max_connections=max_connections)
-            except OSError:
+                self._server = ExporterServer(
+                    listen_address, self.publisher, web=web, health=self.health,
+                    max_connections=max_connections, telemetry_path=options.telemetry_path,
+                    process_metrics=ProcessMetrics() if options.exporter_metrics else None,
+                    sockets=systemd_sockets() if options.systemd_socket else ())
+            except ListenError:
                 self._http.close()
                 raise
         self._poll_thread = threading.Thread(target=self.poller.run, name="poller", daemon=True)
@@ -190,6 +205,7 @@ class App:
         self._sources = sources
         self.config = config
         self.publisher.reconfigure(config.inactive_thresholds_days, poll_interval=config.poll_interval)
+        self.publisher.loaded("config", True)
         self.poller.reconfigure(self._all_sources(), interval=config.poll_interval,
                                 concurrency=config.poll_concurrency)
         log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})
@@ -239,6 +255,7 @@ def run_until(app: App, stop: threading.Event, reload: threading.Event,
             errors = getattr(err, "errors", None) or [str(err)]
             log.error("config reload failed; still running the previous config",
                       extra={"errors": "; ".join(errors)})
+            app.publisher.loaded("config", False)
             continue
         app.reload(config)
 
@@ -265,6 +282,19 @@ def load_configs(config_file: str, web_config_file: str | None,
     return config, web
 
 
+def poll_once(config: Config, config_path: str) -> int:
+    """`--once`: poll every tenant once, print the exposition, report failures; the exit code."""
+    app = App(config, config_path=config_path, listen_address=None)
+    snapshot = app.poll_once()
+    sys.stdout.buffer.write(app.publisher.current.body)
+    sys.stdout.flush()
+    failed = [v for v in snapshot.views if not v.last_poll_success]
+    for view in failed:
+        print(f"error: tenant {view.name}: {view.collector}: {view.last_error_reason}: "
+              f"{REDACTOR(view.last_error_message or '')}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def stop_on_signals(stop: threading.Event, reload: threading.Event | None = None) -> None:
     """SIGTERM and SIGINT set `stop`; SIGHUP sets `reload`, as Prometheus does."""
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -282,10 +312,10 @@ def stop_on_signals(stop: threading.Event, reload: threading.Event | None = None
         signal.signal(signal.SIGHUP, handle_reload)
 
 
-def serve(config: Config, *, config_path: str, listen_address: str, web: WebConfigProvider | None,
-          stop: threading.Event, reload: threading.Event | None = None,
+def serve(config: Config, *, config_path: str, listen_address: str | Sequence[str],
+          web: WebConfigProvider | None, stop: threading.Event, reload: threading.Event | None = None,
           on_listening: Callable[[ExporterServer], None] | None = None,
-          max_connections: int = DEFAULT_MAX_CONNECTIONS,
+          max_connections: int = DEFAULT_MAX_CONNECTIONS, options: ServeOptions | None = None,
           settle: Callable[[], None] = lambda: None) -> int:
     """Run the poller and the HTTP server until `stop` is set; reload the config on `reload`.
 
@@ -294,16 +324,17 @@ def serve(config: Config, *, config_path: str, listen_address: str, web: WebConf
     """
     try:
         app = App(config, config_path=config_path, listen_address=listen_address, web=web,
-                  max_connections=max_connections)
-    except OSError as err:
-        reason = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be used: {err.strerror}"
-        print(f"--web.listen-address: {listen_address} {reason}; choose another address",
-              file=sys.stderr)
+                  max_connections=max_connections, options=options)
+    except ListenError as err:
+        print(err, file=sys.stderr)
         return 1
     settle()
     app.start()
-    log.info("listening", extra={"address": app.server.url, "tenants": len(config.tenants),
-                                 "version": __version__})
+    log.info("listening", extra={
+        "address": app.server.url,
+        "listeners": ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                              for host, port in app.server.addresses),
+        "tenants": len(config.tenants), "version": __version__})
     if on_listening is not None:
         on_listening(app.server)
     try:

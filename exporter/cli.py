@@ -9,21 +9,26 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from exporter import __version__
 from exporter.app import (
-    App,
     build_http_client,
     identity,
     load_configs,
     login_command,
+    poll_once,
     serve,
     stop_on_signals,
 )
 from exporter.auth import DEFAULT_REDIRECT_URI, LOGIN_FLOWS, LoginError, interactive_login
-from exporter.config import Config, ConfigError
+from exporter.config import ConfigError
 from exporter.demo import demo
 from exporter.logs import REDACTOR, add_log_flags, setup_logging
-from exporter.server import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_CONNECTIONS
+from exporter.server import (
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TELEMETRY_PATH,
+    ServeOptions,
+)
+from exporter.version import PYTHON_VERSION, REVISION, VERSION
 
 log = logging.getLogger("exporter")
 
@@ -33,15 +38,23 @@ EXIT_CONFIG = 2
 
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="partnercenter-exporter",
+        prog="partnercenter-exporter", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Prometheus exporter for Microsoft Partner Center delegated admin (DAP) "
                     "statistics. Subcommands: `login` (Secure Application Model sign-in) and "
                     "`demo` (runs against the built-in simulator).")
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG_FILE,
                         help=f"path to the YAML config (default: {DEFAULT_CONFIG_FILE})")
-    parser.add_argument("--web.listen-address", dest="listen_address",
-                        default=DEFAULT_LISTEN_ADDRESS,
-                        help=f"address to serve /metrics on (default: {DEFAULT_LISTEN_ADDRESS})")
+    parser.add_argument("--web.listen-address", dest="listen_address", action="append", default=None,
+                        help="address to listen on; repeat it to listen on several. :PORT is every "
+                             f"IPv4 and IPv6 address (default: {DEFAULT_LISTEN_ADDRESS})")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path,
+                        default=DEFAULT_TELEMETRY_PATH,
+                        help=f"path to serve the metrics on (default: {DEFAULT_TELEMETRY_PATH})")
+    parser.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
+                        help="listen on the sockets systemd passes (socket activation, a .socket "
+                             "unit) instead of --web.listen-address")
+    parser.add_argument("--web.disable-exporter-metrics", dest="exporter_metrics", action="store_false",
+                        help="leave the process_*, python_gc_* and python_info metrics out")
     parser.add_argument("--web.config.file", dest="web_config_file", default=None,
                         help="exporter-toolkit web config: TLS, basic auth, headers")
     parser.add_argument("--web.max-connections", dest="max_connections", type=_positive,
@@ -54,27 +67,23 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true",
                         help="poll every tenant once, print the metrics to stdout and exit")
     parser.add_argument("--version", action="version",
-                        version=f"partnercenter-exporter {__version__}")
+                        version=f"partnercenter-exporter {VERSION}\n  revision: {REVISION}\n"
+                                f"  python:   {PYTHON_VERSION}")
     add_log_flags(parser)
     return parser
+
+
+def _telemetry_path(text: str) -> str:
+    if not text.startswith("/") or text in ("/", "/healthz", "/readyz") or any(c in text for c in "?# "):
+        raise argparse.ArgumentTypeError(
+            f"must be a path starting with / other than /, /healthz and /readyz, got {text[:40]!r}")
+    return text
 
 
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text[:20]!r}")
     return int(text)
-
-
-def _once(config: Config, config_path: str) -> int:
-    app = App(config, config_path=config_path, listen_address=None)
-    snapshot = app.poll_once()
-    sys.stdout.buffer.write(app.publisher.current.body)
-    sys.stdout.flush()
-    failed = [v for v in snapshot.views if not v.last_poll_success]
-    for view in failed:
-        print(f"error: tenant {view.name}: {view.collector}: {view.last_error_reason}: "
-              f"{REDACTOR(view.last_error_message or '')}", file=sys.stderr)
-    return 1 if failed else 0
 
 
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
@@ -103,11 +112,14 @@ def run(argv: Sequence[str]) -> int:
         print("OK")
         return 0
     if args.once:
-        return _once(config, args.config_file)
+        return poll_once(config, args.config_file)
     stop, reload = threading.Event(), threading.Event()
     stop_on_signals(stop, reload)
-    return serve(config, config_path=args.config_file, listen_address=args.listen_address,
-                 web=web, stop=stop, reload=reload, max_connections=args.max_connections,
+    options = ServeOptions(telemetry_path=args.telemetry_path, systemd_socket=args.systemd_socket,
+                           exporter_metrics=args.exporter_metrics)
+    return serve(config, config_path=args.config_file,
+                 listen_address=args.listen_address or [DEFAULT_LISTEN_ADDRESS], web=web, stop=stop,
+                 reload=reload, max_connections=args.max_connections, options=options,
                  settle=tune_process)
 
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from exporter.app import load_configs, serve, stop_on_signals
+from exporter.app import load_configs, poll_once, serve, stop_on_signals
 from exporter.logs import add_log_flags, setup_logging
 from exporter.server import DEFAULT_PORT, ExporterServer
 from exporter.simulator import Simulator
@@ -28,6 +28,8 @@ def demo(argv: Sequence[str], *, settle: Callable[[], None] = lambda: None) -> i
     parser.add_argument("--web.listen-address", dest="listen_address",
                         default=f"127.0.0.1:{DEFAULT_PORT}",
                         help=f"address to serve /metrics on (default: 127.0.0.1:{DEFAULT_PORT})")
+    parser.add_argument("--once", action="store_true",
+                        help="poll the simulated tenants once, print the metrics to stdout and exit")
     add_log_flags(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
@@ -36,6 +38,8 @@ def demo(argv: Sequence[str], *, settle: Callable[[], None] = lambda: None) -> i
         with Simulator(cert_dir=workdir / "certs", graph_throttle_every=DEMO_GRAPH_THROTTLE_EVERY) as sim:
             config_path = write_demo_config(sim, workdir)
             config, _ = load_configs(str(config_path), None)
+            if args.once:
+                return poll_once(config, str(config_path))
             stop, reload = threading.Event(), threading.Event()
             stop_on_signals(stop, reload)
 

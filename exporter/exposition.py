@@ -13,14 +13,15 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
 
-from exporter import __version__
 from exporter.collectors import REGISTRY, Context, Registry
 from exporter.families import Family, Lines, Row, Rows, Samples
 from exporter.model import INTERNAL_STAGES, REASONS, Snapshot, SourceView, ThresholdBuckets, utc_date
+from exporter.version import PYTHON_VERSION, REVISION, VERSION
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _WHERE = ("tenant", "collector")
@@ -65,8 +66,22 @@ INTERNAL_ERRORS = Family(
     "partnercenter_exporter_internal_errors", "counter",
     "Unexpected errors in the exporter itself (a bug) by poll-loop stage; the loop goes on with the "
     "last good data.", ["stage"])
+RELOAD_SUCCESS = Family(
+    "partnercenter_exporter_config_last_reload_successful", "gauge",
+    "1 if the last load of the config file succeeded, 0 if it failed and the previous config is "
+    "still in force. config is `config` (--config.file, on SIGHUP) or `web` (--web.config.file).",
+    ["config"])
+RELOAD_TIME = Family(
+    "partnercenter_exporter_config_last_reload_success_timestamp_seconds", "gauge",
+    "Unix time of the last successful load of the config file, at start-up or on reload.", ["config"])
+# Each config file's last load: (which, succeeded, Unix time of the last success).
+Reload = tuple[str, bool, float]
 BUILD_INFO = Family(
-    "partnercenter_exporter_build_info", "gauge", "Build information; always 1.", ["version"])
+    "partnercenter_exporter_build_info", "gauge",
+    "Build information: the release version, the git commit and the Python running it; always 1.",
+    ["version", "revision", "python_version"])
+# This process's build_info labels; tests pass their own for stable golden files.
+BUILD = (VERSION, REVISION, PYTHON_VERSION)
 
 
 def health_samples(out: Samples, view: SourceView, poll_interval: float) -> None:
@@ -98,6 +113,12 @@ def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Co
         health_samples(out, view, poll_interval)
 
 
+def reload_rows(reloads: Sequence[Reload]) -> tuple[list[Row], list[Row]]:
+    """Rows of RELOAD_SUCCESS and RELOAD_TIME."""
+    return ([((which,), 1 if ok else 0) for which, ok, _ in reloads],
+            [((which,), at) for which, _, at in reloads])
+
+
 def internal_error_rows(snapshot: Snapshot) -> list[Row]:
     """The exporter's own error counts, one per poll-loop stage, every stage listed."""
     return [((stage,), snapshot.internal_errors.get(stage, 0)) for stage in INTERNAL_STAGES]
@@ -109,8 +130,8 @@ def tenant_families(registry: Registry = REGISTRY) -> tuple[Family, ...]:
 
 
 def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
-                    poll_interval: float, version: str = __version__,
-                    registry: Registry = REGISTRY) -> list[Metric]:
+                    poll_interval: float, build: tuple[str, str, str] = BUILD,
+                    reloads: Sequence[Reload] = (), registry: Registry = REGISTRY) -> list[Metric]:
     """The prometheus_client families of one snapshot: the reference the renderer must equal."""
     ctx = Context(today, ThresholdBuckets(thresholds, today))
     out = Rows()
@@ -118,7 +139,9 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
         tenant_samples(out, name, views, ctx, poll_interval, registry)
     return [*(family.reference(out.rows.get(family, [])) for family in tenant_families(registry)),
             INTERNAL_ERRORS.reference(internal_error_rows(snapshot)),
-            BUILD_INFO.reference([((version,), 1)])]
+            RELOAD_SUCCESS.reference(reload_rows(reloads)[0]),
+            RELOAD_TIME.reference(reload_rows(reloads)[1]),
+            BUILD_INFO.reference([(build, 1)])]
 
 
 class _Families:
@@ -130,11 +153,13 @@ class _Families:
 
 
 def reference_render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
-                     poll_interval: float, version: str = __version__) -> bytes:
+                     poll_interval: float, build: tuple[str, str, str] = BUILD,
+                     reloads: Sequence[Reload] = ()) -> bytes:
     """The exposition as prometheus_client renders metric_families: what render() must equal."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(metric_families(snapshot, today=today, thresholds=thresholds,
-                                                poll_interval=poll_interval, version=version)))
+                                                poll_interval=poll_interval, build=build,
+                                                reloads=reloads)))
     return bytes(generate_latest(registry))
 
 
@@ -156,13 +181,13 @@ class Renderer:
     and joins the others' bytes: with hundreds of tenants a poll round stays cheap.
     """
 
-    def __init__(self, version: str = __version__, registry: Registry = REGISTRY) -> None:
-        self._build = BUILD_INFO.text([((version,), 1)]).encode()
+    def __init__(self, build: tuple[str, str, str] = BUILD, registry: Registry = REGISTRY) -> None:
+        self._build = BUILD_INFO.text([(build, 1)]).encode()
         self._registry = registry
         self._kept: dict[str, _Kept] = {}
 
     def render(self, snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
-               poll_interval: float) -> list[bytes]:
+               poll_interval: float, reloads: Sequence[Reload] = ()) -> list[bytes]:
         """The exposition in pieces, in order: family headers and each tenant's lines."""
         settings = (today, tuple(thresholds), poll_interval)
         ctx = Context(today, ThresholdBuckets(thresholds, today))
@@ -184,16 +209,19 @@ class Renderer:
             pieces.extend(lines[family] for lines in per_tenant if family in lines)
         pieces.append(INTERNAL_ERRORS.header)
         pieces.append(INTERNAL_ERRORS.text(internal_error_rows(snapshot)).encode())
+        for family, rows in zip((RELOAD_SUCCESS, RELOAD_TIME), reload_rows(reloads), strict=True):
+            pieces.append(family.header)
+            pieces.append(family.text(rows).encode())
         pieces.append(BUILD_INFO.header)
         pieces.append(self._build)
         return [piece for piece in pieces if piece]
 
 
 def render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int], poll_interval: float,
-           version: str = __version__) -> bytes:
+           build: tuple[str, str, str] = BUILD, reloads: Sequence[Reload] = ()) -> bytes:
     """The text exposition (format 0.0.4) of one snapshot."""
-    return b"".join(Renderer(version).render(snapshot, today=today, thresholds=thresholds,
-                                             poll_interval=poll_interval))
+    return b"".join(Renderer(build).render(snapshot, today=today, thresholds=thresholds,
+                                           poll_interval=poll_interval, reloads=reloads))
 
 
 # A body smaller than this is kept as one bytes object. A larger one keeps each tenant's big
@@ -226,10 +254,18 @@ def segments(pieces: Sequence[bytes]) -> tuple[bytes, ...]:
     return tuple(result)
 
 
-def gzip_pieces(pieces: Sequence[bytes], level: int = 6) -> bytes:
-    """gzip the pieces as one stream, without joining them first."""
+def gzip_pieces(pieces: Sequence[bytes], level: int = 6) -> tuple[bytes, Any]:
+    """gzip the pieces as one stream, without joining them first: the compressed bytes so far, and
+    the compressor, not yet flushed, so more text can still be appended to the same stream."""
     compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: with the gzip header and trailer
-    return b"".join([*(compressor.compress(piece) for piece in pieces), compressor.flush()])
+    return b"".join(compressor.compress(piece) for piece in pieces), compressor
+
+
+def gzip_end(compressor: Any, tail: bytes = b"") -> bytes:
+    """The rest of the gzip stream after `tail`, from a copy: the compressor stays open for reuse."""
+    copy = compressor.copy()
+    end: bytes = copy.compress(tail) + copy.flush()
+    return end
 
 
 @dataclass(frozen=True)
@@ -237,9 +273,16 @@ class Exposition:
     """Bodies served as they are; rendered once per poll, never per scrape."""
 
     segments: tuple[bytes, ...]  # the text body, in order; see segments()
-    gzip_body: bytes
+    gzip_head: bytes  # the gzip stream of the body, all but its end
+    gzip_end: bytes  # the end: gzip_head + gzip_end is the whole body, gzipped
+    compressor: Any  # zlib's, just after the body: gzip_end(compressor, more) appends `more`
     snapshot: Snapshot
     day: dt.date
+
+    @property
+    def gzip_body(self) -> bytes:
+        """The gzipped body in one piece."""
+        return self.gzip_head + self.gzip_end
 
     @property
     def body(self) -> bytes:
@@ -257,6 +300,7 @@ class Publisher:
         self._clock = clock
         self._lock = threading.Lock()
         self._renderer = Renderer()
+        self._reloads: dict[str, Reload] = {}
         self.current = self._render(Snapshot())
 
     @property
@@ -266,9 +310,11 @@ class Publisher:
     def _render(self, snapshot: Snapshot) -> Exposition:
         day = utc_date(self._clock())
         pieces = self._renderer.render(snapshot, today=day, thresholds=self._thresholds,
-                                       poll_interval=self._poll_interval)
-        return Exposition(segments=segments(pieces), gzip_body=gzip_pieces(pieces), snapshot=snapshot,
-                          day=day)
+                                       poll_interval=self._poll_interval,
+                                       reloads=tuple(self._reloads.values()))
+        head, compressor = gzip_pieces(pieces)
+        return Exposition(segments=segments(pieces), gzip_head=head, gzip_end=gzip_end(compressor),
+                          compressor=compressor, snapshot=snapshot, day=day)
 
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:
@@ -279,6 +325,14 @@ class Publisher:
         with self._lock:
             self._thresholds = tuple(thresholds)
             self._poll_interval = poll_interval
+            self.current = self._render(self.current.snapshot)
+
+    def loaded(self, config: str, ok: bool) -> None:
+        """Record a load of a config file (`config` or `web`): at start-up, on reload, or a failed one."""
+        with self._lock:
+            previous = self._reloads.get(config)
+            last_success = self._clock() if ok else (previous[2] if previous else 0.0)
+            self._reloads[config] = (config, ok, last_success)
             self.current = self._render(self.current.snapshot)
 
     def refresh_if_new_day(self) -> bool:

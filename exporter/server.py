@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import contextlib
 import email.utils
+import errno
 import functools
 import html
 import logging
@@ -22,7 +23,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -33,12 +35,14 @@ from exporter.collectors import REGISTRY, Context
 from exporter.exposition import CONTENT_TYPE, Publisher
 from exporter.logs import REDACTOR, Throttled
 from exporter.model import Snapshot, SourceView, ThresholdBuckets, utc_date
+from exporter.selfmetrics import ProcessMetrics
 from exporter.webconfig import BasicAuth, WebConfig, WebConfigProvider
 
 log = logging.getLogger("exporter.server")
 
 DEFAULT_PORT = 9867
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
+DEFAULT_TELEMETRY_PATH = "/metrics"
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 120.0
 # A request head must arrive in full within this long of its first byte (slow-loris guard).
@@ -77,12 +81,101 @@ _OPEN_PATHS = {"/healthz", "/readyz"}
 _TEXT = "text/plain; charset=utf-8"
 
 def parse_listen_address(address: str) -> tuple[str, int]:
-    """`host:port`, `:port` or `[v6]:port` to (host, port); an empty host means all IPv4."""
+    """`host:port`, `:port` or `[v6]:port` to (host, port); an empty host means every address."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"--web.listen-address: expected HOST:PORT such as {DEFAULT_LISTEN_ADDRESS}"
                          f" or 127.0.0.1:{DEFAULT_PORT}, got {address!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - the documented default
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve, from the --web.* flags other than the addresses (exporter-toolkit's names)."""
+
+    telemetry_path: str = DEFAULT_TELEMETRY_PATH
+    systemd_socket: bool = False  # listen on the sockets systemd passes instead of the addresses
+    exporter_metrics: bool = True  # process_*, python_gc_* and python_info on the telemetry path
+
+
+class ListenError(Exception):
+    """A listener that cannot be opened; the message names the flag, the address and what to do."""
+
+
+def _tcp_socket(family: socket.AddressFamily) -> socket.socket:
+    # Made as a TCP socket by name: asyncio sets TCP_NODELAY only on those, and without it
+    # keep-alive answers stall ~40 ms on delayed ACKs (Nagle's algorithm).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
+
+
+def bind_listener(address: str) -> socket.socket:
+    """A listening socket for one --web.listen-address, as Go's net.Listen("tcp", ...) makes it.
+
+    `:port` and `[::]:port` listen on every IPv4 and IPv6 address (one dual-stack socket), or on
+    every IPv4 address where the host has no IPv6; `0.0.0.0:port` on IPv4 only.
+    """
+    host, port = parse_listen_address(address)
+    sock: socket.socket | None
+    try:
+        if host in ("", "::"):
+            try:
+                sock = _tcp_socket(socket.AF_INET6)
+            except OSError:  # no IPv6 in this kernel or namespace
+                sock = None
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    sock.bind(("::", port))
+                except OSError as err:
+                    sock.close()
+                    if host == "::" or err.errno == errno.EADDRINUSE:
+                        raise
+                    sock = None  # IPv6 present but unusable (disabled): IPv4 as Go falls back
+            if sock is None:
+                sock = _tcp_socket(socket.AF_INET)
+                sock.bind(("0.0.0.0", port))  # noqa: S104 - `:port` means every address
+        else:
+            sock = _tcp_socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+        sock.listen(128)
+    except OSError as err:
+        reason = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be used: {err.strerror}"
+        raise ListenError(f"--web.listen-address: {address} {reason}; choose another address") from None
+    return sock
+
+
+# systemd passes activated sockets from this descriptor on (sd_listen_fds(3)).
+_SD_LISTEN_FDS_START = 3
+
+
+def systemd_sockets(environ: MutableMapping[str, str] | None = None, *,
+                    first_fd: int = _SD_LISTEN_FDS_START) -> list[socket.socket]:
+    """The listening sockets systemd passed by socket activation (LISTEN_PID, LISTEN_FDS).
+
+    The variables are removed, as sd_listen_fds(1) does, so child processes do not take them."""
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
+    listen_pid, count = env.pop("LISTEN_PID", ""), env.pop("LISTEN_FDS", "")
+    env.pop("LISTEN_FDNAMES", None)
+    if not listen_pid or not count:
+        raise ListenError("--web.systemd-socket: systemd passed no socket (LISTEN_FDS is not set); start "
+                          "the exporter from its .socket unit (deploy/systemd), or drop the flag")
+    if listen_pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
+        raise ListenError(f"--web.systemd-socket: LISTEN_PID={listen_pid} LISTEN_FDS={count} are not for "
+                          "this process; start the exporter from its .socket unit, or drop the flag")
+    sockets = []
+    for fd in range(first_fd, first_fd + int(count)):
+        sock = socket.socket(fileno=fd)
+        if sock.type != socket.SOCK_STREAM:
+            raise ListenError(f"--web.systemd-socket: descriptor {fd} is not a stream socket; use "
+                              "ListenStream= in the .socket unit")
+        sockets.append(sock)
+    return sockets
 
 
 @functools.lru_cache(maxsize=64)  # scrapers send the same header every time
@@ -103,7 +196,8 @@ def _age(seconds: float) -> str:
 
 
 def landing_page(snapshot: Snapshot, *, now: float, thresholds: tuple[int, ...],
-                 redact: Callable[[str], str] = REDACTOR) -> bytes:
+                 redact: Callable[[str], str] = REDACTOR,
+                 telemetry_path: str = DEFAULT_TELEMETRY_PATH) -> bytes:
     """The `/` page: links and each tenant's state; every dynamic value is escaped and redacted."""
     ctx = Context(utc_date(now), ThresholdBuckets(thresholds or (90,), utc_date(now)))
     rows = [_tenant_row(view, views, now=now, ctx=ctx, redact=redact)
@@ -118,7 +212,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
 <p>Prometheus exporter for Partner Center delegated admin (DAP) statistics and GDAP relationships,
 version {__version__}. Values are cached from the last successful poll; scrapes never call Partner
 Center or Microsoft Graph.</p>
-<ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>
+<ul><li><a href="{html.escape(telemetry_path)}">{html.escape(telemetry_path)}</a></li>
+<li><a href="/healthz">/healthz</a></li>
 <li><a href="/readyz">/readyz</a></li></ul>
 <h2>Tenants</h2>
 <table><tr><th>tenant</th><th>collector</th><th>state</th><th>last success</th><th>figures</th>
@@ -480,13 +575,17 @@ class _Connection(asyncio.BufferedProtocol):
         head = request.method == "HEAD"
         connection = request.connection
         path = request.path
-        if path == "/metrics":
+        if path == self._server.telemetry_path:
             exposition = self._server.publisher.current
+            process = self._server.process_metrics
             if accepts_gzip(request.headers.get("accept-encoding")):
-                self._send(200, exposition.gzip_body, CONTENT_TYPE, head=head, connection=connection,
+                end = exposition.gzip_end if process is None else process.gzip_end(exposition)
+                self._send(200, (exposition.gzip_head, end), CONTENT_TYPE, head=head,
+                           connection=connection,
                            extra=(("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")))
             else:
-                self._send(200, exposition.segments, CONTENT_TYPE, head=head, connection=connection,
+                parts = exposition.segments if process is None else (*exposition.segments, process.text())
+                self._send(200, parts, CONTENT_TYPE, head=head, connection=connection,
                            extra=(("Vary", "Accept-Encoding"),))
         elif path == "/healthz":
             problem = self._server.health()
@@ -499,11 +598,12 @@ class _Connection(asyncio.BufferedProtocol):
                        _TEXT, head=head, connection=connection)
         elif path == "/":
             publisher = self._server.publisher
-            body = landing_page(publisher.current.snapshot, now=self._server.clock(),
-                                thresholds=publisher.thresholds)
-            self._send(200, body, "text/html; charset=utf-8", head=head, connection=connection)
+            page = landing_page(publisher.current.snapshot, now=self._server.clock(),
+                                thresholds=publisher.thresholds, telemetry_path=self._server.telemetry_path)
+            self._send(200, page, "text/html; charset=utf-8", head=head, connection=connection)
         else:
-            self._send(404, b"Not found; try /metrics\n", _TEXT, head=head, connection=connection)
+            self._send(404, f"Not found; try {self._server.telemetry_path}\n".encode(), _TEXT, head=head,
+                       connection=connection)
 
     def _send(self, status: int, body: bytes | tuple[bytes, ...], content_type: str, *, head: bool,
               connection: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
@@ -515,8 +615,8 @@ class _Connection(asyncio.BufferedProtocol):
         header = self._server.response_head(self._web, status, content_type, length, extra, connection)
         if head or not length:
             transport.write(header)
-        elif len(parts) == 1 and length < _JOIN_BELOW:
-            transport.write(header + parts[0])  # one segment, one syscall
+        elif length < _JOIN_BELOW:
+            transport.write(header + b"".join(parts))  # one copy of a small body, one syscall
         else:
             transport.write(header)
             self._outgoing.extend(memoryview(part) for part in parts)
@@ -560,13 +660,19 @@ class ExporterServer:
 
     server_version = f"partnercenter-exporter/{__version__}"
 
-    def __init__(self, listen_address: str, publisher: Publisher, *,
+    def __init__(self, listen_address: str | Sequence[str], publisher: Publisher, *,
                  web: WebConfigProvider | None = None,
                  clock: Callable[[], float] = time.time,
                  health: Callable[[], str | None] = lambda: None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        host, port = parse_listen_address(listen_address)
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 telemetry_path: str = DEFAULT_TELEMETRY_PATH,
+                 process_metrics: ProcessMetrics | None = None,
+                 sockets: Sequence[socket.socket] = ()) -> None:
+        """Listen on `sockets` if given (systemd's), else on each listen address; bind errors are
+        ListenError, raised here in the caller's thread."""
         self.publisher = publisher
+        self.telemetry_path = telemetry_path
+        self.process_metrics = process_metrics
         self.max_connections = connection_limit(max_connections)
         self.read_buffer = memoryview(bytearray(_READ_CHUNK))
         self._auth_pool = concurrent.futures.ThreadPoolExecutor(AUTH_WORKERS, thread_name_prefix="auth")
@@ -582,20 +688,18 @@ class ExporterServer:
         self._heads: dict[tuple[object, ...], bytes] = {}
         self._heads_date = ""
         self._heads_web: WebConfig | None = None
-        # Bind here, so a taken port fails at start-up in the caller's thread.
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # Made as a TCP socket by name: asyncio sets TCP_NODELAY only on those, and without it
-        # keep-alive answers stall ~40 ms on delayed ACKs (Nagle's algorithm).
-        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
+        self._sockets: list[socket.socket] = list(sockets)
         try:
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._socket.bind((host, port))
-            self._socket.listen(128)
-            self._socket.setblocking(False)
-        except OSError:
-            self._socket.close()
+            for address in addresses if not sockets else ():
+                self._sockets.append(bind_listener(address))
+        except ListenError:
+            for sock in self._sockets:
+                sock.close()
             raise
-        self._address = self._socket.getsockname()
+        for sock in self._sockets:
+            sock.setblocking(False)
+        self._address = self._sockets[0].getsockname()
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_error)
         self._thread: threading.Thread | None = None
@@ -675,6 +779,11 @@ class ExporterServer:
         return int(self._address[1])
 
     @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of every listening socket, in flag order."""
+        return [(str(sock.getsockname()[0]), int(sock.getsockname()[1])) for sock in self._sockets]
+
+    @property
     def url(self) -> str:
         host = str(self._address[0])
         if host in ("0.0.0.0", "::"):  # noqa: S104 - only to print a usable URL
@@ -692,7 +801,8 @@ class ExporterServer:
 
     def shutdown(self) -> None:
         if self._thread is None:
-            self._socket.close()
+            for sock in self._sockets:
+                sock.close()
             self._loop.close()
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -701,19 +811,22 @@ class ExporterServer:
     def _run(self, started: threading.Event) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self._socket,
-                                                           backlog=self.max_connections))
+        servers = [loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=sock,
+                                                              backlog=self.max_connections))
+                   for sock in self._sockets]
         sweeper = loop.call_later(1.0, self._close_idle)
         started.set()
         try:
             loop.run_forever()
         finally:
             sweeper.cancel()
-            server.close()
+            for server in servers:
+                server.close()
             for connection in list(self.connections):
                 connection.abort()
             loop.run_until_complete(asyncio.sleep(0))  # lets the transports finish closing
-            loop.run_until_complete(server.wait_closed())
+            for server in servers:
+                loop.run_until_complete(server.wait_closed())
             loop.run_until_complete(loop.shutdown_default_executor())
             self._auth_pool.shutdown(wait=False, cancel_futures=True)
             loop.close()

@@ -200,6 +200,8 @@ class WebConfigFile:
         self._monotonic = monotonic
         self._spawn = spawn
         self._reloading = False
+        # Told of each reload after the first load: True when it took effect, False when it failed.
+        self.on_reload: Callable[[bool], None] = lambda ok: None
         self._config = load_web_config(self.path)  # the first load must succeed
         self._seen = self._fingerprint(self._config)
         self._next_check = monotonic() + recheck_interval
@@ -233,6 +235,7 @@ class WebConfigFile:
             except ConfigError as err:
                 log.error("web config reload failed; keeping the previous one", extra={
                     "file": str(self.path), "errors": "; ".join(err.errors)})
+                self.on_reload(False)
                 return
             with self._lock:
                 self._config = config
@@ -241,6 +244,7 @@ class WebConfigFile:
             log.info("web config reloaded", extra={"file": str(self.path),
                                                    "tls": config.ssl_context is not None,
                                                    "basic_auth": bool(config.basic_auth)})
+            self.on_reload(True)
         finally:
             with self._lock:
                 self._reloading = False

@@ -143,6 +143,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def ipv6_loopback() -> bool:
+    """True if this machine can listen on ::1 (containers and CI runners may have no IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def require_binary(name: str) -> str:
     """Path of a binary for end-to-end tests; missing is a failure under CI, a skip elsewhere."""
     path = shutil.which(name)

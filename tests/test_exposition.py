@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import os
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 def test_exposition_matches_golden_file() -> None:
     """The rendered exposition of a known snapshot is byte-identical to the golden file."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(30, 60, 90), poll_interval=900,
-                  version="1.2.3")
+                  build=("1.2.3", "0123abc", "3.11.0"),
+                  reloads=(("config", True, NOW - 3600), ("web", False, NOW - 7200)))
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_bytes(body)
     assert body.decode() == GOLDEN.read_text()
@@ -132,7 +134,7 @@ def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.Mon
         return original(name, views, *args)
 
     monkeypatch.setattr(exposition, "_tenant_lines", counting)
-    renderer = exposition.Renderer(version="1.2.3")
+    renderer = exposition.Renderer(build=("1.2.3", "0123abc", "3.11.0"))
     first = sample_snapshot()
     renderer.render(first, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
     assert sorted(calls) == ["contoso", "fabrikam", "northwind"]
@@ -143,7 +145,7 @@ def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.Mon
     pieces = renderer.render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
     assert calls == ["fabrikam"]
     assert b"".join(pieces) == render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900,
-                                      version="1.2.3")
+                                      build=("1.2.3", "0123abc", "3.11.0"))
     calls.clear()
     renderer.render(second, today=TODAY + dt.timedelta(days=1), thresholds=(30, 60, 90), poll_interval=900)
     assert len(calls) == 3  # a new day changes every tenant's over-threshold counts
@@ -165,7 +167,18 @@ def test_large_bodies_keep_big_pieces_without_copying_them() -> None:
 def test_gzip_of_pieces_is_the_gzip_of_the_whole() -> None:
     """gzip_pieces compresses the pieces as one stream that decompresses to their concatenation."""
     pieces = [b"# HELP a\n", b"a 1.0\n" * 1000, b"", b"b 2.0\n"]
-    assert gzip.decompress(exposition.gzip_pieces(pieces)) == b"".join(pieces)
+    head, compressor = exposition.gzip_pieces(pieces)
+    assert gzip.decompress(head + exposition.gzip_end(compressor)) == b"".join(pieces)
+
+
+def test_gzip_end_appends_text_to_the_same_stream_and_can_be_repeated() -> None:
+    """One gzip member (not two concatenated), so any client decodes it; the compressor is reusable."""
+    head, compressor = exposition.gzip_pieces([b"a 1.0\n" * 100])
+    for tail in (b"process_open_fds 7.0\n", b"process_open_fds 8.0\n"):
+        body = head + exposition.gzip_end(compressor, tail)
+        inflater = zlib.decompressobj(31)
+        assert inflater.decompress(body) == b"a 1.0\n" * 100 + tail
+        assert (inflater.eof, inflater.unused_data) == (True, b"")
 
 
 def _samples(body: str, family: str) -> dict[str, str]:

@@ -35,6 +35,11 @@ def scrape(proc: ExporterProcess) -> str:
     return http_get(proc.url + "/metrics")[1].decode()
 
 
+def reload_success_time(body: str) -> float:
+    prefix = 'partnercenter_exporter_config_last_reload_success_timestamp_seconds{config="config"} '
+    return float(next(line for line in body.splitlines() if line.startswith(prefix)).split()[-1])
+
+
 def test_sighup_adds_a_tenant_and_leaves_unchanged_tenants_alone(sim: Simulator, tmp_path: Path) -> None:
     """SIGHUP applies a new tenant at once; an unchanged tenant is not polled or signed in again."""
     config = write_config(sim, tmp_path)
@@ -59,7 +64,8 @@ def test_sighup_adds_a_tenant_and_leaves_unchanged_tenants_alone(sim: Simulator,
 
 
 def test_sighup_with_a_bad_config_keeps_the_running_one(sim: Simulator, tmp_path: Path) -> None:
-    """A bad config on SIGHUP is logged with its errors; the old config keeps serving, a fix applies."""
+    """A bad config on SIGHUP is logged with its errors and sets the reload gauge to 0; the old config
+    keeps serving; a fix applies and sets the gauge back to 1 with a newer success time."""
     config = write_config(sim, tmp_path)
     good = config.read_text()
     proc = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
@@ -76,10 +82,14 @@ def test_sighup_with_a_bad_config_keeps_the_running_one(sim: Simulator, tmp_path
         labels = '{collector="dap_statistics",tenant="contoso"}'
         assert f"partnercenter_exporter_poll_success{labels} 1.0" in scrape(proc)
         assert f"partnercenter_exporter_poll_interval_seconds{labels} 60.0" in scrape(proc)
+        assert 'partnercenter_exporter_config_last_reload_successful{config="config"} 0.0' in scrape(proc)
+        started_at = reload_success_time(scrape(proc))
         config.write_text(good.replace("poll_interval: 1m", "poll_interval: 2m"))
         proc.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: f"partnercenter_exporter_poll_interval_seconds{labels} 120.0" in scrape(proc), 10,
                  "the fixed config")
+        assert 'partnercenter_exporter_config_last_reload_successful{config="config"} 1.0' in scrape(proc)
+        assert reload_success_time(scrape(proc)) > started_at
     finally:
         proc.kill()
 

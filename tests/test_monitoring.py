@@ -10,16 +10,17 @@ from typing import Any
 import pytest
 import yaml
 
-from devtools import build_dashboards, build_prometheusrule
+from devtools import build_monitoring
 from devtools.grafana import iter_panels, load_dashboards
 from devtools.render import main as render_main
 from exporter.exposition import render
+from exporter.selfmetrics import ProcessMetrics
 from tests.conftest import free_port, require_binary
 from tests.helpers.samples import TODAY, github_anchor, rules, sample_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "prometheus"
-RULE_FILES = build_prometheusrule.RULE_FILES
+RULE_FILES = build_monitoring.RULE_FILES
 UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 ALERTMANAGER = ROOT / "alertmanager" / "alertmanager.example.yml"
 
@@ -65,7 +66,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
                 elif all(a.get("exp_labels") and a.get("exp_annotations") for a in expected):
                     firing.add(check["alertname"])
     alerts = {rule["alert"] for rule in rules("alert")}
-    assert len(alerts) == 14
+    assert len(alerts) == 15
     assert alerts - firing == set(), "alerts without a firing case"
     assert alerts - quiet == set(), "alerts without a quiet case"
 
@@ -86,8 +87,9 @@ def test_every_alert_has_severity_tenant_texts_and_a_runbook_section() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
         annotations = rule["annotations"]
         # These alerts are about the exporter itself, whose series have no tenant label.
-        subject = "$labels.instance" if name in ("PartnerCenterExporterDown",
-                                                 "PartnerCenterExporterInternalError") else "$labels.tenant"
+        about_exporter = ("PartnerCenterExporterDown", "PartnerCenterExporterInternalError",
+                          "PartnerCenterExporterConfigReloadFailed")
+        subject = "$labels.instance" if name in about_exporter else "$labels.tenant"
         assert subject in annotations["summary"], name
         assert subject in annotations["description"], name
         url, _, anchor = annotations["runbook_url"].partition("#")
@@ -140,9 +142,17 @@ def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> No
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dashboards_are_up_to_date_with_their_builder() -> None:
-    """grafana/dashboards/*.json are exactly what devtools.build_dashboards writes."""
-    assert build_dashboards.main(["--check"]) == 0
+def test_generated_monitoring_files_are_up_to_date_with_the_mixin() -> None:
+    """The rule files, the PrometheusRule and every dashboard (in mixin/ and grafana/) are what
+    devtools.build_monitoring renders now."""
+    assert build_monitoring.main(["--check"]) == 0
+
+
+def test_check_fails_when_the_mixin_renders_something_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--check reports drift: a _config change not yet rendered makes it fail."""
+    original = build_monitoring.render_mixin
+    monkeypatch.setattr(build_monitoring, "render_mixin", lambda: original({"gdapExpiryDays": 15}))
+    assert build_monitoring.main(["--check"]) == 1
 
 
 def datasource_refs(node: Any) -> list[Any]:
@@ -190,13 +200,15 @@ def test_dashboards_link_to_each_other() -> None:
 
 def test_every_metric_in_dashboards_and_rules_is_exported_or_recorded() -> None:
     """Each metric name used in a panel or rule is one the exporter renders, a recording rule, or up."""
-    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
+    body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900,
+                  reloads=(("config", True, 1.0),)).decode()
     known = {name for name in re.findall(r"^(\w+)[{ ]", body, re.MULTILINE)}
     known |= {rule["record"] for rule in rules("record")} | {"up"}
+    known |= set(re.findall(r"^(\w+)[{ ]", ProcessMetrics().text().decode(), re.MULTILINE))
     exprs = [t["expr"] for d in load_dashboards().values() for p in iter_panels(d) for t in p["targets"]]
     exprs += [rule["expr"] for rule in rules("expr")]
     # Metric names, once string literals (label values) are gone: ours, recorded (with colons), or up.
-    names = re.compile(r"(?<![\w:])(partnercenter_\w+|\w+:[\w:]+|up)(?![\w:(])")
+    names = re.compile(r"(?<![\w:])(partnercenter_\w+|process_\w+|\w+:[\w:]+|up)(?![\w:(])")
     used = {name for expr in exprs for name in names.findall(re.sub(r'"[^"]*"', "", expr))}
     assert used
     assert used - known == set()

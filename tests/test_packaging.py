@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter import platform_check
 from exporter.auth import AAD_HINTS
 from exporter.exposition import render
 from exporter.model import REASONS
@@ -110,3 +111,22 @@ def test_readme_relative_links_and_images_exist() -> None:
     assert "docs/dashboard-dap-overview.png" in relative
     missing = [t for t in relative if not (ROOT / t).exists()]
     assert missing == []
+
+
+def test_windows_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """On Windows the entry point exits 2 with one line naming what to run instead."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert platform_check.main(["--version"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "Linux and macOS, not Windows" in err
+    assert "container image" in err
+
+
+def test_console_script_goes_through_the_platform_check() -> None:
+    """pyproject's console script is the platform check, which hands over to the CLI."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"partnercenter-exporter": "exporter.platform_check:main"}

@@ -225,13 +225,17 @@ TENANTS = st.builds(
 @SETTINGS
 @given(st.lists(TENANTS, max_size=6, unique_by=lambda t: (t.name, t.collector)),
        st.lists(st.integers(1, 3650), min_size=1, max_size=4, unique=True),
-       st.sampled_from([60.0, 900.0, 86400.0, 1e7]))
+       st.sampled_from([60.0, 900.0, 86400.0, 1e7]),
+       st.lists(st.tuples(st.sampled_from(["config", "web"]), st.booleans(), TIMES.filter(bool)),
+                max_size=2, unique_by=lambda r: r[0]))
 def test_fast_renderer_is_byte_identical_to_prometheus_client(
-        tenants: list[SourceView], thresholds: list[int], interval: float) -> None:
+        tenants: list[SourceView], thresholds: list[int], interval: float,
+        reloads: list[tuple[str, bool, float]]) -> None:
     """For any snapshot, render() gives exactly the bytes prometheus_client's generate_latest gives."""
     snapshot = Snapshot(tuple(tenants))
-    assert render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval) == \
-        reference_render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval)
+    assert render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval, reloads=reloads) == \
+        reference_render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval,
+                         reloads=reloads)
 
 
 @SETTINGS

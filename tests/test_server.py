@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import http.client
 import logging
+import os
 import socket
 import ssl
 import struct
@@ -22,9 +23,18 @@ from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelatio
 from exporter.exposition import Publisher
 from exporter.logs import Redactor
 from exporter.model import Snapshot, SourceView
-from exporter.server import ExporterServer, landing_page, parse_listen_address
+from exporter.selfmetrics import ProcessMetrics
+from exporter.server import (
+    ExporterServer,
+    ListenError,
+    bind_listener,
+    landing_page,
+    parse_listen_address,
+    systemd_sockets,
+)
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig
+from tests.conftest import ipv6_loopback
 
 PASSWORD_HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4))
 
@@ -241,10 +251,11 @@ def test_idle_connections_do_not_block_scrapes(publisher: Publisher, certs: Cert
 
 
 @pytest.mark.parametrize(("address", "expected"), [
-    (":9867", ("0.0.0.0", 9867)),  # noqa: S104 - asserting the documented default ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9867", ("::1", 9867)),
+    (":9867", ("", 9867)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9867", ("::1", 9867)),
+    ("[::]:9867", ("::", 9867)), ("localhost:9867", ("localhost", 9867)),
 ])
 def test_parse_listen_address(address: str, expected: tuple[str, int]) -> None:
-    """HOST:PORT, :PORT and [v6]:PORT are understood."""
+    """HOST:PORT, :PORT (every address) and [v6]:PORT are understood."""
     assert parse_listen_address(address) == expected
 
 
@@ -453,3 +464,147 @@ def test_accepted_connections_have_tcp_nodelay(server: ExporterServer) -> None:
         assert connection._transport is not None
         accepted = connection._transport.get_extra_info("socket")
         assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+# --- Listeners as exporter-toolkit makes them: dual-stack, repeated, systemd's ---------------------
+
+def _get_at(host: str, port: int, path: str = "/metrics") -> int:
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    conn.request("GET", path)
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_empty_host_listens_on_ipv4_and_ipv6_as_go_does(publisher: Publisher) -> None:
+    """`:PORT` is one dual-stack socket: the server answers on 127.0.0.1 and on ::1 alike."""
+    probe = bind_listener(":0")
+    port = probe.getsockname()[1]
+    probe.close()
+    server = ExporterServer(f":{port}", publisher)
+    server.start()
+    try:
+        assert server.addresses == [("::", port)]
+        assert (_get_at("127.0.0.1", port), _get_at("::1", port)) == (200, 200)
+    finally:
+        server.shutdown()
+
+
+def test_explicit_ipv4_wildcard_stays_ipv4_only() -> None:
+    """`0.0.0.0:PORT` binds IPv4 only, so IPv6 on the same port stays free for something else."""
+    sock = bind_listener("0.0.0.0:0")
+    try:
+        assert sock.family == socket.AF_INET
+    finally:
+        sock.close()
+
+
+def test_repeated_listen_addresses_all_serve(publisher: Publisher) -> None:
+    """Each --web.listen-address gets its own listener, all serving the same body."""
+    server = ExporterServer(["127.0.0.1:0", "127.0.0.2:0"], publisher)
+    server.start()
+    try:
+        [(first, port1), (second, port2)] = server.addresses
+        assert (first, second) == ("127.0.0.1", "127.0.0.2")
+        assert (_get_at(first, port1), _get_at(second, port2)) == (200, 200)
+    finally:
+        server.shutdown()
+
+
+def test_a_taken_address_among_several_is_named_and_nothing_stays_bound(publisher: Publisher) -> None:
+    """If the second address is taken the error names it, and the first listener is closed again."""
+    taken = bind_listener("127.0.0.1:0")
+    free = bind_listener("127.0.0.1:0")
+    free_port_number = free.getsockname()[1]
+    free.close()
+    try:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ListenError, match=rf"^--web\.listen-address: {address} is already in use"):
+            ExporterServer([f"127.0.0.1:{free_port_number}", address], publisher)
+        bind_listener(f"127.0.0.1:{free_port_number}").close()  # released again
+    finally:
+        taken.close()
+
+
+def test_telemetry_path_moves_the_metrics(publisher: Publisher) -> None:
+    """--web.telemetry-path serves the body there; /metrics is then a 404 that names the path."""
+    server = ExporterServer("127.0.0.1:0", publisher, telemetry_path="/probe/metrics")
+    server.start()
+    try:
+        status, _, body = get(server, "/probe/metrics")
+        assert (status, body) == (200, publisher.current.body)
+        status, _, body = get(server, "/metrics")
+        assert (status, body) == (404, b"Not found; try /probe/metrics\n")
+        assert b'href="/probe/metrics"' in get(server, "/")[2]
+    finally:
+        server.shutdown()
+
+
+def test_systemd_socket_serves_on_the_passed_descriptor(publisher: Publisher) -> None:
+    """With LISTEN_PID and LISTEN_FDS for this process, the server listens on the descriptors systemd
+    passed, and the variables are removed so that child processes do not take the sockets."""
+    listener = bind_listener("127.0.0.1:0")
+    port = listener.getsockname()[1]
+    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1", "LISTEN_FDNAMES": "partnercenter"}
+    sockets = systemd_sockets(env, first_fd=listener.detach())
+    assert env == {}
+    server = ExporterServer([], publisher, sockets=sockets)
+    server.start()
+    try:
+        assert server.addresses == [("127.0.0.1", port)]
+        assert _get_at("127.0.0.1", port) == 200
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({}, "systemd passed no socket"),
+    ({"LISTEN_PID": "1", "LISTEN_FDS": "1"}, "are not for this process"),
+])
+def test_systemd_socket_without_sockets_is_one_clear_error(env: dict[str, str], message: str) -> None:
+    """Without systemd's variables for this process the flag fails with what to do."""
+    with pytest.raises(ListenError, match=rf"^--web\.systemd-socket: .*{message}.*\.socket unit"):
+        systemd_sockets(env)
+
+
+# --- Self-metrics ------------------------------------------------------------------------------
+
+def test_process_metrics_follow_the_body_in_text_and_gzip(publisher: Publisher) -> None:
+    """With process metrics, /metrics is the pre-rendered body plus process_* and python_info, in
+    text and in one gzip stream alike."""
+    server = ExporterServer("127.0.0.1:0", publisher, process_metrics=ProcessMetrics())
+    server.start()
+    try:
+        _, _, plain = get(server, "/metrics")
+        _, headers, zipped = get(server, "/metrics", {"Accept-Encoding": "gzip"})
+    finally:
+        server.shutdown()
+    assert headers["content-encoding"] == "gzip"
+    body = publisher.current.body
+    for text in (plain, gzip.decompress(zipped)):
+        assert text.startswith(body)
+        rest = text[len(body):].decode()
+        assert "\nprocess_resident_memory_bytes " in rest
+        assert "\nprocess_start_time_seconds " in rest
+        assert 'python_info{implementation="CPython"' in rest
+
+
+def test_process_metrics_are_read_at_most_once_a_second() -> None:
+    """Within the refresh interval the same text is served; after it, a fresh read."""
+    now = [100.0]
+    metrics = ProcessMetrics(monotonic=lambda: now[0])
+    first = metrics.text()
+    now[0] += 0.9
+    assert metrics.text() is first
+    now[0] += 0.2
+    assert metrics.text() is not first
+
+
+def test_without_process_metrics_the_body_is_exactly_the_rendered_one(server: ExporterServer,
+                                                                      publisher: Publisher) -> None:
+    """--web.disable-exporter-metrics: no process_* or python_* series, only the rendered bytes."""
+    _, _, plain = get(server, "/metrics")
+    _, _, zipped = get(server, "/metrics", {"Accept-Encoding": "gzip"})
+    assert plain == gzip.decompress(zipped) == publisher.current.body
+    assert b"process_" not in plain

@@ -241,3 +241,34 @@ def test_files_are_checked_at_most_once_per_recheck_interval(tmp_path: Path) -> 
     (reload,) = reloads
     reload()
     assert web.current().headers == {"X-Frame-Options": "DENY"}
+
+
+def test_each_web_config_reload_is_reported_with_its_outcome(tmp_path: Path) -> None:
+    """on_reload hears False for a broken edit and True once a good edit applies, so the reload
+    gauge can follow; an unchanged file reports nothing."""
+    now = [100.0]
+    path = write(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n")
+    reloads: list[Callable[[], None]] = []
+    outcomes: list[bool] = []
+    web = WebConfigFile(path, recheck_interval=1.0, monotonic=lambda: now[0], spawn=reloads.append)
+    web.on_reload = outcomes.append
+    for text in ("basic_auth_users:\n  prometheus: plain\n", "http_server_config:\n  headers: {}\n"):
+        path.write_text(text)
+        now[0] += 1.1
+        web.current()
+        reloads.pop()()
+    now[0] += 1.1
+    web.current()
+    assert (outcomes, reloads) == ([False, True], [])
+
+
+def test_publisher_renders_each_config_files_last_load(tmp_path: Path) -> None:
+    """Publisher.loaded sets the reload gauge and keeps the last success time across a failure."""
+    clock = [1000.0]
+    publisher = Publisher((90,), poll_interval=60, clock=lambda: clock[0])
+    publisher.loaded("web", True)
+    clock[0] = 2000.0
+    publisher.loaded("web", False)
+    body = publisher.current.body.decode()
+    assert 'partnercenter_exporter_config_last_reload_successful{config="web"} 0.0' in body
+    assert 'partnercenter_exporter_config_last_reload_success_timestamp_seconds{config="web"} 1000.0' in body

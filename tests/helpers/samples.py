@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from devtools import build_prometheusrule
+from devtools import build_monitoring
 from exporter.collectors.dap_customers import DapCustomer, DapCustomers
 from exporter.collectors.dap_statistics import DapStatistics
 from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
@@ -118,7 +118,7 @@ class FakeTokens:
 
 def rules(kind: str) -> list[dict[str, Any]]:
     """Every rule of the shipped rule files that has `kind` (alert or record)."""
-    return [rule for path in build_prometheusrule.RULE_FILES
+    return [rule for path in build_monitoring.RULE_FILES
             for group in yaml.safe_load(path.read_text())["groups"]
             for rule in group["rules"] if kind in rule]
 

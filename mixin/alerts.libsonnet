@@ -1,0 +1,239 @@
+// Alert rules; they need the recording rules. Every threshold comes from _config.
+local oneLine(text) = std.strReplace(std.rstripChars(text, '\n'), '\n', ' ');
+// '30m' as people say it: '30 minutes'. The _config durations the texts quote have one unit.
+local human(duration) =
+  local count = std.parseInt(duration[:std.length(duration) - 1]);
+  local unit = { s: 'second', m: 'minute', h: 'hour', d: 'day', w: 'week' }[duration[std.length(duration) - 1]];
+  '%d %s%s' % [count, unit, if count == 1 then '' else 's'];
+
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    // An alert with its severity, texts and runbook link; descriptions are written as blocks and
+    // sent as one line.
+    local alert(name, severity, duration, expr, summary, description) = {
+      alert: name,
+      expr: expr,
+      'for': duration,
+      labels: { severity: severity },
+      annotations: {
+        summary: summary,
+        description: oneLine(description),
+        runbook_url: c.runbookURLPattern % std.asciiLower(name),
+      },
+    },
+    groups+: [
+      {
+        name: '%(groupPrefix)s.dap' % c,
+        rules: [
+          alert(
+            'PartnerCenterDAPInactiveOver90Days', 'warning', '1h',
+            'partnercenter_dap_inactive_customers_over_threshold{%(selector)s,threshold_days="%(dapInactiveDays)d"} > 0' % c,
+            'Partner tenant {{ $labels.tenant }}: {{ $value }} DAP customers inactive for over %(dapInactiveDays)d days' % c,
+            |||
+              {{ $value }} customers of partner tenant {{ $labels.tenant }} have had no partner
+              sign-in through DAP for more than %(dapInactiveDays)d days. Microsoft requires removing these DAP
+              relationships; move the customers to GDAP first, then remove DAP.
+            ||| % c,
+          ),
+          alert(
+            'PartnerCenterDAPRelationshipsRemaining', 'info', '1h',
+            'partnercenter_dap_customers{%(selector)s} > 0' % c,
+            'Partner tenant {{ $labels.tenant }}: {{ $value }} customers still have DAP',
+            |||
+              {{ $value }} customers of partner tenant {{ $labels.tenant }} still have a DAP
+              relationship. DAP is being retired: plan their move to GDAP.
+            |||,
+          ),
+        ],
+      },
+      {
+        name: '%(groupPrefix)s.gdap' % c,
+        rules: [
+          // One alert per customer; Alertmanager groups them per tenant.
+          alert(
+            'PartnerCenterDAPCustomerWithoutGDAP', 'warning', '1h',
+            'partnercenter_dap_customer_without_gdap_info{%(selector)s} == 1' % c,
+            'Partner tenant {{ $labels.tenant }}: customer {{ $labels.customer_name }} has DAP but no active GDAP relationship',
+            |||
+              Customer {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) of partner tenant
+              {{ $labels.tenant }} still relies on DAP and has no active GDAP relationship. When DAP is
+              removed, the partner loses admin access to this customer: create a GDAP relationship with
+              the roles you need and have the customer approve it first.
+            |||,
+          ),
+          // dapLosingAccessDays without a partner sign-in (or never, with DAP older than that),
+          // before Microsoft's 90-day removal of inactive DAP; the value is that age.
+          alert(
+            'PartnerCenterDAPCustomerLosingAccess', 'warning', '1h',
+            |||
+              (
+                (time() - partnercenter_dap_customer_last_signin_timestamp_seconds{%(selector)s} > %(dapLosingAccessDays)d * 86400)
+                  and partnercenter_dap_customer_last_signin_timestamp_seconds{%(selector)s} > 0
+                or
+                (time() - partnercenter_dap_customer_start_timestamp_seconds{%(selector)s} > %(dapLosingAccessDays)d * 86400)
+                  and on (job, instance, tenant, customer_tenant_id)
+                  partnercenter_dap_customer_last_signin_timestamp_seconds{%(selector)s} == 0
+              )
+              and on (job, instance, tenant, customer_tenant_id)
+              partnercenter_dap_customer_without_gdap_info{%(selector)s}
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: customer {{ $labels.customer_name }} is about to lose admin access',
+            |||
+              Customer {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) of partner tenant
+              {{ $labels.tenant }} has DAP, no active GDAP relationship, and no partner sign-in for
+              {{ $value | humanizeDuration }} (or none ever, with DAP that old). Microsoft removes DAP
+              relationships without a partner sign-in for 90 days: set up GDAP now, or the partner loses
+              admin access to this customer.
+            |||,
+          ),
+          // DAP customers, but not one GDAP relationship in any status, for gdapNoneVisibleFor.
+          alert(
+            'PartnerCenterGDAPNoneVisible', 'warning', c.gdapNoneVisibleFor,
+            |||
+              sum by (job, instance, tenant) (partnercenter_gdap_relationships{%(selector)s}) == 0
+                and on (job, instance, tenant)
+              max by (job, instance, tenant) (partnercenter_dap_enabled_customers{%(selector)s} or partnercenter_dap_customers{%(selector)s}) > 0
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: no GDAP relationships visible',
+            |||
+              Partner tenant {{ $labels.tenant }} has DAP customers, but Microsoft Graph lists no GDAP
+              relationship at all. Either the migration has not started, or the signed-in user is not in
+              the partner's Admin Agents group: Graph then answers with an empty list, not an error.
+              Add the user to Admin Agents and run login again, or read Graph app-only with graph_auth.
+              While this fires, the per-customer PartnerCenterDAPCustomerWithoutGDAP alerts are held back.
+            |||,
+          ),
+          alert(
+            'PartnerCenterGDAPRelationshipExpiringSoon', 'warning', '1h',
+            |||
+              partnercenter_gdap_relationship_end_timestamp_seconds{%(selector)s,auto_extend="false"} - time()
+                < %(gdapExpiryDays)d * 86400
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: GDAP relationship with {{ $labels.customer_name }} ends in {{ $value | humanizeDuration }}',
+            |||
+              The GDAP relationship {{ $labels.relationship_name }} between partner tenant
+              {{ $labels.tenant }} and customer {{ $labels.customer_name }}
+              ({{ $labels.customer_tenant_id }}) ends in {{ $value | humanizeDuration }} and does not
+              auto-extend. Turn on auto-extend (not possible with Global Administrator) or request a new
+              relationship before it ends, or the partner loses access.
+            |||,
+          ),
+          alert(
+            'PartnerCenterGDAPGlobalAdminRole', 'warning', '1h',
+            'partnercenter_gdap_relationship_end_timestamp_seconds{%(selector)s,global_admin="true"}' % c,
+            'Partner tenant {{ $labels.tenant }}: GDAP relationship with {{ $labels.customer_name }} has the Global Administrator role',
+            |||
+              The GDAP relationship {{ $labels.relationship_name }} between partner tenant
+              {{ $labels.tenant }} and customer {{ $labels.customer_name }} includes the Global
+              Administrator role. That goes against least privilege and stops the relationship from
+              auto-extending: replace it with one that has only the roles you need.
+            |||,
+          ),
+        ],
+      },
+      {
+        name: '%(groupPrefix)s.health' % c,
+        rules: [
+          alert(
+            'PartnerCenterExporterPollFailing', 'warning', c.pollFailingFor,
+            'partnercenter_exporter_poll_success{%(selector)s} == 0' % c,
+            'Partner tenant {{ $labels.tenant }}: {{ $labels.collector }} polls failing',
+            // Not %-formatted: the text holds printf verbs of its own.
+            |||
+              Polls of collector {{ $labels.collector }} for partner tenant {{ $labels.tenant }} on
+              {{ $labels.instance }} have failed for %s, last with reason
+              {{ with printf "partnercenter_exporter_last_poll_error{job='%%s',instance='%%s',tenant='%%s',collector='%%s'} == 1" $labels.job $labels.instance $labels.tenant $labels.collector | query }}{{ . | first | label "reason" }}{{ else }}unknown{{ end }}.
+              The figures shown are from the last successful poll. The exporter log says why.
+            ||| % [human(c.pollFailingFor)],
+          ),
+          // Firing needs a recent auth error and a failing last poll, so it resolves at the next success.
+          alert(
+            'PartnerCenterExporterAuthFailing', 'critical', c.authFailingFor,
+            |||
+              tenant_reason:partnercenter_exporter_poll_errors:increase1h{%(selector)s,reason="auth"} > 0
+                and on(job, instance, tenant, collector)
+              partnercenter_exporter_poll_success{%(selector)s} == 0
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: sign-in for {{ $labels.collector }} is failing',
+            |||
+              The identity platform, Partner Center or Microsoft Graph refuses the credentials that
+              collector {{ $labels.collector }} of partner tenant {{ $labels.tenant }} on
+              {{ $labels.instance }} uses. It will not recover by itself: usually the refresh token
+              expired or was revoked, or a permission is missing. The exporter log says which; for an
+              expired or revoked token, run partnercenter-exporter login for this tenant.
+            |||,
+          ),
+          alert(
+            'PartnerCenterExporterDataStale', 'warning', '5m',
+            'tenant:partnercenter_exporter_last_success_age:poll_intervals{%(selector)s} > %(staleAfterPollIntervals)d' % c,
+            'Partner tenant {{ $labels.tenant }}: {{ $labels.collector }} data is {{ $value | printf "%.1f" }} poll intervals old',
+            |||
+              The last successful {{ $labels.collector }} poll of partner tenant {{ $labels.tenant }} on
+              {{ $labels.instance }} is more than %(staleAfterPollIntervals)d poll intervals old, so its figures and the alerts
+              based on them are out of date.
+            ||| % c,
+          ),
+          alert(
+            'PartnerCenterExporterThrottled', 'warning', c.throttledFor,
+            'tenant_reason:partnercenter_exporter_poll_errors:increase1h{%(selector)s,reason="throttled"} > 0' % c,
+            'Partner tenant {{ $labels.tenant }}: {{ $labels.collector }} keeps being throttled',
+            |||
+              Partner Center, Microsoft Graph or the identity platform has answered 429 to collector
+              {{ $labels.collector }} of partner tenant {{ $labels.tenant }} on {{ $labels.instance }}
+              in every hour for %s, beyond the short waits the exporter absorbs itself
+              ({{ $value | printf "%%.0f" }} failed polls in the last hour). Something else may share
+              the partner's quota.
+            ||| % [human(c.throttledFor)],
+          ),
+          // Any: each is a bug in the exporter, which goes on with the last good data.
+          alert(
+            'PartnerCenterExporterInternalError', 'warning', '1m',
+            'increase(partnercenter_exporter_internal_errors_total{%(selector)s}[1h]) > 0' % c,
+            'partnercenter-exporter {{ $labels.instance }} hit an internal error ({{ $labels.stage }})',
+            |||
+              The exporter on {{ $labels.instance }} met an unexpected error in its poll loop (stage
+              {{ $labels.stage }}) in the last hour. It goes on with the last good data, but this is a
+              bug: its log holds the traceback (msg="unexpected error in the poll loop").
+            |||,
+          ),
+          // The rotated refresh token lives in memory only: a restart now would need `login`.
+          alert(
+            'PartnerCenterExporterTokenStoreWritePending', 'warning', c.tokenStorePendingFor,
+            'max by (job, instance, tenant) (partnercenter_exporter_token_store_write_pending{%(selector)s}) == 1' % c,
+            "Partner tenant {{ $labels.tenant }}: the rotated refresh token is not saved to Key Vault",
+            |||
+              For %s the exporter on {{ $labels.instance }} has not been able to write partner
+              tenant {{ $labels.tenant }}'s rotated refresh token to its Key Vault secret (its log says
+              why). Polls go on with the token in memory; a restart before the vault takes the write
+              needs `login` again.
+            ||| % [human(c.tokenStorePendingFor)],
+          ),
+          // A failed SIGHUP or web config edit leaves the previous config running: the change the
+          // operator made is not in force.
+          alert(
+            'PartnerCenterExporterConfigReloadFailed', 'warning', c.configReloadFailedFor,
+            'max_over_time(partnercenter_exporter_config_last_reload_successful{%(selector)s}[5m]) == 0' % c,
+            'partnercenter-exporter {{ $labels.instance }}: the {{ $labels.config }} file failed to reload',
+            |||
+              The exporter on {{ $labels.instance }} could not load its changed {{ $labels.config }} file
+              ({{ if eq $labels.config "web" }}--web.config.file{{ else }}--config.file{{ end }}) and is still
+              running the previous one, so the change is not in force. Its log says why
+              (msg="config reload failed" or msg="web config reload failed"); fix the file, then reload again.
+            |||,
+          ),
+          alert(
+            'PartnerCenterExporterDown', 'critical', c.exporterDownFor,
+            'up{%(selector)s} == 0 or absent(up{%(selector)s})' % c,
+            'partnercenter-exporter {{ with $labels.instance }}{{ . }}{{ else }}(no target){{ end }} is down',
+            |||
+              Prometheus cannot scrape partnercenter-exporter
+              {{ with $labels.instance }}on {{ . }}{{ else }}: the job has no targets{{ end }}.
+              No DAP figures or poll alerts arrive while it is down.
+            |||,
+          ),
+        ],
+      },
+    ],
+  },
+}
