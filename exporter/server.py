@@ -168,13 +168,13 @@ def systemd_sockets(environ: MutableMapping[str, str] | None = None, *,
     if listen_pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
         raise ListenError(f"--web.systemd-socket: LISTEN_PID={listen_pid} LISTEN_FDS={count} are not for "
                           "this process; start the exporter from its .socket unit, or drop the flag")
-    sockets = []
-    for fd in range(first_fd, first_fd + int(count)):
-        sock = socket.socket(fileno=fd)
-        if sock.type != socket.SOCK_STREAM:
-            raise ListenError(f"--web.systemd-socket: descriptor {fd} is not a stream socket; use "
-                              "ListenStream= in the .socket unit")
-        sockets.append(sock)
+    sockets = [socket.socket(fileno=fd) for fd in range(first_fd, first_fd + int(count))]
+    odd = [sock.fileno() for sock in sockets if sock.type != socket.SOCK_STREAM]
+    if odd:
+        for sock in sockets:
+            sock.close()
+        raise ListenError(f"--web.systemd-socket: descriptor {odd[0]} is not a stream socket; use "
+                          "ListenStream= in the .socket unit")
     return sockets
 
 

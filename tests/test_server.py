@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import gzip
 import http.client
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 import bcrypt
 import pytest
 
+from exporter import server as server_module
 from exporter.collectors.dap_statistics import DapStatistics
 from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
 from exporter.exposition import Publisher
@@ -498,6 +500,33 @@ def test_explicit_ipv4_wildcard_stays_ipv4_only() -> None:
         assert sock.family == socket.AF_INET
     finally:
         sock.close()
+
+
+def test_empty_host_falls_back_to_ipv4_without_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel has no IPv6 (no AF_INET6 sockets), `:PORT` listens on every IPv4 address."""
+    real = server_module._tcp_socket
+
+    def no_ipv6(family: socket.AddressFamily) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(family)
+
+    monkeypatch.setattr(server_module, "_tcp_socket", no_ipv6)
+    sock = bind_listener(":0")
+    try:
+        assert (sock.family, sock.getsockname()[0]) == (socket.AF_INET, "0.0.0.0")  # noqa: S104
+    finally:
+        sock.close()
+
+
+def test_a_datagram_socket_from_systemd_is_refused_and_closed() -> None:
+    """A ListenDatagram= socket is not one to serve HTTP on: one clear error, the descriptor closed."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fd = udp.detach()
+    with pytest.raises(ListenError, match=rf"descriptor {fd} is not a stream socket; use ListenStream="):
+        systemd_sockets({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"}, first_fd=fd)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
 
 
 def test_repeated_listen_addresses_all_serve(publisher: Publisher) -> None:
