@@ -124,10 +124,10 @@ class App:
         self.config = config
         self._config_path = config_path
         self._http = build_http_client(config)
-        self.publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        self.publisher.loaded("config", True)
+        loaded = ("config", "web") if isinstance(web, WebConfigFile) else ("config",)
+        self.publisher = Publisher(config.inactive_thresholds_days, poll_interval=config.poll_interval,
+                                   loaded=loaded)
         if isinstance(web, WebConfigFile):
-            self.publisher.loaded("web", True)
             web.on_reload = lambda ok: self.publisher.loaded("web", ok)
         self._sources = {tenant.name: (tenant, self._build(tenant, config)) for tenant in config.tenants}
         self.poller = build_poller(config, self._all_sources(), self.publisher,
@@ -205,7 +205,6 @@ class App:
         self._sources = sources
         self.config = config
         self.publisher.reconfigure(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        self.publisher.loaded("config", True)
         self.poller.reconfigure(self._all_sources(), interval=config.poll_interval,
                                 concurrency=config.poll_concurrency)
         log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})

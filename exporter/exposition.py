@@ -113,15 +113,16 @@ def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Co
         health_samples(out, view, poll_interval)
 
 
-def reload_rows(reloads: Sequence[Reload]) -> tuple[list[Row], list[Row]]:
-    """Rows of RELOAD_SUCCESS and RELOAD_TIME."""
-    return ([((which,), 1 if ok else 0) for which, ok, _ in reloads],
-            [((which,), at) for which, _, at in reloads])
-
-
-def internal_error_rows(snapshot: Snapshot) -> list[Row]:
-    """The exporter's own error counts, one per poll-loop stage, every stage listed."""
-    return [((stage,), snapshot.internal_errors.get(stage, 0)) for stage in INTERNAL_STAGES]
+def own_families(snapshot: Snapshot, reloads: Sequence[Reload],
+                 build: tuple[str, str, str]) -> list[tuple[Family, list[Row]]]:
+    """The exporter's families that are not per tenant, with their rows, in exposition order:
+    error counts for every poll-loop stage, each config file's last load, build_info."""
+    return [
+        (INTERNAL_ERRORS, [((stage,), snapshot.internal_errors.get(stage, 0)) for stage in INTERNAL_STAGES]),
+        (RELOAD_SUCCESS, [((which,), 1 if ok else 0) for which, ok, _ in reloads]),
+        (RELOAD_TIME, [((which,), at) for which, _, at in reloads]),
+        (BUILD_INFO, [(build, 1)]),
+    ]
 
 
 def tenant_families(registry: Registry = REGISTRY) -> tuple[Family, ...]:
@@ -138,10 +139,7 @@ def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[
     for name, views in snapshot.by_tenant(registry.order):
         tenant_samples(out, name, views, ctx, poll_interval, registry)
     return [*(family.reference(out.rows.get(family, [])) for family in tenant_families(registry)),
-            INTERNAL_ERRORS.reference(internal_error_rows(snapshot)),
-            RELOAD_SUCCESS.reference(reload_rows(reloads)[0]),
-            RELOAD_TIME.reference(reload_rows(reloads)[1]),
-            BUILD_INFO.reference([(build, 1)])]
+            *(family.reference(rows) for family, rows in own_families(snapshot, reloads, build))]
 
 
 class _Families:
@@ -182,7 +180,7 @@ class Renderer:
     """
 
     def __init__(self, build: tuple[str, str, str] = BUILD, registry: Registry = REGISTRY) -> None:
-        self._build = BUILD_INFO.text([(build, 1)]).encode()
+        self._build = build
         self._registry = registry
         self._kept: dict[str, _Kept] = {}
 
@@ -207,13 +205,9 @@ class Renderer:
         for family in tenant_families(self._registry):
             pieces.append(family.header)
             pieces.extend(lines[family] for lines in per_tenant if family in lines)
-        pieces.append(INTERNAL_ERRORS.header)
-        pieces.append(INTERNAL_ERRORS.text(internal_error_rows(snapshot)).encode())
-        for family, rows in zip((RELOAD_SUCCESS, RELOAD_TIME), reload_rows(reloads), strict=True):
+        for family, rows in own_families(snapshot, reloads, self._build):
             pieces.append(family.header)
             pieces.append(family.text(rows).encode())
-        pieces.append(BUILD_INFO.header)
-        pieces.append(self._build)
         return [piece for piece in pieces if piece]
 
 
@@ -294,13 +288,14 @@ class Publisher:
     """Renders each new snapshot once and swaps the result in for the HTTP server to serve."""
 
     def __init__(self, thresholds: Sequence[int], *, poll_interval: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, loaded: Sequence[str] = ()) -> None:
+        """`loaded`: the config files (`config`, `web`) that were just loaded for this start."""
         self._thresholds = tuple(thresholds)
         self._poll_interval = poll_interval
         self._clock = clock
         self._lock = threading.Lock()
         self._renderer = Renderer()
-        self._reloads: dict[str, Reload] = {}
+        self._reloads: dict[str, Reload] = {name: (name, True, clock()) for name in loaded}
         self.current = self._render(Snapshot())
 
     @property
@@ -321,10 +316,11 @@ class Publisher:
             self.current = self._render(snapshot)
 
     def reconfigure(self, thresholds: Sequence[int], *, poll_interval: float) -> None:
-        """New thresholds or interval from a reloaded config, applied to the current snapshot."""
+        """A reloaded config: its thresholds and interval, and the load itself, in one render."""
         with self._lock:
             self._thresholds = tuple(thresholds)
             self._poll_interval = poll_interval
+            self._reloads["config"] = ("config", True, self._clock())
             self.current = self._render(self.current.snapshot)
 
     def loaded(self, config: str, ok: bool) -> None:

@@ -102,11 +102,20 @@ class ListenError(Exception):
     """A listener that cannot be opened; the message names the flag, the address and what to do."""
 
 
-def _tcp_socket(family: socket.AddressFamily) -> socket.socket:
+def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    """A listening TCP socket; IPv6 wildcards take IPv4 too (IPV6_V6ONLY off, whatever the sysctl)."""
     # Made as a TCP socket by name: asyncio sets TCP_NODELAY only on those, and without it
     # keep-alive answers stall ~40 ms on delayed ACKs (Nagle's algorithm).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -114,40 +123,21 @@ def bind_listener(address: str) -> socket.socket:
     """A listening socket for one --web.listen-address, as Go's net.Listen("tcp", ...) makes it.
 
     `:port` and `[::]:port` listen on every IPv4 and IPv6 address (one dual-stack socket), or on
-    every IPv4 address where the host has no IPv6; `0.0.0.0:port` on IPv4 only.
+    every IPv4 address where the host has no usable IPv6; `0.0.0.0:port` on IPv4 only.
     """
     host, port = parse_listen_address(address)
-    sock: socket.socket | None
     try:
-        if host in ("", "::"):
-            try:
-                sock = _tcp_socket(socket.AF_INET6)
-            except OSError:  # no IPv6 in this kernel or namespace
-                sock = None
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-                    sock.bind(("::", port))
-                except OSError as err:
-                    sock.close()
-                    if host == "::" or err.errno == errno.EADDRINUSE:
-                        raise
-                    sock = None  # IPv6 present but unusable (disabled): IPv4 as Go falls back
-            if sock is None:
-                sock = _tcp_socket(socket.AF_INET)
-                sock.bind(("0.0.0.0", port))  # noqa: S104 - `:port` means every address
-        else:
-            sock = _tcp_socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                sock.close()
+        if host not in ("", "::"):
+            return _listen(socket.AF_INET6 if ":" in host else socket.AF_INET, host, port)
+        try:
+            return _listen(socket.AF_INET6, "::", port)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
                 raise
-        sock.listen(128)
+        return _listen(socket.AF_INET, "0.0.0.0", port)  # noqa: S104 - `:port` means every address
     except OSError as err:
         reason = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be used: {err.strerror}"
         raise ListenError(f"--web.listen-address: {address} {reason}; choose another address") from None
-    return sock
 
 
 # systemd passes activated sockets from this descriptor on (sd_listen_fds(3)).

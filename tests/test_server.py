@@ -19,7 +19,6 @@ from typing import Any
 import bcrypt
 import pytest
 
-from exporter import server as server_module
 from exporter.collectors.dap_statistics import DapStatistics
 from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
 from exporter.exposition import Publisher
@@ -504,14 +503,14 @@ def test_explicit_ipv4_wildcard_stays_ipv4_only() -> None:
 
 def test_empty_host_falls_back_to_ipv4_without_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the kernel has no IPv6 (no AF_INET6 sockets), `:PORT` listens on every IPv4 address."""
-    real = server_module._tcp_socket
+    real = socket.socket
 
-    def no_ipv6(family: socket.AddressFamily) -> socket.socket:
+    def no_ipv6(family: int = socket.AF_INET, *args: Any, **kwargs: Any) -> socket.socket:
         if family == socket.AF_INET6:
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
-        return real(family)
+        return real(family, *args, **kwargs)
 
-    monkeypatch.setattr(server_module, "_tcp_socket", no_ipv6)
+    monkeypatch.setattr(socket, "socket", no_ipv6)
     sock = bind_listener(":0")
     try:
         assert (sock.family, sock.getsockname()[0]) == (socket.AF_INET, "0.0.0.0")  # noqa: S104
