@@ -55,10 +55,11 @@ def main() -> int:
                        else scrape.Settings(), work / "scrape")
         if "polls" in chosen:
             print("== poll scaling, and scrape latency during a poll")
-            settings = polls.Settings(tenant_counts=(1, 10), busy_rounds=1, busy_seconds=1) if quick \
-                else polls.Settings()
+            settings = polls.Settings(tenant_counts=(1, 10), busy_rounds=1, busy_seconds=1,
+                                      active_relationships=200) if quick else polls.Settings()
             polls.scaling(report, settings, work / "polls")
             polls.scrape_while_polling(report, settings, work / "busy")
+            polls.access_assignments_round(report, settings, work / "access")
         cost_settings = costs.Settings(date_counts=(1, 1000), repeats=1, large_tenants=5, large_dates=100,
                                        large_rounds=1, scrape_seconds=1) if quick else costs.Settings()
         if "payload" in chosen:

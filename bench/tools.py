@@ -29,6 +29,7 @@ CLIENT_ID = "11111111-1111-1111-1111-111111111111"
 class TenantSpec:
     dates: int | None = None  # distinct dates in each list; None: the simulator's realistic mix
     customers: int | None = None
+    collectors: tuple[str, ...] | None = None  # None: the default (dap_statistics)
 
 
 def write_config(sim: Simulator, directory: Path, tenants: Sequence[TenantSpec], *,
@@ -45,6 +46,8 @@ def write_config(sim: Simulator, directory: Path, tenants: Sequence[TenantSpec],
         entries.append({"name": f"t{i:03d}", "tenant_id": tenant_id, "client_id": CLIENT_ID,
                         "auth": {"token_cache_file": str(directory / f"t{i}.cache.json"),
                                  "refresh_token_file": str(seed)}})
+        if spec.collectors is not None:
+            entries[-1]["collectors"] = list(spec.collectors)
     document: dict[str, Any] = {
         "request_timeout": request_timeout, "endpoints": sim.endpoints_config(), "tenants": entries}
     if concurrency is not None:

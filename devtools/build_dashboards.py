@@ -1,4 +1,4 @@
-"""The three dashboards, the one source of truth for them: `python -m devtools.build_monitoring` writes
+"""The four dashboards, the one source of truth for them: `python -m devtools.build_monitoring` writes
 them into mixin/dashboards/, and renders the mixin into grafana/dashboards/.
 
 Every query selects the exporter with SELECTOR, which the mixin swaps for its `_config.selector`.
@@ -20,7 +20,12 @@ T = f'{SELECTOR},tenant=~"$tenant"'
 OVER_90 = 'inactive_over_days=~"9[0-9]|[1-9][0-9]{2,}"'
 CACHED = "Values are cached by the exporter from its last successful poll of Partner Center."
 GDAP_CACHED = ("Values are cached by the exporter from its last successful polls of Partner Center and "
-               "Microsoft Graph; they need the gdap_relationships and dap_customers collectors.")
+               "Microsoft Graph; they need the gdap_relationships and dap_customers collectors, and "
+               "gdap_access_assignments to count access assignments (without it, an active relationship "
+               "counts as access).")
+ACCESS_CACHED = ("Values are cached by the exporter from its last successful polls of Microsoft Graph (and "
+                 "Partner Center's DAP customer list); access assignments need the gdap_access_assignments "
+                 "collector.")
 BY_COLLECTOR = "{{tenant}} {{collector}}"
 DAYS_LEFT = f"(partnercenter_gdap_relationship_end_timestamp_seconds{{{T}}} - time()) / 86400"
 
@@ -312,24 +317,38 @@ def exporter_health() -> Json:
         ])
 
 
-def relationship_table(title: str, description: str, expr: str, grid: tuple[int, int, int, int]) -> Json:
-    """One row per GDAP relationship, with the days it has left."""
+def customer_table(title: str, description: str, expr: str, grid: tuple[int, int, int, int], *,
+                   value: str | None = None, columns: dict[str, str] | None = None,
+                   hidden: tuple[str, ...] = (), steps: tuple[tuple[str, float | None], ...] = ()) -> Json:
+    """One row per series of an instant query: its labels as columns (but `hidden`) and, if `value`
+    names it, its value coloured by `steps`."""
+    names = {"tenant": "Partner tenant", "customer_name": "Customer", "customer_tenant_id": "Customer tenant id",
+             **(columns or {})}
+    order = ["tenant", "customer_name", *[c for c in names if c not in ("tenant", "customer_name")], "Value"]
+    overrides: list[Json] = []
+    if value and steps:
+        overrides.append({"matcher": {"id": "byName", "options": value},
+                          "properties": [{"id": "decimals", "value": 1},
+                                         {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                                         {"id": "thresholds", "value": thresholds(*steps)}]})
     return panel("table", title, description, [target(expr, instant=True, table=True)], grid, unit="none",
                  defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
                  options={"showHeader": True, "cellHeight": "sm",
-                          "sortBy": [{"displayName": "Days left", "desc": False}]},
-                 overrides=[{"matcher": {"id": "byName", "options": "Days left"},
-                             "properties": [{"id": "decimals", "value": 1},
-                                            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                                            {"id": "thresholds", "value": thresholds(
-                                                ("red", None), ("orange", 14), ("green", 30))}]}],
+                          "sortBy": [{"displayName": value or "Customer", "desc": False}]},
+                 overrides=overrides,
                  transformations=[{"id": "organize", "options": {
-                     "excludeByName": {"Time": True, "job": True, "instance": True, "relationship_id": True},
-                     "indexByName": {"tenant": 0, "customer_name": 1, "relationship_name": 2, "Value": 3},
-                     "renameByName": {"tenant": "Partner tenant", "customer_name": "Customer",
-                                      "customer_tenant_id": "Customer tenant id",
-                                      "relationship_name": "Relationship", "auto_extend": "Auto-extend",
-                                      "global_admin": "Global Admin", "Value": "Days left"}}}])
+                     "excludeByName": {"Time": True, "job": True, "instance": True, "__name__": True,
+                                       **dict.fromkeys(hidden, True), **({} if value else {"Value": True})},
+                     "indexByName": {name: i for i, name in enumerate(order)},
+                     "renameByName": {**names, **({"Value": value} if value else {})}}}])
+
+
+def relationship_table(title: str, description: str, expr: str, grid: tuple[int, int, int, int]) -> Json:
+    """One row per GDAP relationship, with the days it has left."""
+    return customer_table(title, description, expr, grid, value="Days left",
+                          columns={"relationship_name": "Relationship", "auto_extend": "Auto-extend",
+                                   "global_admin": "Global Admin"},
+                          hidden=("relationship_id",), steps=(("red", None), ("orange", 14), ("green", 30)))
 
 
 def gdap_migration() -> Json:
@@ -338,19 +357,20 @@ def gdap_migration() -> Json:
     with_gdap = f"{dap} - {without}"
     return dashboard(
         "partnercenter-gdap-migration", "DAP to GDAP migration",
-        "Which DAP customers have no GDAP relationship yet, and which GDAP relationships expire soon or "
-        "carry Global Administrator.",
+        "Which DAP customers nobody at the partner can administer through GDAP yet (no active relationship "
+        "with an active access assignment), and which GDAP relationships expire soon or carry Global "
+        "Administrator.",
         "partnercenter_dap_enabled_customers", "now-30d",
         [
             stat("DAP customers", f"Customers with DAP (delegatedAdminCustomers, dapEnabled). {GDAP_CACHED}",
                  dap, (0, 0, 4, 4), unit="none"),
-            stat("With GDAP", "DAP customers that also have an active GDAP relationship: ready for DAP "
-                 f"removal. {GDAP_CACHED}", with_gdap, (4, 0, 4, 4), unit="none",
+            stat("With GDAP", "DAP customers the partner can also administer through GDAP (an active "
+                 f"relationship with an active access assignment): ready for DAP removal. {GDAP_CACHED}", with_gdap, (4, 0, 4, 4), unit="none",
                  steps=(("green", None),)),
-            stat("Without GDAP", "DAP customers with no active GDAP relationship: removing DAP "
-                 f"cuts the partner off from them. {GDAP_CACHED}", without, (8, 0, 4, 4), unit="none",
+            stat("Without GDAP", "DAP customers without GDAP access: removing DAP cuts the partner off "
+                 f"from them. {GDAP_CACHED}", without, (8, 0, 4, 4), unit="none",
                  steps=(("green", None), ("red", 1))),
-            stat("Migration progress", f"Share of DAP customers that have GDAP. {GDAP_CACHED}",
+            stat("Migration progress", f"Share of DAP customers with GDAP access. {GDAP_CACHED}",
                  f"({with_gdap}) / clamp_min({dap}, 1)", (12, 0, 4, 4), unit="percentunit",
                  steps=(("red", None), ("orange", 0.5), ("green", 0.999)), decimals=1),
             stat("Expiring within 30 days", "Active GDAP relationships that end within 30 days and do "
@@ -363,20 +383,21 @@ def gdap_migration() -> Json:
                  steps=(("green", None), ("orange", 1))),
             timeseries(
                 "Migration progress over time",
-                "DAP customers with and without an active GDAP relationship, summed over the "
+                "DAP customers with and without GDAP access, summed over the "
                 f"selected tenants. {GDAP_CACHED}",
                 [target(with_gdap, ref="A", legend="with GDAP"), target(without, ref="B", legend="without GDAP")],
                 (0, 4, 12, 8), unit="none"),
             timeseries(
                 "GDAP relationships by status",
                 "GDAP relationships of the selected tenants by status, direct and reseller. approvalPending "
-                "and created wait for the customer; only active grants access (expiring has passed its "
-                f"end date). {GDAP_CACHED}",
+                "and created wait for the customer, approved and activating are being set up; only active "
+                "can grant access, through an active access assignment (expiring has passed its end date). "
+                f"{GDAP_CACHED}",
                 [target(f"sum by (status) (partnercenter_gdap_relationships{{{T}}}) > 0", legend="{{status}}")],
                 (12, 4, 12, 8), unit="none"),
             panel("table", "DAP customers without GDAP",
-                  "Every customer with DAP and no active GDAP relationship. Request a GDAP "
-                  f"relationship for each before removing DAP. {GDAP_CACHED}",
+                  "Every customer with DAP and no GDAP access. Request a GDAP relationship for each, and "
+                  f"assign your security groups to it, before removing DAP. {GDAP_CACHED}",
                   [target(f"max by (tenant, customer_name, customer_tenant_id) "
                           f"(partnercenter_dap_customer_without_gdap_info{{{T}}})", instant=True, table=True)],
                   (0, 12, 12, 10), unit="none",
@@ -399,7 +420,8 @@ def gdap_migration() -> Json:
                 f"Replace them with least-privilege roles. {GDAP_CACHED}",
                 DAYS_LEFT.replace(T, T + ',global_admin="true"'), (0, 22, 24, 8)),
             per_tenant("Customers with GDAP access",
-                       f"Distinct customers with at least one active GDAP relationship. {GDAP_CACHED}",
+                       "Distinct customers the partner can administer through GDAP: an active relationship "
+                       f"with an active access assignment. {GDAP_CACHED}",
                        f"partnercenter_gdap_customers{{{T}}}", (0, 30, 12, 7), unit="none"),
             timeseries(
                 "Relationships expiring without auto-extend",
@@ -412,7 +434,7 @@ def gdap_migration() -> Json:
         ])
 
 
-# Per DAP customer: the last partner sign-in, the DAP start, and whether GDAP covers it.
+# Per DAP customer: the last partner sign-in, the DAP start, and whether the partner has GDAP access.
 LAST = f"partnercenter_dap_customer_last_signin_timestamp_seconds{{{T}}}"
 START = f"partnercenter_dap_customer_start_timestamp_seconds{{{T}}}"
 WITHOUT = f"partnercenter_dap_customer_without_gdap_info{{{T}}}"
@@ -466,7 +488,8 @@ def customer_activity_table(grid: tuple[int, int, int, int]) -> Json:
     return panel(
         "table", "DAP customers: last partner sign-in and next step",
         "Every customer with DAP: days since the last partner sign-in (lastSignInDateTime; never when no "
-        "partner ever signed in), whether an active GDAP relationship covers it, partner sign-ins with "
+        "partner ever signed in), whether the partner has GDAP access to it (an active relationship with "
+        "an active access assignment), partner sign-ins with "
         "Global Administrator in the last day, and the suggested action. Microsoft removes DAP without a "
         f"partner sign-in for 90 days. {GDAP_CACHED}",
         targets, grid, unit="none", defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
@@ -481,8 +504,98 @@ def customer_activity_table(grid: tuple[int, int, int, int]) -> Json:
                              "customer_tenant_id": "Customer tenant id", **names}}}])
 
 
+ACCESS = f"partnercenter_gdap_customer_access{{{T}}}"
+ACCESS_END = f"partnercenter_gdap_customer_access_end_timestamp_seconds{{{T}}}"
+AUTO_EXTENDS = f"partnercenter_gdap_customer_access_auto_extends{{{T}}}"
+RELATIONSHIP_ASSIGNMENTS = f"partnercenter_gdap_relationship_active_access_assignments{{{T}}}"
+NOT_ACTIVE = f"partnercenter_gdap_access_assignment_last_modified_timestamp_seconds{{{T}}}"
+
+
+def gdap_access() -> Json:
+    """Which customers the partner's people can administer through GDAP, and for how long."""
+    customers = f"count({ACCESS})"
+    without = f"count({ACCESS} == 0)"
+    ending = f"(({ACCESS_END} - time()) / 86400 < 30) and {CUSTOMER} ({AUTO_EXTENDS} == 0)"
+    return dashboard(
+        "partnercenter-gdap-access", "GDAP access",
+        "Which customers someone at the partner can administer through GDAP: an active relationship with "
+        "an active access assignment. Relationships that give nobody access, access assignments that are "
+        "pending or failed, access that ends soon, and requests that wait for approval.",
+        "partnercenter_gdap_customer_access", "now-7d",
+        [
+            stat("Customers", "Customers known from any GDAP relationship or the DAP customer list. "
+                 f"{ACCESS_CACHED}", f"{customers} or vector(0)", (0, 0, 4, 4), unit="none"),
+            stat("With access", "Customers someone at the partner can administer through GDAP. "
+                 f"{ACCESS_CACHED}", f"sum({ACCESS}) or vector(0)", (4, 0, 4, 4), unit="none",
+                 steps=(("green", None),)),
+            stat("Without access", "Customers nobody at the partner can administer through GDAP. "
+                 f"{ACCESS_CACHED}", f"{without} or vector(0)", (8, 0, 4, 4), unit="none",
+                 steps=(("green", None), ("red", 1))),
+            stat("Relationships without access", "Active relationships without an active access "
+                 f"assignment: they give nobody access. {ACCESS_CACHED}",
+                 f"count({RELATIONSHIP_ASSIGNMENTS} == 0) or vector(0)", (12, 0, 4, 4), unit="none",
+                 steps=(("green", None), ("orange", 1))),
+            stat("Access ending within 30 days", "Customers whose access ends within 30 days with nothing "
+                 f"that auto-extends it. {ACCESS_CACHED}", f"count({ending}) or vector(0)", (16, 0, 4, 4),
+                 unit="none", steps=(("green", None), ("orange", 1))),
+            stat("Counted by access assignment", "Share of the selected tenants whose access counts access "
+                 "assignments (gdap_access_assignments runs); the others count active relationships only, "
+                 f"which overstates access. {ACCESS_CACHED}",
+                 f"avg(partnercenter_gdap_customer_access_checks_assignments{{{T}}})", (20, 0, 4, 4),
+                 unit="percentunit", steps=(("orange", None), ("green", 1))),
+            customer_table(
+                "Customers without access",
+                "Every customer nobody at the partner can administer through GDAP: no active relationship, or "
+                "none with an active access assignment. Request a relationship, or assign a security group "
+                f"to the one there is. {ACCESS_CACHED}", f"{ACCESS} == 0", (0, 4, 12, 10)),
+            timeseries(
+                "Access assignments by status",
+                "Access assignments of the active relationships by status. Only active gives access; pending "
+                f"and error need a look; deleted is history. {ACCESS_CACHED}",
+                [target(f"sum by (status) (partnercenter_gdap_access_assignments{{{T}}}) > 0",
+                        legend="{{status}}")], (12, 4, 12, 10), unit="none"),
+            customer_table(
+                "Relationships without access",
+                "Active relationships without an active access assignment: nobody can use their roles until "
+                f"a security group is assigned. {ACCESS_CACHED}", f"{RELATIONSHIP_ASSIGNMENTS} == 0",
+                (0, 14, 12, 9), columns={"relationship_id": "Relationship id"}),
+            customer_table(
+                "Access assignments not active",
+                "Access assignments that are pending, failed (error) or being deleted, with the security "
+                f"group and the days since they last changed. {ACCESS_CACHED}",
+                f"(time() - {NOT_ACTIVE}) / 86400", (12, 14, 12, 9), value="Days since last change",
+                columns={"status": "Status", "access_container_id": "Security group",
+                         "relationship_id": "Relationship id", "assignment_id": "Assignment id"},
+                steps=(("green", None), ("orange", 0.042), ("red", 1))),
+            panel("bargauge", "Access ending soonest",
+                  "The 25 customers whose access ends first, in days from now: the latest end among the "
+                  f"relationships that give access. {ACCESS_CACHED}",
+                  [target(f"sort(bottomk(25, ({ACCESS_END} - time()) / 86400))", legend="{{customer_name}}",
+                          instant=True)],
+                  (0, 23, 12, 12), unit="d",
+                  defaults={"color": {"mode": "thresholds"}, "decimals": 0,
+                            "thresholds": thresholds(("red", None), ("orange", 14), ("green", 30))},
+                  options={"orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,
+                           "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
+            customer_table(
+                "Access ending within 30 days",
+                "Customers whose access ends within 30 days and that nothing auto-extends (a relationship "
+                f"with Global Administrator never does), with the days left. {ACCESS_CACHED}", ending,
+                (12, 23, 12, 12), value="Days left", steps=(("red", None), ("orange", 7), ("green", 30))),
+            customer_table(
+                "Requests waiting for approval",
+                "Relationship requests in approvalPending, with their age in days; Microsoft removes them "
+                f"after 90 days. {ACCESS_CACHED}",
+                f'(time() - partnercenter_gdap_relationship_created_timestamp_seconds{{{T},status="approvalPending"}})'
+                " / 86400", (0, 35, 24, 9), value="Days waiting",
+                columns={"relationship_name": "Relationship", "relationship_id": "Relationship id",
+                         "status": "Status"},
+                steps=(("green", None), ("orange", 60), ("red", 80))),
+        ])
+
+
 DASHBOARDS = {"partnercenter-dap-overview.json": dap_overview, "partnercenter-exporter-health.json": exporter_health,
-              "partnercenter-gdap-migration.json": gdap_migration}
+              "partnercenter-gdap-migration.json": gdap_migration, "partnercenter-gdap-access.json": gdap_access}
 
 
 def render_all() -> dict[str, str]:

@@ -186,26 +186,34 @@ class PanelRenderer:
         units = {o["matcher"]["options"]: p["value"] for o in panel["fieldConfig"].get("overrides", [])
                  for p in o["properties"] if p["id"] == "unit"}
         rows: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
-        key_labels: list[str] = []
+        # Prometheus drops empty labels, so rows may differ in their labels: a missing one is blank.
+        key_labels: set[str] = set()
         for target, result in targets:
             column = value_column(target["refId"], len(targets))
             for series in result:
                 labels = {k: v for k, v in series["metric"].items() if k != "__name__"}
-                key_labels = sorted(labels)
+                key_labels |= labels.keys()
                 rows.setdefault(tuple(sorted(labels.items())), {})[column] = float(series["value"][1])
         excluded = {key for t in panel.get("transformations", [])
                     for key in t["options"].get("excludeByName", {})}
         value_columns = [value_column(t["refId"], len(targets)) for t, _ in targets]
         shown_values = [c for c in value_columns if c not in excluded]
-        header = [names.get(k, (k, None))[0] for k in [*key_labels, *shown_values]]
+        columns = sorted(key_labels - excluded)
+        header = [names.get(k, (k, None))[0] for k in [*columns, *shown_values]]
         default_unit = panel["fieldConfig"]["defaults"]["unit"]
         cells = []
         for key, values in sorted(rows.items()):
-            row = [v for _, v in key]
+            labels = dict(key)
+            row = [labels.get(k, "") for k in columns]
             for column in shown_values:
                 unit = units.get(names.get(column, (column, None))[0], default_unit)
                 row.append(format_value(values[column], unit) if column in values else "")
             cells.append(row)
+        # As in Grafana, a table shows what fits its height; the rest would scroll.
+        fits = panel["gridPos"]["h"] + 2
+        if len(cells) > fits:
+            more = len(cells) - fits + 1
+            cells = [*cells[:fits - 1], [f"... {more} more rows", *[""] * (len(header) - 1)]]
         ax.axis("off")
         if cells:
             table = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="left")

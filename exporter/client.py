@@ -150,11 +150,15 @@ class ApiClient(Generic[D]):
 
     def _get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
         """GET one document; a 401 gets one fresh token, any other failure raises PollError."""
-        response = self._get(url, params, self.tokens.get_token())
+        return self._call_json("GET", url, params=params)
+
+    def _call_json(self, method: str, url: str, **kwargs: Any) -> Any:
+        """One request and its JSON answer (params= or json= as httpx takes them), as _get_json."""
+        response = self._send(method, url, self.tokens.get_token(), **kwargs)
         if response.status_code == 401 and not self._mfa_refused(response):
             # The identity platform may still think a revoked or rotated token is fine: one fresh try.
             # A refusal for missing MFA is not one of those: a refreshed token has no more MFA.
-            response = self._get(url, params, self.tokens.get_token(force_refresh=True))
+            response = self._send(method, url, self.tokens.get_token(force_refresh=True), **kwargs)
         if response.status_code != 200:
             raise self._error(response)
         try:
@@ -165,11 +169,12 @@ class ApiClient(Generic[D]):
                             f"{self.api} answered 200 with a body that is not JSON ({kind}, "
                             f"{len(response.content)} bytes); a proxy or outage page is likely") from None
 
-    def _get(self, url: str, params: Mapping[str, str] | None, token: str) -> httpx.Response:
+    def _send(self, method: str, url: str, token: str, **kwargs: Any) -> httpx.Response:
         try:
-            return read_bounded(self._http, "GET", url, api=self.api, resource=self.resource,
-                                on_status=self._count, monotonic=self._monotonic, params=params,
-                                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+            return read_bounded(self._http, method, url, api=self.api, resource=self.resource,
+                                on_status=self._count, monotonic=self._monotonic,
+                                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                                **kwargs)
         except httpx.TransportError as err:
             raise describe_transport_error(err, self.api) from None
 

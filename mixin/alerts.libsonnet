@@ -54,12 +54,13 @@ local human(duration) =
           alert(
             'PartnerCenterDAPCustomerWithoutGDAP', 'warning', '1h',
             'partnercenter_dap_customer_without_gdap_info{%(selector)s} == 1' % c,
-            'Partner tenant {{ $labels.tenant }}: customer {{ $labels.customer_name }} has DAP but no active GDAP relationship',
+            'Partner tenant {{ $labels.tenant }}: customer {{ $labels.customer_name }} has DAP but no GDAP access',
             |||
               Customer {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) of partner tenant
-              {{ $labels.tenant }} still relies on DAP and has no active GDAP relationship. When DAP is
-              removed, the partner loses admin access to this customer: create a GDAP relationship with
-              the roles you need and have the customer approve it first.
+              {{ $labels.tenant }} still relies on DAP and nobody at the partner can administer it through
+              GDAP (no active relationship with an active access assignment). When DAP is removed, the
+              partner loses admin access to this customer: create a GDAP relationship with the roles you
+              need, have the customer approve it and assign your security groups to it first.
             |||,
           ),
           // dapLosingAccessDays without a partner sign-in (or never, with DAP older than that),
@@ -81,7 +82,7 @@ local human(duration) =
             'Partner tenant {{ $labels.tenant }}: customer {{ $labels.customer_name }} is about to lose admin access',
             |||
               Customer {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) of partner tenant
-              {{ $labels.tenant }} has DAP, no active GDAP relationship, and no partner sign-in for
+              {{ $labels.tenant }} has DAP, no GDAP access, and no partner sign-in for
               {{ $value | humanizeDuration }} (or none ever, with DAP that old). Microsoft removes DAP
               relationships without a partner sign-in for 90 days: set up GDAP now, or the partner loses
               admin access to this customer.
@@ -104,19 +105,87 @@ local human(duration) =
               While this fires, the per-customer PartnerCenterDAPCustomerWithoutGDAP alerts are held back.
             |||,
           ),
+          // Access is an active relationship with an active access assignment: one without any
+          // gives nobody access.
           alert(
-            'PartnerCenterGDAPRelationshipExpiringSoon', 'warning', '1h',
+            'PartnerCenterGDAPRelationshipWithoutAccess', 'warning', c.gdapWithoutAccessFor,
+            'partnercenter_gdap_relationship_active_access_assignments{%(selector)s} == 0' % c,
+            'Partner tenant {{ $labels.tenant }}: the active GDAP relationship with {{ $labels.customer_name }} gives nobody access',
             |||
-              partnercenter_gdap_relationship_end_timestamp_seconds{%(selector)s,auto_extend="false"} - time()
-                < %(gdapExpiryDays)d * 86400
+              The active GDAP relationship {{ $labels.relationship_id }} between partner tenant
+              {{ $labels.tenant }} and customer {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }})
+              has no active access assignment, so no one at the partner can use its roles. Assign a
+              security group of the partner to it (Partner Center: the customer's Admin relationships),
+              or fix the assignment that is pending or failed.
+            |||,
+          ),
+          // The value is the assignment's age since its last change.
+          alert(
+            'PartnerCenterGDAPAccessAssignmentFailing', 'warning', c.gdapAssignmentFailingFor,
+            |||
+              time() - partnercenter_gdap_access_assignment_last_modified_timestamp_seconds{%(selector)s,status="error"}
+                or
+              time() - partnercenter_gdap_access_assignment_last_modified_timestamp_seconds{%(selector)s,status="pending"}
+                > %(gdapAssignmentPendingMinutes)d * 60
             ||| % c,
-            'Partner tenant {{ $labels.tenant }}: GDAP relationship with {{ $labels.customer_name }} ends in {{ $value | humanizeDuration }}',
+            'Partner tenant {{ $labels.tenant }}: a GDAP access assignment for {{ $labels.customer_name }} is {{ $labels.status }}',
             |||
-              The GDAP relationship {{ $labels.relationship_name }} between partner tenant
-              {{ $labels.tenant }} and customer {{ $labels.customer_name }}
-              ({{ $labels.customer_tenant_id }}) ends in {{ $value | humanizeDuration }} and does not
-              auto-extend. Turn on auto-extend (not possible with Global Administrator) or request a new
-              relationship before it ends, or the partner loses access.
+              An access assignment of the GDAP relationship {{ $labels.relationship_id }} with customer
+              {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) of partner tenant
+              {{ $labels.tenant }} is {{ $labels.status }} (last changed {{ $value | humanizeDuration }}
+              ago), so security group {{ $labels.access_container_id }} has no access through it. Delete
+              the assignment and create it again; check that the group still exists in the partner tenant.
+            |||,
+          ),
+          // A customer's access is the latest end among the relationships that give access, so a
+          // replaced relationship does not fire while a newer one covers the customer.
+          alert(
+            'PartnerCenterGDAPCustomerAccessEndingSoon', 'warning', '1h',
+            |||
+              partnercenter_gdap_customer_access_end_timestamp_seconds{%(selector)s} - time() < %(gdapAccessEndingDays)d * 86400
+                and on (job, instance, tenant, customer_tenant_id)
+              partnercenter_gdap_customer_access_auto_extends{%(selector)s} == 0
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: GDAP access to {{ $labels.customer_name }} ends in {{ $value | humanizeDuration }}',
+            |||
+              The partner's GDAP access to customer {{ $labels.customer_name }}
+              ({{ $labels.customer_tenant_id }}) of partner tenant {{ $labels.tenant }} ends in
+              {{ $value | humanizeDuration }}: no relationship that gives access lasts longer or
+              auto-extends. Turn on auto-extend (not possible with Global Administrator) or have the
+              customer approve a new relationship, and assign your security groups to it, before then.
+            |||,
+          ),
+          // Fires when the last relationship that gave access passes its end date (expiring), or its
+          // last active assignment goes; it stays until lostAccessLookback has passed.
+          alert(
+            'PartnerCenterGDAPCustomerLostAccess', 'critical', c.gdapLostAccessFor,
+            |||
+              partnercenter_gdap_customer_access{%(selector)s} == 0
+                and on (job, instance, tenant, customer_tenant_id)
+              max_over_time(partnercenter_gdap_customer_access{%(selector)s}[%(gdapLostAccessLookback)s]) == 1
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: lost GDAP access to customer {{ $labels.customer_name }}',
+            |||
+              Nobody at partner tenant {{ $labels.tenant }} can administer customer
+              {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) through GDAP any more, though
+              someone could within the last %(lookback)s: the last relationship that gave access ended
+              or was terminated, or its last active access assignment went. Request a new relationship
+              and have the customer approve it.
+            ||| % { lookback: human(c.gdapLostAccessLookback) },
+          ),
+          // The value is the request's age.
+          alert(
+            'PartnerCenterGDAPInvitePending', 'info', '1h',
+            |||
+              time() - partnercenter_gdap_relationship_created_timestamp_seconds{%(selector)s,status="approvalPending"}
+                > %(gdapInvitePendingDays)d * 86400
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: GDAP request {{ $labels.relationship_name }} has waited {{ $value | humanizeDuration }}',
+            |||
+              The GDAP relationship request {{ $labels.relationship_name }} of partner tenant
+              {{ $labels.tenant }}{{ with $labels.customer_name }} to customer {{ . }}{{ end }} has waited for
+              the customer's approval for {{ $value | humanizeDuration }}. Microsoft removes requests left
+              in approvalPending after 90 days: send the customer the approval link again, or let it go.
             |||,
           ),
           alert(

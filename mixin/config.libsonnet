@@ -15,8 +15,14 @@
     dapInactiveDays: 90,
     // Warn this many days without a partner sign-in, ahead of Microsoft's 90-day DAP removal.
     dapLosingAccessDays: 80,
-    // Warn when a GDAP relationship without auto-extend ends within this many days.
-    gdapExpiryDays: 14,
+    // Warn when a customer's GDAP access ends within this many days and nothing auto-extends it.
+    gdapAccessEndingDays: 30,
+    // An access assignment in pending for longer than this is stuck.
+    gdapAssignmentPendingMinutes: 60,
+    // Warn when a GDAP request has waited this many days for approval (Microsoft removes it at 90).
+    gdapInvitePendingDays: 60,
+    // A customer with no GDAP access now that had access within this range has lost it.
+    gdapLostAccessLookback: '7d',
     // Data older than this many poll intervals is stale.
     staleAfterPollIntervals: 3,
     // How long each condition must hold before its alert fires (one unit each: alert texts quote them).
@@ -24,6 +30,9 @@
     authFailingFor: '5m',
     throttledFor: '2h',
     gdapNoneVisibleFor: '1d',
+    gdapWithoutAccessFor: '1h',
+    gdapAssignmentFailingFor: '15m',
+    gdapLostAccessFor: '5m',
     tokenStorePendingFor: '15m',
     configReloadFailedFor: '10m',
     exporterDownFor: '5m',

@@ -5,6 +5,7 @@ local files = {
   'partnercenter-dap-overview.json': importstr 'dashboards/partnercenter-dap-overview.json',
   'partnercenter-exporter-health.json': importstr 'dashboards/partnercenter-exporter-health.json',
   'partnercenter-gdap-migration.json': importstr 'dashboards/partnercenter-gdap-migration.json',
+  'partnercenter-gdap-access.json': importstr 'dashboards/partnercenter-gdap-access.json',
 };
 
 {

@@ -218,17 +218,18 @@ def test_expiry_windows_count_only_relationships_without_auto_extend() -> None:
         'tenant="contoso",within_days="7"': "1.0", 'tenant="contoso",within_days="30"': "2.0"}
     assert _samples(body, "partnercenter_gdap_relationships_with_global_admin") == {
         'tenant="contoso"': "1.0"}
-    assert _samples(body, "partnercenter_gdap_customers") == {'tenant="contoso"': "3.0"}
+    # a and c: b's only active relationship has no active access assignment.
+    assert _samples(body, "partnercenter_gdap_customers") == {'tenant="contoso"': "2.0"}
 
 
 def test_dap_customers_without_gdap_are_joined_with_the_gdap_data() -> None:
-    """DAP customers whose relationships are only pending, expired or expiring, or who have none,
-    are listed: only an active relationship covers a customer."""
+    """DAP customers whose relationships are only pending, expired or expiring, who have none, or
+    whose active relationship has no active access assignment (b: pending only) are listed."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert _samples(body, "partnercenter_dap_enabled_customers") == {'tenant="contoso"': "5.0"}
-    assert _samples(body, "partnercenter_dap_customers_without_gdap") == {'tenant="contoso"': "3.0"}
+    assert _samples(body, "partnercenter_dap_customers_without_gdap") == {'tenant="contoso"': "4.0"}
     assert _samples(body, "partnercenter_dap_customer_without_gdap_info") == {
-        f'customer_name="{c} Ltd",customer_tenant_id="id-{c}",tenant="contoso"': "1.0" for c in "def"}
+        f'customer_name="{c} Ltd",customer_tenant_id="id-{c}",tenant="contoso"': "1.0" for c in "bdef"}
 
 
 def test_last_partner_sign_in_per_dap_customer_is_zero_when_never() -> None:
@@ -246,14 +247,15 @@ def test_last_partner_sign_in_per_dap_customer_is_zero_when_never() -> None:
 
 
 def test_inactive_dap_customers_are_split_by_gdap_coverage_per_threshold() -> None:
-    """Over 90 days: b (covered), e and f (not), and d, never signed in with DAP since 2022 (not).
-    Over 30: the same. a signed in 10 days ago and counts for neither."""
+    """Over 90 days: b (an active relationship, but no active access assignment), e and f, and d,
+    never signed in with DAP since 2022: none has access. Over 30: the same. a signed in 10 days ago
+    and counts for neither."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(30, 90), poll_interval=900).decode()
     assert _samples(body, "partnercenter_dap_customers_inactive") == {
-        'gdap="true",tenant="contoso",threshold_days="30"': "1.0",
-        'gdap="false",tenant="contoso",threshold_days="30"': "3.0",
-        'gdap="true",tenant="contoso",threshold_days="90"': "1.0",
-        'gdap="false",tenant="contoso",threshold_days="90"': "3.0"}
+        'gdap="true",tenant="contoso",threshold_days="30"': "0.0",
+        'gdap="false",tenant="contoso",threshold_days="30"': "4.0",
+        'gdap="true",tenant="contoso",threshold_days="90"': "0.0",
+        'gdap="false",tenant="contoso",threshold_days="90"': "4.0"}
 
 
 def test_a_dap_customer_never_signed_in_counts_as_inactive_once_its_dap_is_older() -> None:
@@ -261,7 +263,7 @@ def test_a_dap_customer_never_signed_in_counts_as_inactive_once_its_dap_is_older
     neither a sign-in nor a start date, inactive over every threshold."""
     customers = DapCustomers((DapCustomer("id-y", "y", None, NOW - 40 * DAY),
                               DapCustomer("id-z", "z", None, None)))
-    counts = inactive_by_coverage(customers, GdapRelationships((), fetched_at=NOW),
+    counts = inactive_by_coverage(customers, GdapRelationships((), fetched_at=NOW), None,
                                   Context(TODAY, ThresholdBuckets((30, 90), TODAY)))
     assert counts == {30: (0, 2), 90: (0, 1)}
 
@@ -281,6 +283,7 @@ def test_each_collector_reports_its_own_poll_health() -> None:
     body = render(sample_snapshot(), today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert _samples(body, "partnercenter_exporter_api_requests_total") == {
         'code="200",collector="dap_customers",tenant="contoso"': "1.0",
+        'code="200",collector="gdap_access_assignments",tenant="contoso"': "3.0",
         'code="200",collector="dap_statistics",tenant="contoso"': "10.0",
         'code="429",collector="dap_statistics",tenant="contoso"': "2.0",
         'code="200",collector="gdap_relationships",tenant="contoso"': "2.0",

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,13 @@ from exporter.collectors.gdap_relationships import GdapRelationshipsClient
 from exporter.endpoints import Endpoints
 from exporter.model import PollError
 from exporter.simulator import Simulator
+from exporter.simulator.data import (
+    Relationship,
+    generate_customers,
+    generate_relationships,
+    relationship_json,
+)
+from exporter.simulator.scenario import DEMO_OUTSIDE_ADMIN_AGENTS, DEMO_TENANTS
 from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, tenant
 from tests.helpers.e2e import exporter_command
 
@@ -92,7 +100,7 @@ def test_generated_relationships_parse_whole_including_customer_less_and_reselle
         assert counts[status] == sum(1 for r in relationships if r.status == status)
     covered = result.customers_with_access()
     assert {c.id for c in sim.tenants[TENANT_ID].customers if c.id not in covered} == {
-        c.id for c in sim.tenants[TENANT_ID].without_gdap()}
+        c.id for c in sim.tenants[TENANT_ID].without_gdap(assignments=False)}
 
 
 def test_graph_shows_a_user_outside_admin_agents_an_empty_list_but_app_only_sees_all(
@@ -180,3 +188,66 @@ def test_login_command_with_auth_code_flow_over_a_real_terminal_pipe(
     assert process.returncode == 0, errors
     assert "Signed in as admin@" in rest
     assert cache.exists()
+
+
+def demo_tenants() -> list[tuple[list[Any], list[Any]]]:
+    """The demo's GDAP tenants (not the one outside Admin Agents) as the simulator generates them."""
+    today = dt.date(2026, 11, 23)
+    now = dt.datetime.combine(today, dt.time(12), dt.UTC)
+    tenants = []
+    for name, tenant_id in DEMO_TENANTS.items():
+        if name != DEMO_OUTSIDE_ADMIN_AGENTS:
+            dap = generate_customers(tenant_id, today)
+            relationships, _ = generate_relationships(tenant_id, dap, now)
+            tenants.append((dap, relationships))
+    return tenants
+
+
+def test_relationship_lifecycle_fields_agree_with_each_other() -> None:
+    """As Graph's delegatedAdminRelationship documents them: endDateTime = activatedDateTime +
+    duration; created before activated, modified not before created; no activatedDateTime or
+    endDateTime before the relationship is active; every documented status occurs; a reseller
+    relationship's isPartnerConsentPending is true only while the customer has not approved.
+    https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship"""
+    statuses: set[str] = set()
+    for _, relationships in demo_tenants():
+        for r in relationships:
+            body = relationship_json(r)
+            statuses.add(r.status)
+            created = dt.datetime.fromisoformat(body["createdDateTime"])
+            assert dt.datetime.fromisoformat(body["lastModifiedDateTime"]) >= created
+            if r.status in ("created", "approvalPending", "approved", "activating"):
+                assert (body["activatedDateTime"], body["endDateTime"]) == (None, None)
+                continue
+            activated = dt.datetime.fromisoformat(body["activatedDateTime"])
+            days = int(body["duration"].removeprefix("P").removesuffix("D"))
+            assert dt.datetime.fromisoformat(body["endDateTime"]) == activated + dt.timedelta(days=days)
+            assert created < activated
+            if r.indirect_provider is not None:
+                assert body["isPartnerConsentPending"] is (r.status in ("created", "approvalPending"))
+    assert statuses == {"created", "approvalPending", "approved", "activating", "active", "expiring",
+                        "expired", "terminationRequested", "terminating", "terminated"}
+
+
+def test_every_demo_tenant_shows_each_access_case() -> None:
+    """Each demo tenant with GDAP has: a DAP customer whose active relationship has no active access
+    assignment, an assignment in error, one stuck in pending, a customer whose access ends within 30
+    days without auto-extend, a Global Administrator relationship that says P180D, and a customer
+    with two active relationships, one ending within 30 days and one much later."""
+    soon = dt.datetime.combine(dt.date(2026, 11, 23), dt.time(12), dt.UTC) + dt.timedelta(days=30)
+    for dap, relationships in demo_tenants():
+        dap_ids = {c.id for c in dap}
+        with_access = {r.customer_id for r in relationships if r.gives_access}
+        assert any(r.grants_access and not r.gives_access and r.customer_id in dap_ids
+                   and r.customer_id not in with_access for r in relationships)
+        assignments = {a.status for r in relationships if r.status == "active" for a in r.assignments}
+        assert {"error", "pending", "active", "deleted"} <= assignments
+        giving: dict[str, list[Relationship]] = {}
+        for r in relationships:
+            if r.gives_access:
+                giving.setdefault(r.customer_id, []).append(r)
+        assert any(max(r.end for r in rs if r.end) < soon and not any(r.really_auto_extends for r in rs)
+                   for rs in giving.values())
+        assert any(r.auto_extend and not r.really_auto_extends for r in relationships)
+        assert any(len(rs) == 2 and min(r.end for r in rs if r.end) < soon < max(r.end for r in rs if r.end)
+                   for rs in giving.values())

@@ -15,10 +15,12 @@ from exporter.collectors.dap_customers import DapCustomers, DapCustomersClient, 
 from exporter.collectors.gdap_relationships import (
     GLOBAL_ADMIN_ROLE,
     MAX_INLINE_RETRY_AFTER,
+    GdapRelationships,
     GdapRelationshipsClient,
     parse_relationship,
 )
-from exporter.model import PollError
+from exporter.exposition import render
+from exporter.model import PollError, Snapshot, SourceView
 from exporter.poller import Poller
 from tests.helpers.samples import FakeTokens
 
@@ -418,3 +420,27 @@ def test_a_server_that_starts_ignoring_skip_keeps_the_last_good_customer_list() 
     assert (view.last_poll_success, view.last_error_reason) == (False, "invalid_response")
     assert view.data is good
     assert route.call_count - before <= 10
+
+
+def test_lifecycle_times_are_exported_for_relationships_not_active_yet() -> None:
+    """createdDateTime and lastModifiedDateTime of created, approvalPending, approved and activating
+    relationships are exported (customer-less ones with an empty customer id); active and terminal
+    ones get none."""
+    entries = [{**rel(name, status, end=None), "createdDateTime": "2026-09-01T00:00:00Z",
+                "lastModifiedDateTime": "2026-09-02T00:00:00.1234567Z"}
+               for name, status in (("a", "approvalPending"), ("b", "approved"), ("c", "activating"),
+                                    ("d", "created"), ("e", "active"), ("f", "terminated"))]
+    entries[3]["customer"] = None
+    skipped: list[str] = []
+    parsed = tuple(p for i, e in enumerate(entries) if (p := parse_relationship(e, f"v{i}", skipped)))
+    data = GdapRelationships(parsed, fetched_at=NOW)
+    view = SourceView("contoso", "gdap_relationships", data=data, attempted=True, last_poll_success=True)
+    today = dt.date(2026, 11, 23)
+    body = render(Snapshot((view,)), today=today, thresholds=(90,), poll_interval=900).decode()
+    created = [line for line in body.splitlines()
+               if line.startswith("partnercenter_gdap_relationship_created_timestamp_seconds{")]
+    assert sorted(line.split('status="')[1].split('"')[0] for line in created) == [
+        "activating", "approvalPending", "approved", "created"]
+    assert all(line.endswith(" 1.7882208e+09") for line in created)
+    assert 'customer_tenant_id=""' in next(line for line in created if 'status="created"' in line)
+    assert body.count("partnercenter_gdap_relationship_last_modified_timestamp_seconds{") == 4

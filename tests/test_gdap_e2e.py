@@ -1,4 +1,4 @@
-"""All three collectors in a real exporter process against the simulator over HTTPS."""
+"""All four collectors in a real exporter process against the simulator over HTTPS."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CONTOSO = "6f1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d"
 FABRIKAM = "7a2b3c4d-5e6f-4b8c-9d0e-1f2a3b4c5d6e"
 GRAPH_CLIENT_ID = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
 GRAPH_SECRET = "graph-app-secret-value-e2e"
-ALL = ["dap_statistics", "gdap_relationships", "dap_customers"]
+ALL = ["dap_statistics", "gdap_relationships", "gdap_access_assignments", "dap_customers"]
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -78,7 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_every_collector_of_every_tenant_polls_successfully(stack: Stack) -> None:
-    """Six sources (two tenants, three collectors) each report their own successful poll."""
+    """Eight sources (two tenants, four collectors) each report their own successful poll."""
     success = stack.values("partnercenter_exporter_poll_success")
     assert sorted((ls["tenant"], ls["collector"], v) for ls, v in success) == sorted(
         (t, c, 1.0) for t in ("contoso", "fabrikam") for c in ALL)
@@ -86,7 +86,8 @@ def test_every_collector_of_every_tenant_polls_successfully(stack: Stack) -> Non
 
 def test_customers_without_gdap_are_the_simulators(stack: Stack) -> None:
     """The count and the per-customer series name exactly the DAP customers that the simulator gave
-    no active relationship (expiring ones have passed their end date), with their names."""
+    no active relationship with an active access assignment (expiring ones have passed their end
+    date), with their names."""
     for name, tenant_id in (("contoso", CONTOSO), ("fabrikam", FABRIKAM)):
         expected = {(c.id, c.name) for c in stack.sim.tenants[tenant_id].without_gdap()}
         assert expected, "the seeded data should leave some DAP customers without GDAP"
@@ -111,7 +112,8 @@ def test_relationships_across_pages_are_counted_by_status(stack: Stack) -> None:
 def test_end_timestamps_and_expiry_windows_match_the_simulator(stack: Stack) -> None:
     """One end timestamp per active relationship, at its endDateTime; the 7- and 30-day counts
     are those without auto-extend and not yet ended; Global Admin relationships are flagged and
-    counted. Expiring relationships (past their end date) are in none of these."""
+    counted, and never auto-extend. Expiring relationships (past their end date) are in none of
+    these."""
     relationships = [r for r in stack.sim.tenants[CONTOSO].relationships if r.grants_access]
     assert any(r.status == "expiring" for r in stack.sim.tenants[CONTOSO].relationships)
     series = stack.values("partnercenter_gdap_relationship_end_timestamp_seconds", tenant="contoso")
@@ -125,20 +127,23 @@ def test_end_timestamps_and_expiry_windows_match_the_simulator(stack: Stack) -> 
     assert polled is not None
     for days in (7, 30):
         limit = polled + days * 86400
-        expected = sum(1 for r in relationships if not r.auto_extend and r.end is not None
+        expected = sum(1 for r in relationships if not r.really_auto_extends and r.end is not None
                        and polled < r.end.timestamp() <= limit)
         assert stack.value("partnercenter_gdap_relationships_expiring_without_auto_extend",
                            tenant="contoso", within_days=str(days)) == pytest.approx(expected, abs=1)
 
 
 def test_graph_throttling_is_waited_out_and_counted(stack: Stack) -> None:
-    """Graph's 429s show in the request counts, yet the polls succeed (Retry-After waited out)."""
-    throttled = sum(v for ls, v in stack.values("partnercenter_exporter_api_requests_total",
-                                                 collector="gdap_relationships", code="429"))
+    """Graph's 429s show in the request counts, yet the polls succeed (Retry-After waited out); the
+    429s inside JSON batches are waited out too."""
+    throttled = sum(v for ls, v in stack.values("partnercenter_exporter_api_requests_total", code="429")
+                    if ls["collector"] in ("gdap_relationships", "gdap_access_assignments"))
     assert throttled >= 1
     assert stack.sim.count("graph", 429) == throttled
-    assert stack.value("partnercenter_exporter_poll_errors_total", tenant="contoso",
-                       collector="gdap_relationships", reason="throttled") == 0
+    assert stack.sim.count("graph_batch_step", 429) >= 1
+    for collector in ("gdap_relationships", "gdap_access_assignments"):
+        assert stack.value("partnercenter_exporter_poll_errors_total", tenant="contoso",
+                           collector=collector, reason="throttled") == 0
 
 
 def test_app_only_graph_auth_uses_its_own_app_and_scope(stack: Stack) -> None:
@@ -149,7 +154,7 @@ def test_app_only_graph_auth_uses_its_own_app_and_scope(stack: Stack) -> None:
 
 
 def test_a_failing_collector_fails_alone(stack: Stack, tmp_path: Path) -> None:
-    """Graph refusing a tenant fails that tenant's GDAP collector only: its DAP collectors succeed,
+    """Graph refusing a tenant fails that tenant's GDAP collectors only: its DAP collectors succeed,
     and no customer is reported without GDAP while GDAP data is missing."""
     seed = tmp_path / "seed"
     seed.write_text(stack.sim.issue_refresh_token(FABRIKAM, CLIENT_ID, "admin@fabrikam.test"))
@@ -166,9 +171,10 @@ def test_a_failing_collector_fails_alone(stack: Stack, tmp_path: Path) -> None:
     try:
         exporter.wait_ready()
         alone = Stack(stack.sim, exporter)
-        assert alone.value("partnercenter_exporter_poll_success", collector="gdap_relationships") == 0
-        assert alone.value("partnercenter_exporter_last_poll_error", collector="gdap_relationships",
-                           reason="auth") == 1
+        for collector in ("gdap_relationships", "gdap_access_assignments"):
+            assert alone.value("partnercenter_exporter_poll_success", collector=collector) == 0
+            assert alone.value("partnercenter_exporter_last_poll_error", collector=collector,
+                               reason="auth") == 1
         for collector in ("dap_statistics", "dap_customers"):
             assert alone.value("partnercenter_exporter_poll_success", collector=collector) == 1
         assert alone.value("partnercenter_dap_enabled_customers") == 150

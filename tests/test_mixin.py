@@ -38,10 +38,11 @@ def dashboard_queries(rendered: dict[str, Any]) -> list[str]:
 def test_the_mixin_exposes_alerts_rules_and_dashboards() -> None:
     """prometheusAlerts, prometheusRules and grafanaDashboards are there, with the shipped counts."""
     rendered = build_monitoring.render_mixin()
-    assert len([r for r in all_rules(rendered) if "alert" in r]) == 15
+    assert len([r for r in all_rules(rendered) if "alert" in r]) == 19
     assert len([r for r in all_rules(rendered) if "record" in r]) == 5
     assert sorted(rendered["dashboards"]) == ["partnercenter-dap-overview.json",
                                               "partnercenter-exporter-health.json",
+                                              "partnercenter-gdap-access.json",
                                               "partnercenter-gdap-migration.json"]
 
 
@@ -63,14 +64,14 @@ def test_another_selector_reaches_every_rule_and_every_dashboard_query() -> None
 def test_runbook_pattern_and_thresholds_come_from_config() -> None:
     """runbookURLPattern builds every runbook_url; the day thresholds land in the expressions."""
     rendered = build_monitoring.render_mixin({"runbookURLPattern": "https://wiki.example/pcx/%s",
-                                             "dapInactiveDays": 60, "gdapExpiryDays": 7,
+                                             "dapInactiveDays": 60, "gdapAccessEndingDays": 7,
                                              "dapLosingAccessDays": 75, "pollFailingFor": "1h"})
     alerts = {rule["alert"]: rule for rule in all_rules(rendered) if "alert" in rule}
     for name, rule in alerts.items():
         assert rule["annotations"]["runbook_url"] == f"https://wiki.example/pcx/{name.lower()}"
     assert 'threshold_days="60"' in alerts["PartnerCenterDAPInactiveOver90Days"]["expr"]
     assert "over 60 days" in alerts["PartnerCenterDAPInactiveOver90Days"]["annotations"]["summary"]
-    assert "< 7 * 86400" in alerts["PartnerCenterGDAPRelationshipExpiringSoon"]["expr"]
+    assert "< 7 * 86400" in alerts["PartnerCenterGDAPCustomerAccessEndingSoon"]["expr"]
     assert alerts["PartnerCenterDAPCustomerLosingAccess"]["expr"].count("> 75 * 86400") == 2
     polls = alerts["PartnerCenterExporterPollFailing"]
     assert polls["for"] == "1h"
@@ -97,7 +98,7 @@ def test_readme_kube_prometheus_example_renders_with_its_selector() -> None:
     rule = output["partnercenter-prometheusRule"]
     assert rule["kind"] == "PrometheusRule"
     exprs = [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
-    assert len(exprs) == 20
+    assert len(exprs) == 24
     assert all('job="partnercenter-exporter",namespace="partnercenter-exporter"' in e for e in exprs)
     assert sorted(output["grafana-dashboards"]) == sorted(build_monitoring.render_mixin()["dashboards"])
 

@@ -66,7 +66,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
                 elif all(a.get("exp_labels") and a.get("exp_annotations") for a in expected):
                     firing.add(check["alertname"])
     alerts = {rule["alert"] for rule in rules("alert")}
-    assert len(alerts) == 15
+    assert len(alerts) == 19
     assert alerts - firing == set(), "alerts without a firing case"
     assert alerts - quiet == set(), "alerts without a quiet case"
 
@@ -151,7 +151,7 @@ def test_generated_monitoring_files_are_up_to_date_with_the_mixin() -> None:
 def test_check_fails_when_the_mixin_renders_something_else(monkeypatch: pytest.MonkeyPatch) -> None:
     """--check reports drift: a _config change not yet rendered makes it fail."""
     original = build_monitoring.render_mixin
-    monkeypatch.setattr(build_monitoring, "render_mixin", lambda: original({"gdapExpiryDays": 15}))
+    monkeypatch.setattr(build_monitoring, "render_mixin", lambda: original({"gdapAccessEndingDays": 15}))
     assert build_monitoring.main(["--check"]) == 1
 
 
@@ -189,13 +189,13 @@ def test_every_panel_has_a_description_a_unit_and_queries(name: str) -> None:
 
 
 def test_dashboards_link_to_each_other() -> None:
-    """Each dashboard links to dashboards tagged partnercenter, and all three carry that tag."""
+    """Each dashboard links to dashboards tagged partnercenter, and all four carry that tag."""
     dashboards = load_dashboards().values()
     for dashboard in dashboards:
         assert "partnercenter" in dashboard["tags"]
         assert any(link["type"] == "dashboards" and link["tags"] == ["partnercenter"] and link["includeVars"]
                    for link in dashboard["links"])
-    assert len({d["uid"] for d in dashboards}) == 3
+    assert len({d["uid"] for d in dashboards}) == 4
 
 
 def test_every_metric_in_dashboards_and_rules_is_exported_or_recorded() -> None:

@@ -3,13 +3,16 @@
 One stack for the module: simulator (two partner tenants), exporter, Prometheus (1s scrape and
 evaluation, our rule files) and Alertmanager (the example config, receivers pointed at a webhook
 the test runs). fabrikam's grant is revoked right after the first poll, so its next poll, a poll
-interval later, fails with reason auth. fabrikam's admin is also outside the Admin Agents group, so
-Graph shows it no GDAP relationship (an empty list, as Graph does) and PartnerCenterGDAPNoneVisible
-fires for it.
+interval later, fails with reason auth. At the same moment one of contoso's customers (GDAP
+only, one relationship) passes its relationship's end date: Graph calls it `expiring` from then
+on, so the next poll finds that nobody has access to it any more. fabrikam's admin is also
+outside the Admin Agents group, so Graph shows it no GDAP relationship (an empty list, as Graph
+does) and PartnerCenterGDAPNoneVisible fires for it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import json
 import shutil
@@ -37,7 +40,7 @@ from devtools.grafana import (
 from devtools.render import render_dashboard
 from exporter.simulator import Simulator
 from exporter.simulator.app import SimTenant
-from exporter.simulator.data import Customer
+from exporter.simulator.data import GLOBAL_ADMIN_ROLE, Customer, Relationship
 from tests.conftest import CLIENT_ID, TENANT_ID, free_port, require_binary
 from tests.helpers.e2e import (
     ALL_COLLECTORS,
@@ -59,9 +62,11 @@ pytestmark = pytest.mark.e2e
 FABRIKAM_ID = "00000000-0000-0000-0000-0000000000bb"
 TENANTS = {"contoso": TENANT_ID, "fabrikam": FABRIKAM_ID}
 SHORTENED_ALERTS = ("PartnerCenterDAPInactiveOver90Days", "PartnerCenterExporterAuthFailing",
-                    "PartnerCenterDAPCustomerWithoutGDAP", "PartnerCenterGDAPRelationshipExpiringSoon",
-                    "PartnerCenterGDAPGlobalAdminRole", "PartnerCenterDAPCustomerLosingAccess",
-                    "PartnerCenterGDAPNoneVisible")
+                    "PartnerCenterDAPCustomerWithoutGDAP", "PartnerCenterGDAPGlobalAdminRole",
+                    "PartnerCenterDAPCustomerLosingAccess", "PartnerCenterGDAPNoneVisible",
+                    "PartnerCenterGDAPRelationshipWithoutAccess", "PartnerCenterGDAPAccessAssignmentFailing",
+                    "PartnerCenterGDAPCustomerAccessEndingSoon", "PartnerCenterGDAPCustomerLostAccess",
+                    "PartnerCenterGDAPInvitePending")
 SCRAPE_INTERVAL = 1.0
 LOSING_ACCESS_DAYS = 80
 
@@ -79,6 +84,36 @@ def suggested_action(tenant: SimTenant, customer_id: str, now: float) -> int:
         return 1
     customer = next(c for c in tenant.customers if c.id == customer_id)
     return 3 if now - last_activity(customer) > 90 * 86400 else 2
+
+
+def access_ends(tenant: SimTenant) -> dict[str, tuple[str, float, bool]]:
+    """Per customer id with access: its name, the latest end among the relationships that give
+    access, and whether one of them really auto-extends (never with Global Administrator)."""
+    ends: dict[str, tuple[str, float, bool]] = {}
+    for r in tenant.relationships:
+        if r.gives_access and r.end is not None:
+            _, end, extends = ends.get(r.customer_id, ("", 0.0, False))
+            ends[r.customer_id] = (r.customer_name, max(end, r.end.timestamp()),
+                                   extends or r.really_auto_extends)
+    return ends
+
+
+def lapse_one_customer(tenant: SimTenant) -> str:
+    """Turn the only relationship of a GDAP-only customer (not ending within 30 days, no Global
+    Administrator) into `expiring`, as Graph shows it once its end date passed; return its name."""
+    gdap_only = {c.id for c in tenant.other_customers}
+    per_customer: dict[str, list[Relationship]] = {}
+    for r in tenant.relationships:
+        per_customer.setdefault(r.customer_id, []).append(r)
+    soon = time.time() + 40 * 86400
+    for customer_id, relationships in per_customer.items():
+        [r, *others] = relationships
+        if (customer_id in gdap_only and not others and r.gives_access and r.end is not None
+                and r.end.timestamp() > soon and not r.auto_extend and GLOBAL_ADMIN_ROLE not in r.roles):
+            r.status = "expiring"
+            r.end = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+            return r.customer_name
+    raise AssertionError("the seeded data has no GDAP-only customer to lapse")
 
 
 def last_activity(customer: Customer) -> float:
@@ -160,6 +195,7 @@ class Stack:
     alertmanager_url: str
     webhook: Webhook
     revoked_at: float
+    lapsed: str  # the customer whose only relationship lapsed at revoked_at
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +218,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             exporter.wait_ready()
             sim.revoke_refresh_tokens(FABRIKAM_ID)
             sim.invalidate_access_tokens(FABRIKAM_ID)
+            lapsed = lapse_one_customer(sim.tenants[TENANT_ID])
             revoked_at = time.monotonic()
 
             am_port, prom_port = free_port(), free_port()
@@ -200,7 +237,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 [prometheus, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp / 'prom-data'}",
                  f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
                 tmp / "prometheus.log", prom_url + "/-/ready", "prometheus"))
-            yield Stack(sim, exporter, PrometheusAPI(prom_url), am_url, webhook, revoked_at)
+            yield Stack(sim, exporter, PrometheusAPI(prom_url), am_url, webhook, revoked_at, lapsed)
         finally:
             for proc in processes:
                 proc.terminate()
@@ -225,7 +262,7 @@ def test_exporter_target_is_up(stack: Stack) -> None:
 def test_tenant_variable_lists_every_tenant(stack: Stack) -> None:
     """Every dashboard's tenant variable (label_values) resolves to the configured tenants."""
     dashboards = load_dashboards()
-    assert len(dashboards) == 3
+    assert len(dashboards) == 4
     for dashboard in dashboards.values():
         def listed(d: dict[str, Any] = dashboard) -> bool:
             return bool(variable_values(stack.api, d) == {"tenant": sorted(TENANTS)})
@@ -336,10 +373,15 @@ def test_customer_table_suggests_the_simulators_next_step_per_customer(stack: St
 @pytest.mark.parametrize(("alertname", "expected"), [
     ("PartnerCenterDAPCustomerWithoutGDAP", lambda sim, tenant_id: {
         c.name for c in sim.tenants[tenant_id].without_gdap()}),
-    ("PartnerCenterGDAPRelationshipExpiringSoon", lambda sim, tenant_id: {
+    ("PartnerCenterGDAPRelationshipWithoutAccess", lambda sim, tenant_id: {
         r.customer_name for r in sim.tenants[tenant_id].relationships
-        if r.grants_access and not r.auto_extend and r.end is not None
-        and r.end.timestamp() - time.time() < 14 * 86400}),
+        if r.grants_access and not r.gives_access}),
+    ("PartnerCenterGDAPAccessAssignmentFailing", lambda sim, tenant_id: {
+        r.customer_name for r in sim.tenants[tenant_id].relationships
+        if r.status == "active" and any(a.status in ("error", "pending") for a in r.assignments)}),
+    ("PartnerCenterGDAPCustomerAccessEndingSoon", lambda sim, tenant_id: {
+        name for name, end, extends in access_ends(sim.tenants[tenant_id]).values()
+        if not extends and end - time.time() < 30 * 86400}),
     ("PartnerCenterGDAPGlobalAdminRole", lambda sim, tenant_id: {
         r.customer_name for r in sim.tenants[tenant_id].relationships
         if r.grants_access and "62e90394-69f5-4237-9190-012177145e10" in r.roles}),
@@ -362,6 +404,43 @@ def test_gdap_alerts_reach_the_webhook_for_the_simulators_cases(
     for receiver, alert in stack.webhook.alerts(alertname):
         assert receiver == "partnercenter-team"
         assert alert["annotations"]["runbook_url"].endswith("#" + alertname.lower())
+
+
+def test_invite_pending_alert_reaches_the_webhook_for_requests_older_than_60_days(stack: Stack) -> None:
+    """PartnerCenterGDAPInvitePending fires for exactly contoso's requests in approvalPending for
+    over 60 days, by relationship name, on the info (digest) route."""
+    now = time.time()
+    want = {r.display_name for r in stack.sim.tenants[TENANT_ID].relationships
+            if r.status == "approvalPending" and now - r.created.timestamp() > 60 * 86400}
+    assert want, "the seeded data should have a request older than 60 days"
+
+    def names() -> set[str]:
+        return {a["labels"]["relationship_name"] for _, a in alerts() if a["labels"]["tenant"] == "contoso"}
+
+    def alerts() -> list[tuple[str, dict[str, Any]]]:
+        return stack.webhook.alerts("PartnerCenterGDAPInvitePending")
+
+    wait_for(lambda: names() == want, 40, "PartnerCenterGDAPInvitePending for contoso's old requests")
+    assert {receiver for receiver, _ in alerts()} == {"partnercenter-digest"}
+
+
+def test_lost_access_alert_fires_on_the_poll_after_the_last_relationship_turns_expiring(stack: Stack) -> None:
+    """The lapsed customer had access at the first poll; on the next poll (a poll interval after the
+    lapse) its access is 0 and PartnerCenterGDAPCustomerLostAccess reaches the critical route for it
+    alone, while the series stays (at 0) rather than vanishing."""
+    remaining = 62 + 30 - (time.monotonic() - stack.revoked_at)
+
+    def lost() -> set[str]:
+        alerts = stack.webhook.alerts("PartnerCenterGDAPCustomerLostAccess")
+        return {a["labels"]["customer_name"] for _, a in alerts}
+
+    wait_for(lambda: stack.lapsed in lost(), remaining, "PartnerCenterGDAPCustomerLostAccess")
+    assert lost() == {stack.lapsed}
+    receiver, _ = stack.webhook.alerts("PartnerCenterGDAPCustomerLostAccess")[0]
+    assert receiver == "partnercenter-oncall"
+    [sample] = stack.api.instant(f'partnercenter_gdap_customer_access{{tenant="contoso",'
+                                 f'customer_name="{stack.lapsed}"}}')
+    assert sample["value"][1] == "0"
 
 
 def am_alerts(url: str) -> list[dict[str, Any]]:

@@ -68,7 +68,8 @@ def test_readme_links_the_security_reliability_and_deployment_docs() -> None:
 @pytest.mark.e2e
 def test_benchmark_quick_run_prints_every_section_with_its_targets() -> None:
     """`python -m bench --quick` runs every benchmark end to end (nginx, wrk, the naive peer, polls,
-    payloads, memory, soak) and prints each target with PASS or MISS, so the script cannot rot."""
+    access assignments, payloads, memory, soak) and prints each target with PASS or MISS, so the
+    script cannot rot."""
     require_binary("wrk")
     require_binary("nginx")
     result = subprocess.run([sys.executable, "-m", "bench", "--quick"], capture_output=True, text=True,
@@ -76,7 +77,8 @@ def test_benchmark_quick_run_prints_every_section_with_its_targets() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for section in ("Scrape throughput and latency", "Naive prometheus_client peer", "Poll scaling",
-                    "Scrape latency while 100 tenants are being polled", "Cost of a large payload",
+                    "Scrape latency while 100 tenants are being polled", "GDAP access assignments",
+                    "Cost of a large payload",
                     "Memory (RSS", "Soak"):
         assert f"\n== {section}" in out, section
     assert re.search(r"^~5,000 series, gzip, 10 conn: throughput +[\d,]+ req/s +nginx [\d,]+ req/s +\d+% "

@@ -4,12 +4,19 @@ Adding a kind: write exporter/collectors/<kind>.py with a KIND, and add it below
 (docs/development.md has the steps).
 """
 
-from exporter.collectors import dap_customers, dap_statistics, gdap_relationships, migration
+from exporter.collectors import (
+    access,
+    dap_customers,
+    dap_statistics,
+    gdap_access_assignments,
+    gdap_relationships,
+    migration,
+)
 from exporter.collectors.kind import Context, Join, Kind, Registry, SourceSettings
 
 REGISTRY = Registry(
-    kinds=[dap_statistics.KIND, gdap_relationships.KIND, dap_customers.KIND],
-    joins=[migration.JOIN])
+    kinds=[dap_statistics.KIND, gdap_relationships.KIND, gdap_access_assignments.KIND, dap_customers.KIND],
+    joins=[access.JOIN, migration.JOIN])
 # What a tenant runs when its config names no collectors.
 DEFAULT_COLLECTORS: tuple[str, ...] = (dap_statistics.NAME,)
 

@@ -6,12 +6,13 @@ https://learn.microsoft.com/graph/api/tenantrelationship-list-delegatedadminrela
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -44,6 +45,11 @@ GDAP_STATUSES: tuple[str, ...] = (
 # https://learn.microsoft.com/graph/api/resources/delegatedadminrelationship
 GDAP_ACCESS_STATUSES = frozenset({"active"})
 GLOBAL_ADMIN_ROLE = "62e90394-69f5-4237-9190-012177145e10"
+# Statuses before access: the customer has not approved yet (created, approvalPending) or Microsoft
+# is still setting the relationship up (approved, activating). Their age tells a request that is
+# stuck; Microsoft cleans up approvalPending requests after 90 days (Partner Center, GDAP activity
+# logs).
+GDAP_WAITING_STATUSES = ("created", "approvalPending", "approved", "activating")
 EXPIRY_WINDOWS_DAYS: tuple[int, ...] = (7, 30)
 
 
@@ -59,9 +65,13 @@ class GdapRelationship:
     customer_name: str
     status: str  # one of GDAP_STATUSES
     end_time: float | None  # Unix time of endDateTime
+    # autoExtendDuration is not zero and the roles allow it: Microsoft never auto-extends a
+    # relationship with Global Administrator, whatever autoExtendDuration says.
     auto_extend: bool
     global_admin: bool
     reseller: bool = False  # a resellerDelegatedAdminRelationship (indirect reseller)
+    created_time: float | None = None  # createdDateTime
+    modified_time: float | None = None  # lastModifiedDateTime
 
     @property
     def grants_access(self) -> bool:
@@ -134,22 +144,27 @@ def parse_relationship(entry: Any, where: str, skipped: list[str]) -> GdapRelati
     status = entry.get("status")
     if not isinstance(status, str) or status not in GDAP_STATUSES:
         status = "unknownFutureValue"
-    try:
-        end_time = parse_time(entry.get("endDateTime"))
-    except ValueError:
-        skipped.append(f"{where}.endDateTime: not an ISO 8601 time ({str(entry.get('endDateTime'))[:40]!r})")
-        return None
+    times: dict[str, float | None] = {}
+    for key in ("endDateTime", "createdDateTime", "lastModifiedDateTime"):
+        try:
+            times[key] = parse_time(entry.get(key))
+        except ValueError:
+            skipped.append(f"{where}.{key}: not an ISO 8601 time ({str(entry.get(key))[:40]!r})")
+            return None
     extend = entry.get("autoExtendDuration")
     access = entry.get("accessDetails")
     roles = access.get("unifiedRoles") if isinstance(access, dict) else None
     role_ids = {str(r.get("roleDefinitionId", "")).lower() for r in roles or [] if isinstance(r, dict)}
     relationship_id = text_field(entry, "id") or ""
+    global_admin = GLOBAL_ADMIN_ROLE in role_ids
     return GdapRelationship(
         id=relationship_id, display_name=text_field(entry, "displayName") or relationship_id,
         customer_id=customer_id.lower(), customer_name=text_field(customer, "displayName") or customer_id,
-        status=status, end_time=end_time,
-        auto_extend=isinstance(extend, str) and not _is_zero_duration(extend),
-        global_admin=GLOBAL_ADMIN_ROLE in role_ids, reseller=entry.get("@odata.type") == RESELLER_TYPE)
+        status=status, end_time=times["endDateTime"],
+        # "Don't autoextend GDAP with Global Administrator": such relationships cannot auto-extend.
+        auto_extend=isinstance(extend, str) and not _is_zero_duration(extend) and not global_admin,
+        global_admin=global_admin, reseller=entry.get("@odata.type") == RESELLER_TYPE,
+        created_time=times["createdDateTime"], modified_time=times["lastModifiedDateTime"])
 
 
 NONE_VISIBLE_HINT = (
@@ -158,10 +173,12 @@ NONE_VISIBLE_HINT = (
     "the user to Admin Agents and run login again, or read Graph app-only with graph_auth")
 
 
-class GdapRelationshipsClient(ApiClient[GdapRelationships]):
-    """Microsoft Graph delegatedAdminRelationships, following @odata.nextLink."""
+D = TypeVar("D")
 
-    collector = NAME
+
+class GraphGdapClient(ApiClient[D]):
+    """What the GDAP kinds share: the relationship list, Graph's throttling and refusals."""
+
     api = "Microsoft Graph"
     resource = "delegatedAdminRelationships"
     url_setting = "endpoints.graph_url"
@@ -171,7 +188,8 @@ class GdapRelationshipsClient(ApiClient[GdapRelationships]):
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(name, http, graph_url.rstrip("/") + RELATIONSHIPS_PATH, tokens, clock, sleep)
 
-    def fetch(self) -> GdapRelationships:
+    def _relationships(self) -> GdapRelationships:
+        """Every relationship, following @odata.nextLink."""
         relationships: list[GdapRelationship] = []
         skipped: list[str] = []
         url: str | None = self._url
@@ -181,7 +199,7 @@ class GdapRelationshipsClient(ApiClient[GdapRelationships]):
             if pages == MAX_PAGES:
                 raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
                                                     f"stopped reading")
-            payload = self._get_page(url, params)
+            payload = self._page_with_retries(functools.partial(self._get_json, url, params))
             pages += 1
             for entry in page_items(payload, self.resource):
                 relationship = parse_relationship(entry, f"value[{len(relationships) + len(skipped)}]",
@@ -190,17 +208,14 @@ class GdapRelationshipsClient(ApiClient[GdapRelationships]):
                     relationships.append(relationship)
             url, params = self._next_link(payload), None
         log_skipped(skipped, self.resource)
-        if not relationships and not skipped and self.tokens.method != "client_credentials":
-            # Graph answers 200 with an empty list, not 403, when the signed-in user is not in the
-            # partner's Admin Agents group (by design, microsoft-graph-docs-contrib issue 8921).
-            log.warning(NONE_VISIBLE_HINT, extra={"tenant": self.name})
         return GdapRelationships(tuple(relationships), fetched_at=self._clock(),
                                  skipped_entries=len(skipped))
 
-    def _get_page(self, url: str, params: dict[str, str] | None) -> Any:
+    def _page_with_retries(self, request: Callable[[], Any]) -> Any:
+        """One Graph request, asked again while Graph throttles it with a short Retry-After."""
         for attempt in range(MAX_INLINE_RETRIES + 1):
             try:
-                return self._get_json(url, params)
+                return request()
             except PollError as err:
                 wait = err.retry_after
                 if (err.reason != "throttled" or attempt == MAX_INLINE_RETRIES or wait is None
@@ -227,6 +242,20 @@ class GdapRelationshipsClient(ApiClient[GdapRelationships]):
         return (f"Microsoft Graph refused access (403){detail}: grant the app the delegated permission "
                 f"DelegatedAdminRelationship.Read.All with admin consent; the signed-in user needs a "
                 f"role that can read GDAP relationships, such as Admin agent")
+
+
+class GdapRelationshipsClient(GraphGdapClient[GdapRelationships]):
+    """Microsoft Graph delegatedAdminRelationships, following @odata.nextLink."""
+
+    collector = NAME
+
+    def fetch(self) -> GdapRelationships:
+        data = self._relationships()
+        if not data.relationships and not data.skipped_entries and self.tokens.method != "client_credentials":
+            # Graph answers 200 with an empty list, not 403, when the signed-in user is not in the
+            # partner's Admin Agents group (by design, microsoft-graph-docs-contrib issue 8921).
+            log.warning(NONE_VISIBLE_HINT, extra={"tenant": self.name})
+        return data
 
 
 def _graph_error_code(response: httpx.Response) -> str | None:
@@ -256,9 +285,17 @@ EXPIRING = Family(
 GLOBAL_ADMIN = Family(
     "partnercenter_gdap_relationships_with_global_admin", "gauge",
     f"Active GDAP relationships that include the Global Administrator role. {CACHED}", ["tenant"])
-CUSTOMERS = Family(
-    "partnercenter_gdap_customers", "gauge",
-    f"Distinct customers with at least one active GDAP relationship. {CACHED}", ["tenant"])
+WAITING = ("tenant", "relationship_id", "relationship_name", "customer_tenant_id", "customer_name",
+           "status")
+CREATED = Family(
+    "partnercenter_gdap_relationship_created_timestamp_seconds", "gauge",
+    "Unix time at which a GDAP relationship that does not grant access yet (created, "
+    "approvalPending, approved, activating) was created; customer_tenant_id is empty while Graph "
+    f"names no customer. {CACHED}", WAITING)
+MODIFIED = Family(
+    "partnercenter_gdap_relationship_last_modified_timestamp_seconds", "gauge",
+    "Unix time at which a GDAP relationship that does not grant access yet (created, "
+    f"approvalPending, approved, activating) last changed. {CACHED}", WAITING)
 
 
 def samples(out: Samples, tenant: str, data: GdapRelationships, ctx: Context) -> None:
@@ -272,7 +309,13 @@ def samples(out: Samples, tenant: str, data: GdapRelationships, ctx: Context) ->
     for days in EXPIRY_WINDOWS_DAYS:
         out.add(EXPIRING, (tenant, str(days)), data.expiring_without_auto_extend(days))
     out.add(GLOBAL_ADMIN, (tenant,), sum(1 for r in with_access if r.global_admin))
-    out.add(CUSTOMERS, (tenant,), len(data.customers_with_access()))
+    for r in data.relationships:
+        if r.status in GDAP_WAITING_STATUSES:
+            who = (tenant, r.id, r.display_name, r.customer_id, r.customer_name, r.status)
+            if r.created_time is not None:
+                out.add(CREATED, who, r.created_time)
+            if r.modified_time is not None:
+                out.add(MODIFIED, who, r.modified_time)
 
 
 def figures(data: GdapRelationships, ctx: Context) -> str:
@@ -285,6 +328,6 @@ def figures(data: GdapRelationships, ctx: Context) -> str:
 KIND: Kind[GdapRelationships] = Kind(
     name=NAME,
     build=lambda s: GdapRelationshipsClient(s.tenant, s.http, s.endpoints.graph_url, s.graph_tokens),
-    families=(BY_STATUS, END_TIME, EXPIRING, GLOBAL_ADMIN, CUSTOMERS), samples=samples,
+    families=(BY_STATUS, END_TIME, EXPIRING, GLOBAL_ADMIN, CREATED, MODIFIED), samples=samples,
     figures=figures, summary=lambda data: {"gdap_relationships": len(data.relationships)},
     uses_graph=True)

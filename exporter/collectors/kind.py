@@ -59,14 +59,29 @@ class Kind(Generic[D]):
 
 @dataclass(frozen=True)
 class Join:
-    """Metrics that need two kinds' data of one tenant; nothing is written until both have some."""
+    """Metrics that need several kinds' data of one tenant.
+
+    samples and figures get the data of `inputs`, then of `optional`, then the context. An optional
+    kind the tenant does not run comes as None; nothing is written until every input, and every
+    optional kind the tenant runs, has data, so a join never changes its meaning while a kind's
+    first poll is still under way.
+    """
 
     name: str
-    inputs: tuple[str, str]
+    inputs: tuple[str, ...]
     families: tuple[Family, ...]
-    samples: Callable[[Samples, str, Any, Any, Context], None]  # (out, tenant, first, second, ctx)
-    # Appended to the first input's status-page figures.
-    figures: Callable[[Any, Any, Context], str] = lambda first, second, ctx: ""
+    samples: Callable[..., None]  # (out, tenant, *data, ctx)
+    # Appended to the first input's status-page figures: (*data, ctx).
+    figures: Callable[..., str] = lambda *data: ""
+    optional: tuple[str, ...] = ()
+
+    def data(self, views: Sequence[SourceView]) -> list[Any] | None:
+        """The data this join reads from one tenant's views, in order; None while any is missing."""
+        ran = {view.collector: view.data for view in views}
+        values = [ran.get(name) for name in (*self.inputs, *self.optional)]
+        missing = [name for name, value in zip((*self.inputs, *self.optional), values, strict=True)
+                   if value is None and (name in self.inputs or name in ran)]
+        return None if missing else values
 
 
 class Registry:
@@ -87,14 +102,14 @@ class Registry:
         self._kinds[kind.name] = kind
 
     def register_join(self, join: Join) -> None:
-        unknown = [name for name in join.inputs if name not in self._kinds]
+        unknown = [name for name in (*join.inputs, *join.optional) if name not in self._kinds]
         if unknown:
             raise ValueError(f"join {join.name} needs unregistered kinds {unknown}")
         self._joins.append(join)
 
     def unregister(self, name: str) -> None:
         self._kinds.pop(name)
-        self._joins = [join for join in self._joins if name not in join.inputs]
+        self._joins = [join for join in self._joins if name not in (*join.inputs, *join.optional)]
 
     def __getitem__(self, name: str) -> Kind[Any]:
         return self._kinds[name]
@@ -121,9 +136,9 @@ class Registry:
             if kind is not None:
                 kind.samples(out, tenant, value, ctx)
         for join in self._joins:
-            first, second = (data.get(name) for name in join.inputs)
-            if first is not None and second is not None:
-                join.samples(out, tenant, first, second, ctx)
+            values = join.data(views)
+            if values is not None:
+                join.samples(out, tenant, *values, ctx)
 
     def figures(self, view: SourceView, views: Sequence[SourceView], ctx: Context) -> str:
         """The status page's figures for one view; joins add theirs to their first input's."""
@@ -131,11 +146,10 @@ class Registry:
         if view.data is None or kind is None:
             return "-"
         text = kind.figures(view.data, ctx)
-        data = {v.collector: v.data for v in views if v.data is not None}
         for join in self._joins:
-            second = data.get(join.inputs[1])
-            if join.inputs[0] == view.collector and second is not None:
-                text += join.figures(view.data, second, ctx)
+            values = join.data(views) if join.inputs[0] == view.collector else None
+            if values is not None:
+                text += join.figures(*values, ctx)
         return text
 
     def summary(self, collector: str, data: object) -> Mapping[str, int]:

@@ -34,6 +34,7 @@ from exporter.simulator.certs import generate_certs
 from exporter.simulator.data import (
     Customer,
     Relationship,
+    assignment_json,
     dap_customer_json,
     generate_customers,
     generate_relationships,
@@ -46,6 +47,11 @@ from exporter.simulator.keyvault import Caller, FakeKeyVault
 STATISTICS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
 CUSTOMERS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminCustomers"
 RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
+BATCH_PATH = "/v1.0/$batch"
+# JSON batching: "up to 20 requests" (https://learn.microsoft.com/graph/json-batching).
+GRAPH_MAX_BATCH = 20
+# What GDAP's list APIs need, delegated or application (delegatedadminrelationship-list-accessassignments).
+GDAP_READ_PERMISSION = "DelegatedAdminRelationship.Read.All"
 # The App Service / Container Apps managed identity endpoint (IDENTITY_ENDPOINT), which MSAL's
 # ManagedIdentityClient calls with X-IDENTITY-HEADER and api-version 2019-08-01
 # (learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference).
@@ -98,9 +104,11 @@ class SimTenant:
     # issue 8921: by design). App-only calls still see every relationship.
     users_in_admin_agents: bool = True
 
-    def without_gdap(self) -> list[Customer]:
-        """DAP customers with no active relationship: what the exporter must find."""
-        covered = {r.customer_id for r in self.relationships if r.grants_access}
+    def without_gdap(self, *, assignments: bool = True) -> list[Customer]:
+        """DAP customers nobody at the partner can administer: what the exporter must find. With
+        assignments=False, the relationship-only view (no active relationship)."""
+        covered = {r.customer_id for r in self.relationships
+                   if (r.gives_access if assignments else r.grants_access)}
         return [c for c in self.customers if c.id not in covered]
 
 
@@ -186,12 +194,17 @@ class Simulator:
         self.latency = latency
         # Every Nth Graph request answers 429 with Retry-After: 1, as Graph does under load (0: never).
         self.graph_throttle_every = graph_throttle_every
-        self._graph_requests = 0
+        # Counted apart for plain requests and batch steps, so each kind sees every Nth throttled.
+        self._graph_requests = {"request": 0, "step": 0}
         # Partner Center refuses App+User tokens without MFA (401, code 900421), as since April 2026.
         self.enforce_mfa = enforce_mfa
         # The largest page delegatedAdminCustomers sends, and whether it sends @odata.nextLink.
         self.customers_page = CUSTOMERS_SERVER_PAGE
         self.customers_next_link = True
+        # The largest page accessAssignments sends, whatever $top asks.
+        self.assignments_page = GRAPH_DEFAULT_PAGE
+        # Apps without admin consent to DelegatedAdminRelationship.Read.All: Graph answers them 403.
+        self.graph_unconsented: set[str] = set()
         self.clock = clock
         self.tenants: dict[str, SimTenant] = {}
         self.clients: dict[str, str | None] = {}  # client_id -> secret (None: public client)
@@ -322,11 +335,12 @@ class Simulator:
                                           PARTNER_API_RESOURCE + "/.default", float("inf"), mfa=mfa)
         return token
 
-    def throttle_graph_now(self) -> bool:
-        """Count a Graph request; True if graph_throttle_every says this one gets a 429."""
+    def throttle_graph_now(self, kind: str = "request") -> bool:
+        """Count a Graph request (or a batch step); True if graph_throttle_every says this one gets a 429."""
         with self._lock:
-            self._graph_requests += 1
-            return bool(self.graph_throttle_every) and self._graph_requests % self.graph_throttle_every == 0
+            self._graph_requests[kind] += 1
+            count = self._graph_requests[kind]
+        return bool(self.graph_throttle_every) and count % self.graph_throttle_every == 0
 
     # --- fault injection ------------------------------------------------------------------
     def inject(self, fault: Fault) -> None:
@@ -684,8 +698,9 @@ class Simulator:
         return 200, body
 
     # --- Microsoft Graph ------------------------------------------------------------------------
-    def gdap_relationships(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
-        """delegatedAdminRelationships: at most $top (up to 300) a page, then @odata.nextLink."""
+    def _graph_caller(self, authorization: str | None) -> _Token | tuple[int, dict[str, Any]]:
+        """The caller's token, or the error Graph gives for it: 401 for a bad token, 403 for an app
+        without consent to the GDAP read permission."""
         if not authorization or not authorization.startswith("Bearer "):
             return 401, _graph_error("InvalidAuthenticationToken", "Access token is empty.")
         with self._lock:
@@ -695,6 +710,15 @@ class Simulator:
                                                                    "yet valid.")
         if not info.scope.startswith(GRAPH_RESOURCE):
             return 401, _graph_error("InvalidAuthenticationToken", "Invalid audience.")
+        if info.client_id in self.graph_unconsented:
+            return 403, _graph_error("Authorization_RequestDenied",
+                                     "Insufficient privileges to complete the operation.")
+        return info
+
+    def _graph_page(self, items: list[dict[str, Any]], query: dict[str, str], path: str, context: str,
+                    server_page: int = GRAPH_MAX_PAGE) -> tuple[int, Any]:
+        """One page of a Graph collection: at most $top (up to 300) and the server's own page size,
+        then @odata.nextLink with a $skiptoken."""
         try:
             top = int(query.get("$top", GRAPH_DEFAULT_PAGE))
             skip = int(query.get("$skiptoken", 0))
@@ -702,17 +726,91 @@ class Simulator:
             return 400, _graph_error("BadRequest", "Invalid $top or $skiptoken.")
         if not 1 <= top <= GRAPH_MAX_PAGE:
             return 400, _graph_error("BadRequest", f"$top must be between 1 and {GRAPH_MAX_PAGE}.")
-        tenant = self.tenants[info.tenant_id]
-        hidden = info.username is not None and not tenant.users_in_admin_agents
-        items = [] if hidden else tenant.relationships
-        body: dict[str, Any] = {
-            "@odata.context": f"{self.graph_url}/v1.0/$metadata#tenantRelationships/"
-                              f"delegatedAdminRelationships",
-            "value": [relationship_json(r) for r in items[skip:skip + top]]}
-        if skip + top < len(items):
-            body["@odata.nextLink"] = (f"{self.graph_url}{RELATIONSHIPS_PATH}"
-                                       f"?$top={top}&$skiptoken={skip + top}")
+        size = min(top, server_page)
+        body: dict[str, Any] = {"@odata.context": f"{self.graph_url}/v1.0/$metadata#{context}",
+                                "value": items[skip:skip + size]}
+        if skip + size < len(items):
+            body["@odata.nextLink"] = f"{self.graph_url}{path}?$top={top}&$skiptoken={skip + size}"
         return 200, body
+
+    def gdap_relationships(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
+        """delegatedAdminRelationships: at most $top (up to 300) a page, then @odata.nextLink."""
+        caller = self._graph_caller(authorization)
+        if not isinstance(caller, _Token):
+            return caller
+        tenant = self.tenants[caller.tenant_id]
+        hidden = caller.username is not None and not tenant.users_in_admin_agents
+        items = [] if hidden else tenant.relationships
+        return self._graph_page([relationship_json(r) for r in items], query, RELATIONSHIPS_PATH,
+                                "tenantRelationships/delegatedAdminRelationships")
+
+    def access_assignments(self, authorization: str | None, relationship_id: str,
+                           query: dict[str, str]) -> tuple[int, Any]:
+        """A relationship's accessAssignments: "$top supports up to 300 objects"; the server's page
+        may be smaller (assignments_page), with @odata.nextLink.
+
+        https://learn.microsoft.com/graph/api/delegatedadminrelationship-list-accessassignments
+        """
+        caller = self._graph_caller(authorization)
+        if not isinstance(caller, _Token):
+            return caller
+        tenant = self.tenants[caller.tenant_id]
+        hidden = caller.username is not None and not tenant.users_in_admin_agents
+        found = None if hidden else next((r for r in tenant.relationships if r.id == relationship_id), None)
+        if found is None:
+            return 404, _graph_error("NotFound", f"The delegatedAdminRelationship '{relationship_id}' "
+                                                 f"was not found.")
+        path = f"{RELATIONSHIPS_PATH}/{relationship_id}/accessAssignments"
+        return self._graph_page([assignment_json(found, a) for a in found.assignments], query, path,
+                                f"tenantRelationships/delegatedAdminRelationships('{relationship_id}')/"
+                                f"accessAssignments", server_page=self.assignments_page)
+
+    def graph_batch(self, authorization: str | None, raw: bytes) -> tuple[int, Any]:
+        """JSON batching: up to 20 requests, each answered with its own status, headers and body,
+        throttled on its own (a 429 with its own Retry-After), in any order.
+
+        https://learn.microsoft.com/graph/json-batching
+        """
+        caller = self._graph_caller(authorization)
+        if isinstance(caller, tuple) and caller[0] == 401:
+            return caller
+        try:
+            requests = json.loads(raw)["requests"]
+        except (ValueError, KeyError, TypeError):
+            return 400, _graph_error("BadRequest", "Invalid batch payload format.")
+        if not isinstance(requests, list) or not requests or len(requests) > GRAPH_MAX_BATCH:
+            return 400, _graph_error("BadRequest", f"Number of batch request steps exceeds the maximum "
+                                                   f"of {GRAPH_MAX_BATCH}.")
+        ids = [str(r.get("id")) if isinstance(r, dict) else "" for r in requests]
+        if len(set(ids)) != len(ids):
+            return 400, _graph_error("BadRequest", "Batch request ids must be unique.")
+        responses = []
+        for step_id, step in zip(ids, requests, strict=True):
+            headers = {"Content-Type": "application/json"}
+            if self.throttle_graph_now("step"):
+                status, body = 429, _graph_error("TooManyRequests", "Too many requests.")
+                headers["Retry-After"] = "1"
+            else:
+                status, body = self._batch_step(authorization, step)
+            # A step is no HTTP request of its own: counted apart from the "graph" requests.
+            self._record("graph_batch_step", str(step_id), status,
+                         caller.tenant_id if isinstance(caller, _Token) else None)
+            responses.append({"id": step_id, "status": status, "headers": headers, "body": body})
+        # "Responses ... might appear in a different order": the client must match them by id.
+        return 200, {"responses": responses[::-1]}
+
+    def _batch_step(self, authorization: str | None, step: Any) -> tuple[int, Any]:
+        url = urlsplit(str(step.get("url", ""))) if isinstance(step, dict) else urlsplit("")
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        path = "/v1.0" + "/" + url.path.lstrip("/")
+        if not isinstance(step, dict) or step.get("method") != "GET":
+            return 405, _graph_error("BadRequest", "The simulator batches GET requests only.")
+        if path == RELATIONSHIPS_PATH:
+            return self.gdap_relationships(authorization, query)
+        parts = path.removeprefix(RELATIONSHIPS_PATH + "/").split("/")
+        if path.startswith(RELATIONSHIPS_PATH + "/") and len(parts) == 2 and parts[1] == "accessAssignments":
+            return self.access_assignments(authorization, unquote(parts[0]), query)
+        return 404, _graph_error("BadRequest", f"Resource not found for the segment '{url.path}'.")
 
 
 def _admin(tenant: str) -> str:
@@ -789,6 +887,11 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 target, call = "customers", lambda: sim.dap_customers(authorization, query)
             elif method == "GET" and path == RELATIONSHIPS_PATH:
                 target, call = "graph", lambda: sim.gdap_relationships(authorization, query)
+            elif (method == "GET" and path.startswith(RELATIONSHIPS_PATH + "/")
+                  and path.endswith("/accessAssignments") and len(parts) == 5):
+                target, call = "graph", lambda: sim.access_assignments(authorization, parts[3], query)
+            elif method == "POST" and path == BATCH_PATH:
+                target, call = "graph_batch", lambda: sim.graph_batch(authorization, raw)
             elif method == "GET" and path == MANAGED_IDENTITY_PATH:
                 identity_header = self.headers.get("X-IDENTITY-HEADER")
                 target, call = "managed_identity", lambda: sim.managed_identity_token(identity_header, query)
@@ -824,7 +927,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 return
             if sim.latency:
                 time.sleep(sim.latency)
-            api_call = target in ("api", "customers", "graph", "vault")
+            api_call = target in ("api", "customers", "graph", "graph_batch", "vault")
             tenant = sim._tenant_of(authorization) if api_call else parts[0]
             fault = sim._take_fault(target, tenant)
             if fault is None and target == "graph" and sim.throttle_graph_now():

@@ -57,9 +57,26 @@ class Customer:
                 + dt.timedelta(seconds=seconds, microseconds=722795))
 
 
+# delegatedAdminAccessAssignmentStatus: https://learn.microsoft.com/graph/api/resources/delegatedadminaccessassignment
+ASSIGNMENT_STATUSES = ("pending", "active", "deleting", "deleted", "error")
+# The longest relationship Graph allows: two years.
+MAX_DURATION_DAYS = 730
+
+
+@dataclass
+class Assignment:
+    """One access assignment: a security group of the partner gets the relationship's roles."""
+
+    id: str
+    status: str
+    group: str  # accessContainerId, a security group in the partner tenant
+    created: dt.datetime
+    modified: dt.datetime
+
+
 @dataclass
 class Relationship:
-    """One GDAP relationship as Graph lists it."""
+    """One GDAP relationship as Graph lists it, with its access assignments."""
 
     id: str
     display_name: str
@@ -74,11 +91,28 @@ class Relationship:
     customer_field: str = "object"
     # An indirect provider's tenant id: a resellerDelegatedAdminRelationship.
     indirect_provider: str | None = None
+    # Lifecycle: endDateTime = activatedDateTime + duration; created before activated.
+    created: dt.datetime = dt.datetime(2024, 1, 2, 10, tzinfo=dt.UTC)
+    modified: dt.datetime = dt.datetime(2024, 1, 2, 10, tzinfo=dt.UTC)
+    activated: dt.datetime | None = None
+    duration_days: int = MAX_DURATION_DAYS
+    assignments: list[Assignment] = field(default_factory=list)
 
     @property
     def grants_access(self) -> bool:
-        """What the exporter must count as covering a customer: active, with a customer."""
+        """Active, with a customer: what a relationship-only view counts as covering a customer."""
         return self.status == "active" and bool(self.customer_id)
+
+    @property
+    def gives_access(self) -> bool:
+        """What the exporter must count as access: active, and an active access assignment."""
+        return self.grants_access and any(a.status == "active" for a in self.assignments)
+
+    @property
+    def really_auto_extends(self) -> bool:
+        """Microsoft never auto-extends a relationship with Global Administrator, whatever
+        autoExtendDuration says."""
+        return self.auto_extend and GLOBAL_ADMIN_ROLE not in self.roles
 
 
 def _rng(seed: str) -> random.Random:
@@ -165,24 +199,58 @@ def statistics_payload(tenant_id: str, customers: list[Customer], base_url: str)
     }
 
 
+def _uuid(*parts: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(parts)))
+
+
+def assignment(relationship_id: str, index: int, status: str, group: str, *,
+               created: dt.datetime, modified: dt.datetime | None = None) -> Assignment:
+    return Assignment(id=_uuid("assignment", relationship_id, str(index)), status=status, group=group,
+                      created=created, modified=modified or created)
+
+
 def relationship(customer_id: str, customer_name: str, *, status: str = "active",
                  ends_in_days: float | None = 365.0, auto_extend: bool = False,
                  global_admin: bool = False, now: dt.datetime | None = None,
                  name: str | None = None, customer_field: str = "object",
-                 indirect_provider: str | None = None) -> Relationship:
-    """One relationship, for tests and the generator: ends that many days from now."""
+                 indirect_provider: str | None = None, age_days: float = 3.0,
+                 assignments: tuple[str, ...] | None = None,
+                 group: str = "00000000-0000-0000-0000-00000000a9e1") -> Relationship:
+    """One relationship, for tests and the generator: ends that many days from now.
+
+    Its lifecycle agrees with itself as Graph's is: activated `duration` before the end, created
+    a few days before that (or, not active yet, age_days ago). assignments: the statuses of its
+    access assignments, by default one active one if the relationship is active, none otherwise.
+    """
     start = now or dt.datetime.now(dt.UTC)
     end = None if ends_in_days is None else start + dt.timedelta(days=ends_in_days)
     roles = (GLOBAL_ADMIN_ROLE, *COMMON_ROLES[:1]) if global_admin else COMMON_ROLES[:2]
-    rid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"gdap/{customer_id}/{name}/{status}/{ends_in_days}"))
+    rid = _uuid("gdap", customer_id, str(name), status, str(ends_in_days))
     hidden = customer_field != "object"
+    duration = MAX_DURATION_DAYS
+    if end is None:
+        # Not active yet: no activatedDateTime and no endDateTime.
+        activated, created = None, start - dt.timedelta(days=age_days)
+        modified = created if status in ("created", "approvalPending") else start - dt.timedelta(hours=2)
+    else:
+        activated = end - dt.timedelta(days=duration)
+        created = activated - dt.timedelta(days=age_days)
+        modified = activated if status == "active" else min(start, end) - dt.timedelta(hours=1)
+    statuses = assignments if assignments is not None else (("active",) if status == "active" else ())
+    since = activated or created
     # Graph's relationship ids are two GUIDs joined by a hyphen.
-    return Relationship(id=f"{rid}-{uuid.uuid5(uuid.NAMESPACE_URL, rid)}",
+    full_id = f"{rid}-{uuid.uuid5(uuid.NAMESPACE_URL, rid)}"
+    return Relationship(id=full_id,
                         display_name=name or f"GDAP {customer_name}"[:50],
                         customer_id="" if hidden else customer_id,
                         customer_name="" if hidden else customer_name, status=status, end=end,
                         auto_extend=auto_extend, roles=roles, customer_field=customer_field,
-                        indirect_provider=indirect_provider)
+                        indirect_provider=indirect_provider, created=created, modified=modified,
+                        activated=activated, duration_days=duration,
+                        assignments=[assignment(full_id, i, a, group, created=since + dt.timedelta(hours=1),
+                                                modified=start - dt.timedelta(days=2) if a != "active"
+                                                else since + dt.timedelta(hours=1))
+                                     for i, a in enumerate(statuses)])
 
 
 def generate_relationships(seed: str, dap: list[Customer], now: dt.datetime) -> tuple[
@@ -192,49 +260,87 @@ def generate_relationships(seed: str, dap: list[Customer], now: dt.datetime) -> 
     Returns the relationships and the customers that have GDAP only (no DAP), so that
     delegatedAdminCustomers can list them too. About a quarter of the DAP customers have no
     relationship that grants access: some none at all, some only one awaiting approval (often with
-    no customer named yet), expiring (past its end date), expired or terminated. Some of the active
-    relationships are reseller relationships, which Graph lists in the same collection.
+    no customer named yet) or being set up, expiring (past its end date), expired, terminated or on
+    its way there. Some active relationships give nobody access: no access assignment was made, or
+    it is stuck in pending or failed (error), as Microsoft's GDAP tools and CIPP see at partners.
+    Some customers have two active relationships, one ending soon; some relationships with Global
+    Administrator say P180D, which Microsoft does not honour. Some active relationships are reseller
+    relationships, which Graph lists in the same collection.
     """
     rng = _rng("gdap/" + seed)
     relationships: list[Relationship] = []
     gdap_only = [Customer(now.date(), now.date(), id=customer_id("gdap-only/" + seed, i),
                           name=customer_name(rng)) for i in range(rng.randint(10, 40))]
-    provider = str(uuid.uuid5(uuid.NAMESPACE_URL, "indirect-provider/" + seed))
+    provider = _uuid("indirect-provider", seed)
+    # The partner's security groups that access assignments name (Helpdesk, Admins, ...).
+    groups = [_uuid("group", seed, str(i)) for i in range(3)]
 
-    def active(customer: Customer) -> None:
+    def assignments() -> tuple[str, ...]:
         roll = rng.random()
-        ends = (rng.uniform(0.2, 6.5) if roll < 0.05 else rng.uniform(7.5, 29) if roll < 0.15
-                else rng.uniform(31, 720))
+        if roll < 0.05:
+            return ()  # the partner never made one: nobody has access
+        if roll < 0.09:
+            return ("pending",)
+        if roll < 0.13:
+            return ("error",)
+        if roll < 0.16:
+            return ("deleted", "active")
+        if roll < 0.19:
+            return ("active", "error")
+        return ("active", "active") if roll < 0.35 else ("active",)
+
+    def active(customer: Customer, *, ends: float | None = None, label: str = "support") -> None:
+        roll = rng.random()
+        if ends is None:
+            ends = (rng.uniform(0.2, 6.5) if roll < 0.05 else rng.uniform(7.5, 29) if roll < 0.15
+                    else rng.uniform(31, 720))
         global_admin = rng.random() < 0.08
-        # Microsoft does not let relationships with Global Administrator auto-extend.
+        # Microsoft does not let relationships with Global Administrator auto-extend, but Graph can
+        # still say P180D for one (CIPP reports it): the exporter must not believe it.
         relationships.append(relationship(
             customer.id, customer.name, ends_in_days=ends, now=now, global_admin=global_admin,
-            auto_extend=not global_admin and rng.random() < 0.5,
-            name=f"{customer.name} {'GA' if global_admin else 'support'}",
-            indirect_provider=provider if rng.random() < 0.06 else None))
+            auto_extend=rng.random() < (0.3 if global_admin else 0.5),
+            name=f"{customer.name} {'GA' if global_admin else label}", age_days=rng.uniform(1, 14),
+            indirect_provider=provider if rng.random() < 0.06 else None,
+            assignments=assignments(), group=rng.choice(groups)))
 
     for customer in dap:
         roll = rng.random()
         if roll < 0.74:
             active(customer)
+            if rng.random() < 0.08:
+                # A replacement: one relationship ends soon, the other much later.
+                active(customer, ends=rng.uniform(200, 700), label="renewed")
             if rng.random() < 0.1:
                 relationships.append(relationship(customer.id, customer.name, status="expired",
                                                   ends_in_days=-rng.uniform(1, 300), now=now,
                                                   name=f"{customer.name} old"))
         elif roll < 0.84:
-            # Before the customer approves, Graph may name no customer: no key, or null.
+            # Before the customer approves, Graph may name no customer: no key, or null. Microsoft
+            # cleans up requests left in approvalPending after 90 days.
             status = rng.choice(("approvalPending", "created"))
             relationships.append(relationship(
                 customer.id, customer.name, now=now, ends_in_days=None, status=status,
-                name=f"{customer.name} pending",
+                name=f"{customer.name} pending", age_days=rng.uniform(1, 89),
                 customer_field=rng.choice(("object", "missing", "null"))))
-        elif roll < 0.87:
+        elif roll < 0.86:
+            # Approved by the customer; Microsoft is setting it up.
+            relationships.append(relationship(
+                customer.id, customer.name, now=now, ends_in_days=None,
+                status=rng.choice(("approved", "activating")), name=f"{customer.name} new",
+                age_days=rng.uniform(0.5, 3)))
+        elif roll < 0.89:
             # `expiring`: "the relationship has passed its expiration date" and is being removed.
             # (now is noon today: over half a day back is in the past all day long.)
             relationships.append(relationship(customer.id, customer.name, status="expiring",
                                               ends_in_days=-rng.uniform(0.6, 2.5), now=now,
                                               name=f"{customer.name} lapsing"))
-        elif roll < 0.9:
+        elif roll < 0.91:
+            relationships.append(relationship(
+                customer.id, customer.name, now=now, ends_in_days=rng.uniform(30, 300),
+                status=rng.choice(("terminationRequested", "terminating")),
+                name=f"{customer.name} ending"))
+        elif roll < 0.93:
             relationships.append(relationship(customer.id, customer.name, status="terminated",
                                               ends_in_days=-rng.uniform(1, 100), now=now,
                                               name=f"{customer.name} ended"))
@@ -256,10 +362,10 @@ def relationship_json(r: Relationship) -> dict[str, Any]:
     """
     body: dict[str, Any] = {
         "@odata.type": "#microsoft.graph.delegatedAdminRelationship",
-        "id": r.id, "displayName": r.display_name, "duration": "P730D", "status": r.status,
+        "id": r.id, "displayName": r.display_name, "duration": f"P{r.duration_days}D", "status": r.status,
         "autoExtendDuration": "P180D" if r.auto_extend else "PT0S",
-        "createdDateTime": "2024-01-02T10:00:00Z", "lastModifiedDateTime": "2024-01-02T10:00:00Z",
-        "activatedDateTime": None if r.status in ("approvalPending", "created") else "2024-01-03T10:00:00Z",
+        "createdDateTime": _graph_time(r.created), "lastModifiedDateTime": _graph_time(r.modified),
+        "activatedDateTime": None if r.activated is None else _graph_time(r.activated),
         "endDateTime": None if r.end is None else _graph_time(r.end),
         "customer": {"tenantId": r.customer_id, "displayName": r.customer_name},
         "accessDetails": {"unifiedRoles": [{"roleDefinitionId": role} for role in r.roles]},
@@ -271,8 +377,21 @@ def relationship_json(r: Relationship) -> dict[str, Any]:
     if r.indirect_provider is not None:
         body["@odata.type"] = "#microsoft.graph.resellerDelegatedAdminRelationship"
         body["indirectProviderTenantId"] = r.indirect_provider
-        body["isPartnerConsentPending"] = False
+        # The indirect provider's consent is pending until the customer has approved.
+        body["isPartnerConsentPending"] = r.status in ("created", "approvalPending")
     return body
+
+
+def assignment_json(r: Relationship, a: Assignment) -> dict[str, Any]:
+    """A delegatedAdminAccessAssignment as Graph v1.0 returns it.
+
+    https://learn.microsoft.com/graph/api/resources/delegatedadminaccessassignment
+    """
+    return {"@odata.type": "#microsoft.graph.delegatedAdminAccessAssignment", "id": a.id,
+            "status": a.status, "createdDateTime": _graph_time(a.created),
+            "lastModifiedDateTime": _graph_time(a.modified),
+            "accessContainer": {"accessContainerId": a.group, "accessContainerType": "securityGroup"},
+            "accessDetails": {"unifiedRoles": [{"roleDefinitionId": role} for role in r.roles]}}
 
 
 def dap_customer_json(customer: Customer, dap_enabled: bool) -> dict[str, Any]:

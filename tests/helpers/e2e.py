@@ -58,7 +58,7 @@ def run_exporter(*args: str, timeout: float = 60, env: dict[str, str] | None = N
 
 
 # Every collector, so the GDAP migration dashboard, rules and alerts have data too.
-ALL_COLLECTORS = ["dap_statistics", "gdap_relationships", "dap_customers"]
+ALL_COLLECTORS = ["dap_statistics", "gdap_relationships", "gdap_access_assignments", "dap_customers"]
 
 
 def seeded_tenant(sim: Simulator, directory: Path, name: str, tenant_id: str,

@@ -13,6 +13,7 @@ import yaml
 from devtools import build_monitoring
 from exporter.collectors.dap_customers import DapCustomer, DapCustomers
 from exporter.collectors.dap_statistics import DapStatistics
+from exporter.collectors.gdap_access_assignments import AccessAssignment, GdapAccess
 from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
 from exporter.model import Snapshot, SourceView
 
@@ -46,7 +47,11 @@ def sample_snapshot() -> Snapshot:
         name="contoso", collector="dap_customers", data=sample_dap_customers(), attempted=True,
         last_poll_success=True, last_success_time=1795435202.0, last_duration=0.125,
         api_requests_total={"200": 1})
-    return Snapshot((failing, dap_customers, healthy, gdap, pending))
+    access = SourceView(
+        name="contoso", collector="gdap_access_assignments", data=sample_access(), attempted=True,
+        last_poll_success=True, last_success_time=1795435203.0, last_duration=0.75,
+        api_requests_total={"200": 3})
+    return Snapshot((failing, dap_customers, healthy, access, gdap, pending))
 
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
@@ -70,12 +75,26 @@ def sample_gdap() -> GdapRelationships:
         relationship("a", ends_in_days=5),
         relationship("b", ends_in_days=20, global_admin=True),
         relationship("c", ends_in_days=3, auto_extend=True),
-        relationship("d", status="approvalPending", ends_in_days=None),
+        dataclasses.replace(relationship("d", status="approvalPending", ends_in_days=None),
+                            created_time=NOW - 70 * DAY, modified_time=NOW - 70 * DAY),
         relationship("d", status="expired", ends_in_days=-10),
         relationship("f", status="expiring", ends_in_days=-1),
         dataclasses.replace(relationship("", status="created", ends_in_days=None), customer_id="",
                             customer_name=""),
     ), fetched_at=NOW, skipped_entries=0)
+
+
+def sample_access() -> GdapAccess:
+    """sample_gdap's relationships with their access assignments: a's is active; b's is stuck in
+    pending (a deleted one before it), so nobody can administer b; c has an active one and a failed
+    one."""
+    def assignment(name: str, status: str) -> AccessAssignment:
+        return AccessAssignment(f"as-{name}-{status}", status, f"group-{name}", NOW - 2 * DAY)
+
+    return GdapAccess(sample_gdap(), {
+        "rel-a-active": (assignment("a", "active"),),
+        "rel-b-active": (assignment("b", "deleted"), assignment("b", "pending")),
+        "rel-c-active": (assignment("c", "active"), assignment("c", "error"))})
 
 
 def signed_in(days_ago: float) -> float:
