@@ -201,14 +201,15 @@ class ApiClient(Generic[D]):
         return PollError("client_error", f"{self.api} refused the request with {status} "
                                          f"{response.reason_phrase}{detail}")
 
-    def _next_link(self, payload: Any) -> str | None:
+    def _next_link(self, payload: Any, resource: str | None = None) -> str | None:
+        """A page's @odata.nextLink, on the configured host only; resource names the list in messages."""
         link = payload.get("@odata.nextLink") if isinstance(payload, dict) else None
         if link is None:
             return None
         if not isinstance(link, str) or origin(link) != self._origin:
             # The bearer token goes with every page: never to a host other than the configured one.
-            raise PollError("invalid_response", f"{self.resource} pointed its next page away from "
-                                                f"{self._origin}; refusing to send the token there")
+            raise PollError("invalid_response", f"{resource or self.resource} pointed its next page away "
+                                                f"from {self._origin}; refusing to send the token there")
         return link
 
     def _mfa_refused(self, response: httpx.Response) -> bool:

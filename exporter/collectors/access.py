@@ -32,10 +32,14 @@ class CustomerAccess:
     auto_extends: bool = False  # one of those relationships auto-extends
 
 
+def _relationships(gdap: GdapRelationships, assignments: GdapAccess | None) -> GdapRelationships:
+    """The relationships access is judged on: those read with their assignments, where there are."""
+    return assignments.relationships if assignments is not None else gdap
+
+
 def gives_access(gdap: GdapRelationships, assignments: GdapAccess | None) -> list[GdapRelationship]:
     """The relationships that give someone access to their customer today."""
-    relationships = assignments.relationships if assignments is not None else gdap
-    return [r for r in relationships.with_access()
+    return [r for r in _relationships(gdap, assignments).with_access()
             if assignments is None or assignments.active_assignments(r.id) > 0]
 
 
@@ -46,9 +50,8 @@ def customers_with_access(gdap: GdapRelationships, assignments: GdapAccess | Non
 def by_customer(gdap: GdapRelationships, assignments: GdapAccess | None,
                 dap: DapCustomers | None) -> list[CustomerAccess]:
     """Every customer known from a relationship of any status or the DAP list, with its access."""
-    relationships = assignments.relationships if assignments is not None else gdap
     names: dict[str, str] = {}
-    for r in relationships.relationships:
+    for r in _relationships(gdap, assignments).relationships:
         if r.customer_id:
             names.setdefault(r.customer_id, r.customer_name)
     for customer in dap.customers if dap is not None else ():

@@ -43,8 +43,8 @@ ASSIGNMENT_STATUSES: tuple[str, ...] = ("pending", "active", "deleting", "delete
 NOTABLE_STATUSES = frozenset({"pending", "deleting", "error", "unknownFutureValue"})
 # "Up to 20 requests" per JSON batch.
 BATCH_SIZE = 20
-BATCH_PATH = "/v1.0/$batch"
 GRAPH_VERSION = "/v1.0"
+BATCH_PATH = GRAPH_VERSION + "/$batch"
 ASSIGNMENTS_RESOURCE = "accessAssignments"
 # A throttled step goes back into the queue this many times at most, and a poll waits this long in
 # all: past either, the poll fails as throttled and the poller backs off, rather than a poll that
@@ -160,7 +160,7 @@ class GdapAccessAssignmentsClient(GraphGdapClient[GdapAccess]):
                     assignment = parse_assignment(entry, f"{rid[:80]}.value[{len(found[rid])}]", skipped)
                     if assignment is not None:
                         found[rid].append(assignment)
-                link = self._next_link(body)
+                link = self._next_link(body, ASSIGNMENTS_RESOURCE)
                 if link is not None:
                     if not link.startswith(graph + GRAPH_VERSION + "/"):
                         raise PollError("invalid_response", f"{ASSIGNMENTS_RESOURCE} sent a next page "

@@ -75,11 +75,15 @@ class Join:
     figures: Callable[..., str] = lambda *data: ""
     optional: tuple[str, ...] = ()
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (*self.inputs, *self.optional)
+
     def data(self, views: Sequence[SourceView]) -> list[Any] | None:
         """The data this join reads from one tenant's views, in order; None while any is missing."""
         ran = {view.collector: view.data for view in views}
-        values = [ran.get(name) for name in (*self.inputs, *self.optional)]
-        missing = [name for name, value in zip((*self.inputs, *self.optional), values, strict=True)
+        values = [ran.get(name) for name in self.kinds]
+        missing = [name for name, value in zip(self.kinds, values, strict=True)
                    if value is None and (name in self.inputs or name in ran)]
         return None if missing else values
 
@@ -102,14 +106,14 @@ class Registry:
         self._kinds[kind.name] = kind
 
     def register_join(self, join: Join) -> None:
-        unknown = [name for name in (*join.inputs, *join.optional) if name not in self._kinds]
+        unknown = [name for name in join.kinds if name not in self._kinds]
         if unknown:
             raise ValueError(f"join {join.name} needs unregistered kinds {unknown}")
         self._joins.append(join)
 
     def unregister(self, name: str) -> None:
         self._kinds.pop(name)
-        self._joins = [join for join in self._joins if name not in (*join.inputs, *join.optional)]
+        self._joins = [join for join in self._joins if name not in join.kinds]
 
     def __getitem__(self, name: str) -> Kind[Any]:
         return self._kinds[name]

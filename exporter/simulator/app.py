@@ -50,8 +50,6 @@ RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
 BATCH_PATH = "/v1.0/$batch"
 # JSON batching: "up to 20 requests" (https://learn.microsoft.com/graph/json-batching).
 GRAPH_MAX_BATCH = 20
-# What GDAP's list APIs need, delegated or application (delegatedadminrelationship-list-accessassignments).
-GDAP_READ_PERMISSION = "DelegatedAdminRelationship.Read.All"
 # The App Service / Container Apps managed identity endpoint (IDENTITY_ENDPOINT), which MSAL's
 # ManagedIdentityClient calls with X-IDENTITY-HEADER and api-version 2019-08-01
 # (learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference).
@@ -738,11 +736,14 @@ class Simulator:
         caller = self._graph_caller(authorization)
         if not isinstance(caller, _Token):
             return caller
+        return self._graph_page([relationship_json(r) for r in self._visible_relationships(caller)], query,
+                                RELATIONSHIPS_PATH, "tenantRelationships/delegatedAdminRelationships")
+
+    def _visible_relationships(self, caller: _Token) -> list[Relationship]:
+        """What Graph shows this caller: nothing to a signed-in user outside Admin Agents."""
         tenant = self.tenants[caller.tenant_id]
         hidden = caller.username is not None and not tenant.users_in_admin_agents
-        items = [] if hidden else tenant.relationships
-        return self._graph_page([relationship_json(r) for r in items], query, RELATIONSHIPS_PATH,
-                                "tenantRelationships/delegatedAdminRelationships")
+        return [] if hidden else tenant.relationships
 
     def access_assignments(self, authorization: str | None, relationship_id: str,
                            query: dict[str, str]) -> tuple[int, Any]:
@@ -754,9 +755,7 @@ class Simulator:
         caller = self._graph_caller(authorization)
         if not isinstance(caller, _Token):
             return caller
-        tenant = self.tenants[caller.tenant_id]
-        hidden = caller.username is not None and not tenant.users_in_admin_agents
-        found = None if hidden else next((r for r in tenant.relationships if r.id == relationship_id), None)
+        found = next((r for r in self._visible_relationships(caller) if r.id == relationship_id), None)
         if found is None:
             return 404, _graph_error("NotFound", f"The delegatedAdminRelationship '{relationship_id}' "
                                                  f"was not found.")
@@ -800,17 +799,18 @@ class Simulator:
         return 200, {"responses": responses[::-1]}
 
     def _batch_step(self, authorization: str | None, step: Any) -> tuple[int, Any]:
-        url = urlsplit(str(step.get("url", ""))) if isinstance(step, dict) else urlsplit("")
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        path = "/v1.0" + "/" + url.path.lstrip("/")
         if not isinstance(step, dict) or step.get("method") != "GET":
             return 405, _graph_error("BadRequest", "The simulator batches GET requests only.")
+        url = urlsplit(str(step.get("url", "")))
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        path = "/v1.0/" + url.path.lstrip("/")
         if path == RELATIONSHIPS_PATH:
             return self.gdap_relationships(authorization, query)
         parts = path.removeprefix(RELATIONSHIPS_PATH + "/").split("/")
         if path.startswith(RELATIONSHIPS_PATH + "/") and len(parts) == 2 and parts[1] == "accessAssignments":
             return self.access_assignments(authorization, unquote(parts[0]), query)
-        return 404, _graph_error("BadRequest", f"Resource not found for the segment '{url.path}'.")
+        # Graph's answer to a path it does not know.
+        return 400, _graph_error("BadRequest", f"Resource not found for the segment '{url.path}'.")
 
 
 def _admin(tenant: str) -> str:

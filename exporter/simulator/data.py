@@ -57,8 +57,6 @@ class Customer:
                 + dt.timedelta(seconds=seconds, microseconds=722795))
 
 
-# delegatedAdminAccessAssignmentStatus: https://learn.microsoft.com/graph/api/resources/delegatedadminaccessassignment
-ASSIGNMENT_STATUSES = ("pending", "active", "deleting", "deleted", "error")
 # The longest relationship Graph allows: two years.
 MAX_DURATION_DAYS = 730
 
@@ -237,7 +235,9 @@ def relationship(customer_id: str, customer_name: str, *, status: str = "active"
         created = activated - dt.timedelta(days=age_days)
         modified = activated if status == "active" else min(start, end) - dt.timedelta(hours=1)
     statuses = assignments if assignments is not None else (("active",) if status == "active" else ())
-    since = activated or created
+    granted = (activated or created) + dt.timedelta(hours=1)
+    # An assignment that is not active last changed two days ago: stuck, or failed.
+    stalled = start - dt.timedelta(days=2)
     # Graph's relationship ids are two GUIDs joined by a hyphen.
     full_id = f"{rid}-{uuid.uuid5(uuid.NAMESPACE_URL, rid)}"
     return Relationship(id=full_id,
@@ -247,9 +247,8 @@ def relationship(customer_id: str, customer_name: str, *, status: str = "active"
                         auto_extend=auto_extend, roles=roles, customer_field=customer_field,
                         indirect_provider=indirect_provider, created=created, modified=modified,
                         activated=activated, duration_days=duration,
-                        assignments=[assignment(full_id, i, a, group, created=since + dt.timedelta(hours=1),
-                                                modified=start - dt.timedelta(days=2) if a != "active"
-                                                else since + dt.timedelta(hours=1))
+                        assignments=[assignment(full_id, i, a, group, created=granted,
+                                                modified=granted if a == "active" else stalled)
                                      for i, a in enumerate(statuses)])
 
 
