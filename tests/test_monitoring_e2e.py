@@ -255,7 +255,9 @@ def test_exporter_target_is_up(stack: Stack) -> None:
                 if t["labels"]["job"] == "partnercenter" and t["health"] == "up"]
 
     wait_for(up, 20, "the partnercenter target to be up")
-    [sample] = stack.api.instant('up{job="partnercenter"}')
+    # Prometheus marks the target healthy before it commits the scrape's `up` sample: wait for the sample.
+    [sample] = wait_for(lambda: stack.api.instant('up{job="partnercenter"}'), 20,
+                        "the up sample of partnercenter")
     assert sample["value"][1] == "1"
 
 
