@@ -368,7 +368,9 @@ def test_systemd_socket_activation_serves_on_the_passed_socket(sim: Simulator, t
         status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=20)
         assert status == 200
         assert b"partnercenter_exporter_build_info" in body
-        assert f"listeners=127.0.0.1:{port}" in (tmp_path / "exporter.log").read_text()
+        # The server answers from the moment it starts; the "listening" line follows it.
+        wait_for(lambda: f"listeners=127.0.0.1:{port}" in (tmp_path / "exporter.log").read_text(), 10,
+                 "the listening line naming the passed socket")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
