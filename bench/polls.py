@@ -12,7 +12,17 @@ from pathlib import Path
 
 from bench.report import Report, Row
 from bench.scrape import P99_TARGET
-from bench.tools import Nginx, TenantSpec, exporter, get, median_result, wait_ready, write_config, wrk
+from bench.tools import (
+    Nginx,
+    TenantSpec,
+    exporter,
+    get,
+    median_result,
+    timed,
+    wait_ready,
+    write_config,
+    wrk,
+)
 from exporter.app import build_http_client, build_poller, build_sources, load_configs
 from exporter.client import PAGE_SIZE
 from exporter.collectors.gdap_access_assignments import BATCH_SIZE
@@ -42,12 +52,8 @@ def poll_round(config_path: Path) -> tuple[float, float, int]:
         sources = [s for t in config.tenants for s in build_sources(t, config, http)]
         poller = build_poller(config, sources, Publisher(config.inactive_thresholds_days,
                                                          poll_interval=config.poll_interval))
-        started = time.monotonic()
-        poller.poll_all_once()
-        cold = time.monotonic() - started
-        started = time.monotonic()
-        snapshot = poller.poll_all_once()
-        warm = time.monotonic() - started
+        _, cold = timed(poller.poll_all_once)
+        snapshot, warm = timed(poller.poll_all_once)
         return cold, warm, sum(1 for t in snapshot.views if t.last_poll_success)
     finally:
         http.close()
@@ -129,12 +135,8 @@ def access_assignments_round(report: Report, settings: Settings, workdir: Path) 
         try:
             listing, access = build_sources(config.tenants[0], config, http)
             listing.fetch()  # signs in: the rounds below measure polls only
-            started = time.monotonic()
-            listing.fetch()
-            list_seconds = time.monotonic() - started
-            started = time.monotonic()
-            data = access.fetch()
-            seconds = time.monotonic() - started
+            _, list_seconds = timed(listing.fetch)
+            data, seconds = timed(access.fetch)
         finally:
             http.close()
     requests = sum(access.requests_by_code.values())

@@ -13,9 +13,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -30,6 +30,16 @@ class TenantSpec:
     dates: int | None = None  # distinct dates in each list; None: the simulator's realistic mix
     customers: int | None = None
     collectors: tuple[str, ...] | None = None  # None: the default (dap_statistics)
+
+
+T = TypeVar("T")
+
+
+def timed(work: Callable[[], T]) -> tuple[T, float]:
+    """work()'s result and the seconds it took (monotonic clock)."""
+    started = time.monotonic()
+    result = work()
+    return result, time.monotonic() - started
 
 
 def write_config(sim: Simulator, directory: Path, tenants: Sequence[TenantSpec], *,

@@ -365,8 +365,8 @@ def gdap_migration() -> Json:
             stat("DAP customers", f"Customers with DAP (delegatedAdminCustomers, dapEnabled). {GDAP_CACHED}",
                  dap, (0, 0, 4, 4), unit="none"),
             stat("With GDAP", "DAP customers the partner can also administer through GDAP (an active "
-                 f"relationship with an active access assignment): ready for DAP removal. {GDAP_CACHED}", with_gdap, (4, 0, 4, 4), unit="none",
-                 steps=(("green", None),)),
+                 f"relationship with an active access assignment): ready for DAP removal. {GDAP_CACHED}",
+                 with_gdap, (4, 0, 4, 4), unit="none", steps=(("green", None),)),
             stat("Without GDAP", "DAP customers without GDAP access: removing DAP cuts the partner off "
                  f"from them. {GDAP_CACHED}", without, (8, 0, 4, 4), unit="none",
                  steps=(("green", None), ("red", 1))),
@@ -395,20 +395,12 @@ def gdap_migration() -> Json:
                 f"{GDAP_CACHED}",
                 [target(f"sum by (status) (partnercenter_gdap_relationships{{{T}}}) > 0", legend="{{status}}")],
                 (12, 4, 12, 8), unit="none"),
-            panel("table", "DAP customers without GDAP",
-                  "Every customer with DAP and no GDAP access. Request a GDAP relationship for each, and "
-                  f"assign your security groups to it, before removing DAP. {GDAP_CACHED}",
-                  [target(f"max by (tenant, customer_name, customer_tenant_id) "
-                          f"(partnercenter_dap_customer_without_gdap_info{{{T}}})", instant=True, table=True)],
-                  (0, 12, 12, 10), unit="none",
-                  defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-                  options={"showHeader": True, "cellHeight": "sm",
-                           "sortBy": [{"displayName": "Customer", "desc": False}]},
-                  transformations=[{"id": "organize", "options": {
-                      "excludeByName": {"Time": True, "Value": True},
-                      "indexByName": {"tenant": 0, "customer_name": 1, "customer_tenant_id": 2},
-                      "renameByName": {"tenant": "Partner tenant", "customer_name": "Customer",
-                                       "customer_tenant_id": "Customer tenant id"}}}]),
+            customer_table(
+                "DAP customers without GDAP",
+                "Every customer with DAP and no GDAP access. Request a GDAP relationship for each, and "
+                f"assign your security groups to it, before removing DAP. {GDAP_CACHED}",
+                f"max by (tenant, customer_name, customer_tenant_id) "
+                f"(partnercenter_dap_customer_without_gdap_info{{{T}}})", (0, 12, 12, 10)),
             relationship_table(
                 "Relationships ending within 30 days",
                 "Active GDAP relationships that end within 30 days, with the days left; those "

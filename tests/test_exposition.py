@@ -263,8 +263,7 @@ def test_a_dap_customer_never_signed_in_counts_as_inactive_once_its_dap_is_older
     neither a sign-in nor a start date, inactive over every threshold."""
     customers = DapCustomers((DapCustomer("id-y", "y", None, NOW - 40 * DAY),
                               DapCustomer("id-z", "z", None, None)))
-    counts = inactive_by_coverage(customers, GdapRelationships((), fetched_at=NOW), None,
-                                  Context(TODAY, ThresholdBuckets((30, 90), TODAY)))
+    counts = inactive_by_coverage(customers, frozenset(), Context(TODAY, ThresholdBuckets((30, 90), TODAY)))
     assert counts == {30: (0, 2), 90: (0, 1)}
 
 

@@ -16,21 +16,19 @@ from exporter.collectors.kind import Context, Join
 from exporter.families import CACHED, Family, Samples
 
 
-def without_gdap(dap: DapCustomers, gdap: GdapRelationships,
-                 assignments: GdapAccess | None = None) -> list[DapCustomer]:
-    """DAP customers nobody at the partner can administer through GDAP: removing DAP cuts them off."""
-    covered = customers_with_access(gdap, assignments)
+def without_gdap(dap: DapCustomers, covered: frozenset[str]) -> list[DapCustomer]:
+    """DAP customers nobody at the partner can administer through GDAP (not in `covered`, the
+    customers with access): removing DAP cuts them off."""
     return [c for c in dap.customers if c.id not in covered]
 
 
-def inactive_by_coverage(dap: DapCustomers, gdap: GdapRelationships, assignments: GdapAccess | None,
+def inactive_by_coverage(dap: DapCustomers, covered: frozenset[str],
                          ctx: Context) -> dict[int, tuple[int, int]]:
-    """Per threshold, DAP customers inactive over it: (with active GDAP, without).
+    """Per threshold, DAP customers inactive over it: (with GDAP access, without).
 
     One pass: each customer's largest threshold passed comes from the context's buckets, as for
     the statistics' dates; a customer of unknown age is past every threshold.
     """
-    covered = customers_with_access(gdap, assignments)
     top = max(ctx.thresholds, default=0)
     per_bucket: dict[bool, dict[int, int]] = {True: {}, False: {}}
     for customer in dap.customers:
@@ -60,17 +58,18 @@ INACTIVE = Family(
 
 def samples(out: Samples, tenant: str, dap: DapCustomers, gdap: GdapRelationships,
             assignments: GdapAccess | None, ctx: Context) -> None:
-    missing = without_gdap(dap, gdap, assignments)
+    covered = customers_with_access(gdap, assignments)
+    missing = without_gdap(dap, covered)
     out.add(WITHOUT_GDAP, (tenant,), len(missing))
     for customer in missing:
         out.add(WITHOUT_GDAP_INFO, (tenant, customer.id, customer.name), 1)
-    for threshold, (covered, uncovered) in inactive_by_coverage(dap, gdap, assignments, ctx).items():
-        out.add(INACTIVE, (tenant, str(threshold), "true"), covered)
-        out.add(INACTIVE, (tenant, str(threshold), "false"), uncovered)
+    for threshold, (with_gdap, without) in inactive_by_coverage(dap, covered, ctx).items():
+        out.add(INACTIVE, (tenant, str(threshold), "true"), with_gdap)
+        out.add(INACTIVE, (tenant, str(threshold), "false"), without)
 
 
 JOIN = Join(
     name="migration", inputs=("dap_customers", "gdap_relationships"), optional=("gdap_access_assignments",),
     families=(WITHOUT_GDAP, WITHOUT_GDAP_INFO, INACTIVE), samples=samples,
-    figures=lambda dap, gdap, assignments, ctx: f", {len(without_gdap(dap, gdap, assignments))} of them "
-                                                f"without GDAP")
+    figures=lambda dap, gdap, assignments, ctx: (
+        f", {len(without_gdap(dap, customers_with_access(gdap, assignments)))} of them without GDAP"))
