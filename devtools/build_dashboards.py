@@ -25,6 +25,7 @@ GDAP_CACHED = ("Values are cached by the exporter from its last successful polls
                "counts as access).")
 ACCESS_CACHED = ("Values are cached by the exporter from its last successful polls of Microsoft Graph (and "
                  "Partner Center's DAP customer list); access assignments need the gdap_access_assignments "
+                 "collector, and every customer of the partner (its contracts) the partner_customers "
                  "collector.")
 BY_COLLECTOR = "{{tenant}} {{collector}}"
 DAYS_LEFT = f"(partnercenter_gdap_relationship_end_timestamp_seconds{{{T}}} - time()) / 86400"
@@ -185,8 +186,8 @@ def dap_overview() -> Json:
             stat("DAP customers", f"Customers that still have a DAP relationship (totalDapCustomerCount). {CACHED}",
                  customers, (0, 0, 6, 4), unit="none"),
             stat("Inactive over 90 days",
-                 "Customers whose last partner sign-in through DAP is more than 90 days old: remove their DAP "
-                 f"relationship and move them to GDAP. {CACHED}",
+                 "Customers whose last partner sign-in through DAP is more than 90 days old, or who have no "
+                 f"sign-in date at all: remove their DAP relationship and move them to GDAP. {CACHED}",
                  over_90, (6, 0, 6, 4), unit="none", steps=(("green", None), ("red", 1))),
             stat("Share inactive over 90 days",
                  f"Inactive-over-90-days customers as a share of all DAP customers. {CACHED}",
@@ -200,15 +201,21 @@ def dap_overview() -> Json:
                 "Inactive customers by last sign-in date",
                 "Customers by the date of their last partner sign-in through DAP, summed over the selected "
                 "tenants. Red bars are more than 90 days ago (the 90-day marker): those relationships must be "
-                f"removed. The exporter's UTC date decides which side a date falls on. {CACHED}",
+                "removed. The exporter's UTC date decides which side a date falls on. The grey bar is the "
+                "customers with no sign-in date: no partner signed in since monitoring began, so they count "
+                f"past every threshold. {CACHED}",
                 [target(f"sum by (last_signin_date) (partnercenter_dap_inactive_customers{{{T},{OVER_90}}})",
                         ref="A", instant=True, table=True),
                  target("sum by (last_signin_date) "
                         f"(partnercenter_dap_inactive_customers{{{T},{OVER_90.replace('=~', '!~')}}})",
-                        ref="B", instant=True, table=True)],
+                        ref="B", instant=True, table=True),
+                 target("label_replace(sum(partnercenter_dap_customers_without_signin_date"
+                        f'{{{T}}}), "last_signin_date", "no sign-in date", "", "")',
+                        ref="C", instant=True, table=True)],
                 (0, 4, 12, 9), x_field="last_signin_date",
                 overrides=[rename("Value #A", "over 90 days ago", "red"),
-                           rename("Value #B", "90 days ago or less", "blue")],
+                           rename("Value #B", "90 days ago or less", "blue"),
+                           rename("Value #C", "no sign-in date", "gray")],
                 transformations=by_date_join),
             barchart(
                 "Established relationships by date",
@@ -313,7 +320,12 @@ def exporter_health() -> Json:
                     "Whether the last load of each config file worked: config is --config.file (SIGHUP), web is "
                     "--web.config.file. Failed means the previous config is still running.",
                     f"partnercenter_exporter_config_last_reload_successful{{{SELECTOR}}}",
-                    "{{instance}} {{config}}", (0, 35, 24, 5), down="failed"),
+                    "{{instance}} {{config}}", (0, 35, 12, 5), down="failed"),
+            up_down("DAP APIs",
+                    "Whether each tenant's DAP API (dap_statistics, dap_customers) still answers. Retired means "
+                    "its last answer was 404 or 410: Microsoft retired it after the DAP deprecation, the "
+                    "figures are the last good ones, and the collector can be dropped.",
+                    f"1 - partnercenter_api_retired{{{T}}}", BY_COLLECTOR, (12, 35, 12, 5), down="retired"),
         ])
 
 
@@ -482,8 +494,9 @@ def customer_activity_table(grid: tuple[int, int, int, int]) -> Json:
         "Every customer with DAP: days since the last partner sign-in (lastSignInDateTime; never when no "
         "partner ever signed in), whether the partner has GDAP access to it (an active relationship with "
         "an active access assignment), partner sign-ins with "
-        "Global Administrator in the last day, and the suggested action. Microsoft removes DAP without a "
-        f"partner sign-in for 90 days. {GDAP_CACHED}",
+        "Global Administrator in the last day, and the suggested action. Microsoft removes the remaining "
+        "DAP relationships and asks partners to remove those inactive for over 90 days. "
+        f"{GDAP_CACHED}",
         targets, grid, unit="none", defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
         options={"showHeader": True, "cellHeight": "sm",
                  "sortBy": [{"displayName": names["Value #D"], "desc": False}]},
@@ -515,8 +528,9 @@ def gdap_access() -> Json:
         "pending or failed, access that ends soon, and requests that wait for approval.",
         "partnercenter_gdap_customer_access", "now-7d",
         [
-            stat("Customers", "Customers known from any GDAP relationship or the DAP customer list. "
-                 f"{ACCESS_CACHED}", f"{customers} or vector(0)", (0, 0, 4, 4), unit="none"),
+            stat("Customers", "Every customer of the partner (its contracts, with partner_customers), and any "
+                 f"other known from a GDAP relationship or the DAP customer list. {ACCESS_CACHED}",
+                 f"{customers} or vector(0)", (0, 0, 4, 4), unit="none"),
             stat("With access", "Customers someone at the partner can administer through GDAP. "
                  f"{ACCESS_CACHED}", f"sum({ACCESS}) or vector(0)", (4, 0, 4, 4), unit="none",
                  steps=(("green", None),)),
@@ -539,7 +553,8 @@ def gdap_access() -> Json:
                 "Customers without access",
                 "Every customer nobody at the partner can administer through GDAP: no active relationship, or "
                 "none with an active access assignment. Request a relationship, or assign a security group "
-                f"to the one there is. {ACCESS_CACHED}", f"{ACCESS} == 0", (0, 4, 12, 10)),
+                "to the one there is. PartnerCenterCustomerWithoutGDAPAccess names each one that stays here "
+                f"a day. {ACCESS_CACHED}", f"{ACCESS} == 0", (0, 4, 12, 10)),
             timeseries(
                 "Access assignments by status",
                 "Access assignments of the active relationships by status. Only active gives access; pending "

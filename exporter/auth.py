@@ -109,7 +109,8 @@ def describe_credential(auth: AuthConfig) -> str:
 def _permission(scope: str | None, method: str) -> str:
     if scope is not None and "graph" in scope.lower():
         kind = "application" if method == "client_credentials" else "delegated"
-        return f"Microsoft Graph {kind} permission DelegatedAdminRelationship.Read.All"
+        return (f"Microsoft Graph {kind} permission DelegatedAdminRelationship.Read.All (and "
+                f"Directory.Read.All to list the partner's contracts)")
     return "Partner Center delegated permission (Partner Customer Delegated Administration)"
 
 

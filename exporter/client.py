@@ -122,6 +122,8 @@ class ApiClient(Generic[D]):
     api: str = "Partner Center"  # who answers, in messages
     resource: str = ""  # the API's name, in messages
     url_setting: str = ""  # the config key of its URL, in messages
+    # Microsoft retires this API after the DAP deprecation: a 404 or 410 is that, not an outage.
+    retirable: bool = False
 
     def __init__(self, name: str, http: httpx.Client, url: str, tokens: TokenSource,
                  clock: Callable[[], float] = time.time,
@@ -219,9 +221,9 @@ class ApiClient(Generic[D]):
             "multi-factor" in description.lower())
 
     def _not_found_message(self, status: int) -> str:
-        return (f"{self.api} answered {status} for {self.resource}; Microsoft retires this API after "
-                f"the DAP deprecation, so check whether it still exists and that {self.url_setting} "
-                f"is right")
+        return (f"{self.api} answered {status} for {self.resource}: Microsoft retires this API after "
+                f"the DAP deprecation; drop {self.collector} from the tenant's collectors, or fix "
+                f"{self.url_setting} if it was changed")
 
     def _refused_message(self, status: int, response: httpx.Response) -> str:
         detail = _error_detail(*partner_center_error(response))
@@ -252,21 +254,27 @@ MAX_UPSTREAM_TEXT = 160
 
 
 def partner_center_error(response: httpx.Response) -> tuple[str, str]:
-    """The `code` and `description` of a Partner Center error body, or empty strings.
+    """The code and message of a Partner Center error body, or empty strings.
 
-    Partner Center REST errors are `{"code", "description", "data", "source"}`:
-    https://learn.microsoft.com/partner-center/developer/error-codes
+    Two shapes answer from Partner Center's hosts: the REST API's `{"code", "description", "data",
+    "source"}` (https://learn.microsoft.com/partner-center/developer/error-codes), and the OData
+    `{"@odata.context": "...errorResponse", "error": {"code", "message"}}` that Microsoft's GDAP
+    bulk-migration tool logged from the CustomerServiceAdminApi host. Both are read.
     """
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "", ""
     if not isinstance(body, dict):
         return "", ""
-    code, description = body.get("code"), body.get("description")
+    error = body.get("error")
+    if isinstance(error, dict):
+        code, text = error.get("code"), error.get("message")
+    else:
+        code, text = body.get("code"), body.get("description")
     code_text = str(code) if isinstance(code, (str, int)) and not isinstance(code, bool) else ""
-    return (_one_line(code_text, 32), _one_line(description, MAX_UPSTREAM_TEXT)
-            if isinstance(description, str) else "")
+    return (_one_line(code_text, 32), _one_line(text, MAX_UPSTREAM_TEXT)
+            if isinstance(text, str) else "")
 
 
 def _one_line(text: str, limit: int) -> str:

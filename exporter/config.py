@@ -673,11 +673,12 @@ def _graph_auth(c: _Errors, value: Any, path: str,
     errors_before = len(c.errors)
     graph_kinds = [name for name in REGISTRY.names if REGISTRY[name].uses_graph]
     if collectors is not None and not set(graph_kinds) & set(collectors):
-        c.add(path, f"only used by the {' or '.join(graph_kinds)} collector, which this tenant does not run")
+        c.add(path, f"only used by the Graph collectors ({', '.join(graph_kinds)}), none of which this "
+                    f"tenant runs")
     method = c.string(data, "method", path, default="client_credentials")
     if method != "client_credentials":
         c.add(f"{path}.method", f"must be client_credentials (app-only, with the application "
-                                f"permission DelegatedAdminRelationship.Read.All), got {shown(method)}; "
+                                f"permissions of the Graph collectors), got {shown(method)}; "
                                 f"leave graph_auth out to use the tenant's auth for Graph too")
     client_id = _guid(c, data, "client_id", path)
     credential = _credential(c, data, path, required_why=" for app-only Graph access",

@@ -60,8 +60,13 @@ TOKEN_STORE_PENDING = Family(
     "1 while the newest refresh token is kept in memory only because the token store (Key Vault) "
     "refused or missed the write; a restart then needs login. Only for tenants with token_store.",
     _WHERE)
+API_RETIRED = Family(
+    "partnercenter_api_retired", "gauge",
+    "1 when the collector's API last answered 404 or 410: Microsoft retired it after the DAP "
+    "deprecation (or its URL is wrong), and the last good data stays; 0 when it last answered. Only "
+    "for the DAP APIs Microsoft retires (delegatedAdminStatistics, delegatedAdminCustomers).", _WHERE)
 HEALTH = (POLL_SUCCESS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, LAST_ERROR, POLL_ERRORS,
-          API_REQUESTS, SKIPPED, TOKEN_EXPIRY, TOKEN_STORE_PENDING)
+          API_REQUESTS, SKIPPED, TOKEN_EXPIRY, TOKEN_STORE_PENDING, API_RETIRED)
 INTERNAL_ERRORS = Family(
     "partnercenter_exporter_internal_errors", "counter",
     "Unexpected errors in the exporter itself (a bug) by poll-loop stage; the loop goes on with the "
@@ -103,6 +108,8 @@ def health_samples(out: Samples, view: SourceView, poll_interval: float) -> None
         out.add(TOKEN_EXPIRY, where, view.token_expires_at)
     if view.token_store_pending is not None:
         out.add(TOKEN_STORE_PENDING, where, 1 if view.token_store_pending else 0)
+    if view.api_retired is not None:
+        out.add(API_RETIRED, where, 1 if view.api_retired else 0)
 
 
 def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Context,

@@ -114,6 +114,9 @@ class SourceView:
     token_expires_at: float | None = None
     # For a token cache in Key Vault: whether the newest refresh token is not saved there yet.
     token_store_pending: bool | None = None
+    # For an API Microsoft retires (the DAP ones): whether its last answer was 404 or 410. None for
+    # other APIs, and until an answer says either way.
+    api_retired: bool | None = None
 
 
 @dataclass(frozen=True)

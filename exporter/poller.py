@@ -43,6 +43,11 @@ class Source(Protocol):
     @property
     def token_store_pending(self) -> bool | None: ...
 
+    @property
+    def retirable(self) -> bool:
+        """Its API is one Microsoft retires: a 404 or 410 means retired, not an outage."""
+        ...
+
     def fetch(self) -> SourceData: ...
 
 
@@ -269,12 +274,14 @@ class Poller:
             with self._lock:
                 first = not state.view.attempted
                 was_failing = state.view.attempted and not state.view.last_poll_success
+                was_retired = bool(state.view.api_retired)
                 # Whatever goes wrong below, the source is polled again at its regular time.
                 state.next_due, self._dirty = max(state.regular_next, finished), True
                 self._fetching.discard(id(source))
                 state.view = self._next_view(state, data, error, finished - started)
                 state.next_due = self._schedule(state, error, finished)
-            self._log_outcome(source, error, first or was_failing, finished - started, data)
+            self._log_outcome(source, error, first or was_failing, finished - started, data,
+                              retired=(was_retired, bool(state.view.api_retired)))
         except Exception:
             self.internal_error("poll")
         finally:
@@ -283,10 +290,14 @@ class Poller:
     def _next_view(self, state: _SourceState, data: SourceData | None,
                    error: PollError | None, duration: float) -> SourceView:
         source = state.source
+        retired = state.view.api_retired
+        if source.retirable and (error is None or error.reason == "not_found"):
+            # Any other failure says nothing about it: the last answer stands.
+            retired = error is not None
         view = dataclasses.replace(state.view, attempted=True, last_duration=duration,
                                    api_requests_total=dict(source.requests_by_code),
                                    token_expires_at=source.token_expires_at,
-                                   token_store_pending=source.token_store_pending)
+                                   token_store_pending=source.token_store_pending, api_retired=retired)
         if error is None:
             assert data is not None
             return dataclasses.replace(
@@ -312,12 +323,19 @@ class Poller:
 
     @staticmethod
     def _log_outcome(source: Source, error: PollError | None, notable: bool, duration: float,
-                     data: SourceData | None) -> None:
+                     data: SourceData | None, *, retired: tuple[bool, bool] = (False, False)) -> None:
+        """One line per poll; a retired API is told once, when it is found, and once when it is back."""
         where = {"tenant": source.name, "collector": source.collector}
+        was_retired, is_retired = retired
+        if is_retired and not was_retired:
+            log.warning("the API answers as retired; the last good data stays; drop the collector from "
+                        "the tenant's collectors, or fix its endpoint URL if that was changed",
+                        extra={**where, "error": error.message if error else ""})
+        elif was_retired and not is_retired:
+            log.info("the API that answered as retired answers again", extra=where)
         if error is not None:
-            log.warning("poll failed", extra={**where, "reason": error.reason, "error": error.message,
-                                              "duration": f"{duration:.3f}s"})
+            log.log(logging.DEBUG if is_retired else logging.WARNING, "poll failed", extra={
+                **where, "reason": error.reason, "error": error.message, "duration": f"{duration:.3f}s"})
         elif data is not None:
             log.log(logging.INFO if notable else logging.DEBUG, "poll succeeded", extra={
                 **where, **REGISTRY.summary(source.collector, data), "duration": f"{duration:.3f}s"})
-

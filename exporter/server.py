@@ -220,6 +220,8 @@ def _tenant_row(view: SourceView, views: tuple[SourceView, ...], *, now: float, 
         state = '<span class="pending">first poll pending</span>'
     elif view.last_poll_success:
         state = '<span class="ok">ok</span>'
+    elif view.api_retired:
+        state = '<span class="pending">API retired (404/410): showing the last good data</span>'
     else:
         state = f'<span class="fail">failing: {html.escape(view.last_error_reason or "")}</span>'
     last = _age(now - view.last_success_time) if view.last_success_time is not None else "never"

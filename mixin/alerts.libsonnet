@@ -32,8 +32,9 @@ local human(duration) =
             'Partner tenant {{ $labels.tenant }}: {{ $value }} DAP customers inactive for over %(dapInactiveDays)d days' % c,
             |||
               {{ $value }} customers of partner tenant {{ $labels.tenant }} have had no partner
-              sign-in through DAP for more than %(dapInactiveDays)d days. Microsoft requires removing these DAP
-              relationships; move the customers to GDAP first, then remove DAP.
+              sign-in through DAP for more than %(dapInactiveDays)d days, or none on record. Microsoft asks
+              partners to remove DAP relationships inactive for over 90 days (delegatedAdminStatistics
+              reference); move the customers to GDAP first, then remove DAP.
             ||| % c,
           ),
           alert(
@@ -42,7 +43,8 @@ local human(duration) =
             'Partner tenant {{ $labels.tenant }}: {{ $value }} customers still have DAP',
             |||
               {{ $value }} customers of partner tenant {{ $labels.tenant }} still have a DAP
-              relationship. DAP is being retired: plan their move to GDAP.
+              relationship. Microsoft removes the remaining DAP relationships (Partner Center
+              announcements, July 2023): move them to GDAP.
             |||,
           ),
         ],
@@ -63,8 +65,8 @@ local human(duration) =
               need, have the customer approve it and assign your security groups to it first.
             |||,
           ),
-          // dapLosingAccessDays without a partner sign-in (or never, with DAP older than that),
-          // before Microsoft's 90-day removal of inactive DAP; the value is that age.
+          // dapLosingAccessDays without a partner sign-in (or never, with DAP older than that), and
+          // nothing in GDAP to replace DAP when it goes; the value is that age.
           alert(
             'PartnerCenterDAPCustomerLosingAccess', 'warning', '1h',
             |||
@@ -83,9 +85,9 @@ local human(duration) =
             |||
               Customer {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) of partner tenant
               {{ $labels.tenant }} has DAP, no GDAP access, and no partner sign-in for
-              {{ $value | humanizeDuration }} (or none ever, with DAP that old). Microsoft removes DAP
-              relationships without a partner sign-in for 90 days: set up GDAP now, or the partner loses
-              admin access to this customer.
+              {{ $value | humanizeDuration }} (or none ever, with DAP that old). Microsoft removes the
+              remaining DAP relationships and asks partners to remove those inactive for over 90 days:
+              set up GDAP now, or the partner loses admin access to this customer when DAP goes.
             |||,
           ),
           // DAP customers, but not one GDAP relationship in any status, for gdapNoneVisibleFor.
@@ -94,15 +96,19 @@ local human(duration) =
             |||
               sum by (job, instance, tenant) (partnercenter_gdap_relationships{%(selector)s}) == 0
                 and on (job, instance, tenant)
-              max by (job, instance, tenant) (partnercenter_dap_enabled_customers{%(selector)s} or partnercenter_dap_customers{%(selector)s}) > 0
+              max by (job, instance, tenant) (
+                partnercenter_dap_enabled_customers{%(selector)s} or partnercenter_dap_customers{%(selector)s}
+                  or partnercenter_customers{%(selector)s}
+              ) > 0
             ||| % c,
             'Partner tenant {{ $labels.tenant }}: no GDAP relationships visible',
             |||
-              Partner tenant {{ $labels.tenant }} has DAP customers, but Microsoft Graph lists no GDAP
+              Partner tenant {{ $labels.tenant }} has customers, but Microsoft Graph lists no GDAP
               relationship at all. Either the migration has not started, or the signed-in user is not in
               the partner's Admin Agents group: Graph then answers with an empty list, not an error.
               Add the user to Admin Agents and run login again, or read Graph app-only with graph_auth.
-              While this fires, the per-customer PartnerCenterDAPCustomerWithoutGDAP alerts are held back.
+              While this fires, the per-customer PartnerCenterDAPCustomerWithoutGDAP and
+              PartnerCenterCustomerWithoutGDAPAccess alerts are held back.
             |||,
           ),
           // Access is an active relationship with an active access assignment: one without any
@@ -173,6 +179,20 @@ local human(duration) =
               and have the customer approve it.
             ||| % { lookback: human(c.gdapLostAccessLookback) },
           ),
+          // Every customer, from any source: with partner_customers, also those with neither DAP nor
+          // a relationship, whom nobody at the partner can administer at all.
+          alert(
+            'PartnerCenterCustomerWithoutGDAPAccess', 'warning', c.customerWithoutAccessFor,
+            'partnercenter_gdap_customer_access{%(selector)s} == 0' % c,
+            'Partner tenant {{ $labels.tenant }}: nobody can administer customer {{ $labels.customer_name }} through GDAP',
+            |||
+              For %s nobody at partner tenant {{ $labels.tenant }} has been able to administer customer
+              {{ $labels.customer_name }} ({{ $labels.customer_tenant_id }}) through GDAP: no active
+              relationship with an active access assignment. If the partner supports this customer,
+              request a GDAP relationship with the roles you need, have the customer approve it and
+              assign your security groups to it.
+            ||| % [human(c.customerWithoutAccessFor)],
+          ),
           // The value is the request's age.
           alert(
             'PartnerCenterGDAPInvitePending', 'info', '1h',
@@ -206,7 +226,11 @@ local human(duration) =
         rules: [
           alert(
             'PartnerCenterExporterPollFailing', 'warning', c.pollFailingFor,
-            'partnercenter_exporter_poll_success{%(selector)s} == 0' % c,
+            |||
+              partnercenter_exporter_poll_success{%(selector)s} == 0
+                unless on (job, instance, tenant, collector)
+              partnercenter_api_retired{%(selector)s} == 1
+            ||| % c,
             'Partner tenant {{ $labels.tenant }}: {{ $labels.collector }} polls failing',
             // Not %-formatted: the text holds printf verbs of its own.
             |||
@@ -215,6 +239,20 @@ local human(duration) =
               {{ with printf "partnercenter_exporter_last_poll_error{job='%%s',instance='%%s',tenant='%%s',collector='%%s'} == 1" $labels.job $labels.instance $labels.tenant $labels.collector | query }}{{ . | first | label "reason" }}{{ else }}unknown{{ end }}.
               The figures shown are from the last successful poll. The exporter log says why.
             ||| % [human(c.pollFailingFor)],
+          ),
+          // A retired API is a state, not an outage: the poll-failing and stale-data alerts leave it
+          // to this one.
+          alert(
+            'PartnerCenterAPIRetired', 'info', c.apiRetiredFor,
+            'partnercenter_api_retired{%(selector)s} == 1' % c,
+            'Partner tenant {{ $labels.tenant }}: the API behind {{ $labels.collector }} is retired',
+            |||
+              Partner Center has answered 404 or 410 for %s to collector {{ $labels.collector }} of
+              partner tenant {{ $labels.tenant }} on {{ $labels.instance }}: Microsoft retires the DAP
+              APIs after the DAP deprecation. The exporter keeps the last good figures and does not count
+              this as a failing poll. Drop {{ $labels.collector }} from the tenant's collectors, or fix
+              its endpoint URL if that was changed, and reload the config.
+            ||| % [human(c.apiRetiredFor)],
           ),
           // Firing needs a recent auth error and a failing last poll, so it resolves at the next success.
           alert(
@@ -235,7 +273,11 @@ local human(duration) =
           ),
           alert(
             'PartnerCenterExporterDataStale', 'warning', '5m',
-            'tenant:partnercenter_exporter_last_success_age:poll_intervals{%(selector)s} > %(staleAfterPollIntervals)d' % c,
+            |||
+              tenant:partnercenter_exporter_last_success_age:poll_intervals{%(selector)s} > %(staleAfterPollIntervals)d
+                unless on (job, instance, tenant, collector)
+              partnercenter_api_retired{%(selector)s} == 1
+            ||| % c,
             'Partner tenant {{ $labels.tenant }}: {{ $labels.collector }} data is {{ $value | printf "%.1f" }} poll intervals old',
             |||
               The last successful {{ $labels.collector }} poll of partner tenant {{ $labels.tenant }} on

@@ -11,9 +11,11 @@
     groupPrefix: 'partnercenter-exporter',
 
     // The DAP inactivity alert looks at this threshold_days label: it must be one of the exporter's
-    // inactive_thresholds_days (default 30, 60, 90). Microsoft's removal rule is 90 days.
+    // inactive_thresholds_days (default 30, 60, 90). Microsoft's DAP APIs ask partners to remove DAP
+    // relationships inactive for more than 90 days.
     dapInactiveDays: 90,
-    // Warn this many days without a partner sign-in, ahead of Microsoft's 90-day DAP removal.
+    // Warn about a DAP customer without GDAP access this many days without a partner sign-in: its DAP
+    // is due for removal (Microsoft removes the remaining DAP relationships) and nothing replaces it.
     dapLosingAccessDays: 80,
     // Warn when a customer's GDAP access ends within this many days and nothing auto-extends it.
     gdapAccessEndingDays: 30,
@@ -33,6 +35,10 @@
     gdapWithoutAccessFor: '1h',
     gdapAssignmentFailingFor: '15m',
     gdapLostAccessFor: '5m',
+    // A customer of the partner (any source, contracts included) that nobody can administer.
+    customerWithoutAccessFor: '1d',
+    // A DAP API that answers 404 or 410 (retired) for this long.
+    apiRetiredFor: '1h',
     tokenStorePendingFor: '15m',
     configReloadFailedFor: '10m',
     exporterDownFor: '5m',

@@ -286,7 +286,9 @@ def test_each_collector_reports_its_own_poll_health() -> None:
         'code="200",collector="dap_statistics",tenant="contoso"': "10.0",
         'code="429",collector="dap_statistics",tenant="contoso"': "2.0",
         'code="200",collector="gdap_relationships",tenant="contoso"': "2.0",
-        'code="429",collector="gdap_relationships",tenant="contoso"': "1.0"}
+        'code="429",collector="gdap_relationships",tenant="contoso"': "1.0",
+        'code="200",collector="partner_customers",tenant="contoso"': "1.0",
+        'code="410",collector="dap_customers",tenant="fabrikam"': "4.0"}
     success = _samples(body, "partnercenter_exporter_poll_success")
     assert success['collector="gdap_relationships",tenant="contoso"'] == "1.0"
     assert success['collector="dap_statistics",tenant="fabrikam"'] == "0.0"

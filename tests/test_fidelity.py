@@ -21,6 +21,7 @@ from exporter.auth import TokenProvider, interactive_login
 from exporter.collectors.dap_customers import DapCustomersClient
 from exporter.collectors.dap_statistics import DapStatisticsClient
 from exporter.collectors.gdap_relationships import GdapRelationshipsClient
+from exporter.collectors.partner_customers import PartnerCustomersClient
 from exporter.endpoints import Endpoints
 from exporter.model import PollError
 from exporter.simulator import Simulator
@@ -77,9 +78,9 @@ def test_customer_list_without_next_link_is_read_whole_by_skip(
     """Without nextLink, $skip by the entries received still reads every customer."""
     sim.customers_next_link = False
     client = DapCustomersClient("contoso", http, sim.dap_customers_url, signed_in(sim, http, tmp_path))
-    total = len(sim.tenants[TENANT_ID].customers) + len(sim.tenants[TENANT_ID].other_customers)
     assert len(client.fetch().customers) == 250
-    assert sim.count("customers") == total // 100 + 2  # full pages, the short one, the empty one
+    # DAP customers only ($filter): two full pages, the short one, the empty one.
+    assert sim.count("customers") == 250 // 100 + 2
 
 
 def test_generated_relationships_parse_whole_including_customer_less_and_reseller_ones(
@@ -113,10 +114,13 @@ def test_graph_shows_a_user_outside_admin_agents_an_empty_list_but_app_only_sees
     assert GdapRelationshipsClient("contoso", http, sim.graph_url, tokens).fetch().relationships == ()
 
 
+@pytest.mark.parametrize("shape", ["odata", "rest"])
 def test_partner_center_refuses_a_token_without_mfa_with_900421(
-        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
-    """A token from a sign-in without MFA gets Partner Center's 401 with code 900421: reason auth,
-    the MFA message, and one request (no forced refresh)."""
+        sim: Simulator, http: httpx.Client, tmp_path: Path, shape: str) -> None:
+    """A token from a sign-in without MFA gets Partner Center's 401 with code 900421, in the host's
+    OData error shape or Partner Center REST's: reason auth, the MFA message, and one request (no
+    forced refresh)."""
+    sim.error_shape = shape
     client = DapStatisticsClient("contoso", http, sim.dap_statistics_url,
                                  signed_in(sim, http, tmp_path, mfa=False))
     with pytest.raises(PollError) as caught:
@@ -251,3 +255,79 @@ def test_every_demo_tenant_shows_each_access_case() -> None:
         assert any(r.auto_extend and not r.really_auto_extends for r in relationships)
         assert any(len(rs) == 2 and min(r.end for r in rs if r.end) < soon < max(r.end for r in rs if r.end)
                    for rs in giving.values())
+
+
+@pytest.mark.parametrize("date_them", [False, True])
+def test_statistics_leave_out_customers_no_partner_signed_in_to(
+        sim: Simulator, http: httpx.Client, tmp_path: Path, date_them: bool) -> None:
+    """By default the simulator follows get-delegated-admin-relation-statistics: inactiveDapCount
+    counts "customers who have had sign-ins", so the customers without a sign-in date are the total
+    minus its dates; with date_never_signed_in (the other reading) the counts add up."""
+    sim.date_never_signed_in = date_them
+    never = sum(1 for c in sim.tenants[TENANT_ID].customers if c.last_signin is None)
+    assert never > 0
+    tokens = signed_in(sim, http, tmp_path)
+    stats = DapStatisticsClient("contoso", http, sim.dap_statistics_url, tokens).fetch()
+    assert stats.total_customers == 250
+    assert stats.without_signin_date == (0 if date_them else never)
+
+
+def test_customer_list_filters_on_dap_enabled_and_refuses_a_filter_it_cannot_apply(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """delegatedAdminCustomers applies $filter=dapEnabled eq true|false and $count=true, and answers a
+    filter it cannot apply with OData's 400 in the host's error shape."""
+    token = signed_in(sim, http, tmp_path).get_token()
+    headers = {"Authorization": f"Bearer {token}"}
+    tenant = sim.tenants[TENANT_ID]
+    for wanted, expected in (("true", len(tenant.customers)), ("false", len(tenant.other_customers))):
+        body = http.get(sim.dap_customers_url, headers=headers, params={
+            "$filter": f"dapEnabled eq {wanted}", "$count": "true", "$top": "300"}).json()
+        assert body["@odata.count"] == expected
+        assert {c["dapEnabled"] for c in body["value"]} == {wanted == "true"}
+    refused = http.get(sim.dap_customers_url, headers=headers,
+                       params={"$filter": "startswith(organizationDisplayName, 'A')"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "BadRequest"
+    assert refused.json()["@odata.context"].endswith(".errorResponse")
+
+
+def test_a_retired_statistics_api_answers_410_to_anyone(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Retired, delegatedAdminStatistics answers 410 in the host's error shape, before it looks at the
+    token; the client reports reason not_found and how to react."""
+    sim.retire("api", 410)
+    client = DapStatisticsClient("contoso", http, sim.dap_statistics_url, signed_in(sim, http, tmp_path))
+    with pytest.raises(PollError) as caught:
+        client.fetch()
+    assert caught.value.reason == "not_found"
+    assert "drop dap_statistics from the tenant's collectors" in caught.value.message
+    assert sim.count("api", 410) == 1
+    assert http.get(sim.dap_statistics_url).status_code == 410
+
+
+def test_contracts_list_every_customer_paged_unmanaged_ones_included(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """Graph's contracts list every customer of the partner, also those with neither DAP nor a
+    relationship, at most a page of the server's size, followed by @odata.nextLink."""
+    sim.contracts_page = 50
+    tenant = sim.tenants[TENANT_ID]
+    assert tenant.unmanaged_customers
+    tokens = signed_in(sim, http, tmp_path).for_scope(GRAPH_SCOPE)
+    data = PartnerCustomersClient("contoso", http, sim.graph_url, tokens).fetch()
+    everyone = {c.id for c in tenant.contract_customers}
+    assert {c.id for c in data.customers} == everyone
+    assert {c.id for c in tenant.unmanaged_customers} <= everyone
+    assert sim.count("contracts") == -(-len(everyone) // 50)
+
+
+def test_contracts_need_directory_read_all_and_relationships_do_not(
+        sim: Simulator, http: httpx.Client, tmp_path: Path) -> None:
+    """An app without consent to Directory.Read.All gets Graph's 403 for contracts only: the
+    relationships, which need DelegatedAdminRelationship.Read.All, still read."""
+    sim.directory_unconsented.add(CLIENT_ID)
+    tokens = signed_in(sim, http, tmp_path).for_scope(GRAPH_SCOPE)
+    with pytest.raises(PollError) as caught:
+        PartnerCustomersClient("contoso", http, sim.graph_url, tokens).fetch()
+    assert caught.value.reason == "auth"
+    assert "Directory.Read.All" in caught.value.message
+    assert GdapRelationshipsClient("contoso", http, sim.graph_url, tokens).fetch().relationships

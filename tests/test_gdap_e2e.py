@@ -1,4 +1,4 @@
-"""All four collectors in a real exporter process against the simulator over HTTPS."""
+"""All five collectors in a real exporter process against the simulator over HTTPS."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import Fault, Simulator
 from tests.conftest import CLIENT_ID
-from tests.helpers.e2e import ExporterProcess, http_get
+from tests.helpers.e2e import ALL_COLLECTORS, ExporterProcess, http_get
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ CONTOSO = "6f1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d"
 FABRIKAM = "7a2b3c4d-5e6f-4b8c-9d0e-1f2a3b4c5d6e"
 GRAPH_CLIENT_ID = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
 GRAPH_SECRET = "graph-app-secret-value-e2e"
-ALL = ["dap_statistics", "gdap_relationships", "gdap_access_assignments", "dap_customers"]
+ALL = ALL_COLLECTORS
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -78,7 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_every_collector_of_every_tenant_polls_successfully(stack: Stack) -> None:
-    """Eight sources (two tenants, four collectors) each report their own successful poll."""
+    """Ten sources (two tenants, five collectors) each report their own successful poll."""
     success = stack.values("partnercenter_exporter_poll_success")
     assert sorted((ls["tenant"], ls["collector"], v) for ls, v in success) == sorted(
         (t, c, 1.0) for t in ("contoso", "fabrikam") for c in ALL)
@@ -136,12 +136,13 @@ def test_end_timestamps_and_expiry_windows_match_the_simulator(stack: Stack) -> 
 def test_graph_throttling_is_waited_out_and_counted(stack: Stack) -> None:
     """Graph's 429s show in the request counts, yet the polls succeed (Retry-After waited out); the
     429s inside JSON batches are waited out too."""
+    graph_collectors = ("gdap_relationships", "gdap_access_assignments", "partner_customers")
     throttled = sum(v for ls, v in stack.values("partnercenter_exporter_api_requests_total", code="429")
-                    if ls["collector"] in ("gdap_relationships", "gdap_access_assignments"))
+                    if ls["collector"] in graph_collectors)
     assert throttled >= 1
-    assert stack.sim.count("graph", 429) == throttled
+    assert stack.sim.count("graph", 429) + stack.sim.count("contracts", 429) == throttled
     assert stack.sim.count("graph_batch_step", 429) >= 1
-    for collector in ("gdap_relationships", "gdap_access_assignments"):
+    for collector in graph_collectors:
         assert stack.value("partnercenter_exporter_poll_errors_total", tenant="contoso",
                            collector=collector, reason="throttled") == 0
 

@@ -7,12 +7,14 @@ interval later, fails with reason auth. At the same moment one of contoso's cust
 only, one relationship) passes its relationship's end date: Graph calls it `expiring` from then
 on, so the next poll finds that nobody has access to it any more. fabrikam's admin is also
 outside the Admin Agents group, so Graph shows it no GDAP relationship (an empty list, as Graph
-does) and PartnerCenterGDAPNoneVisible fires for it.
+does) and PartnerCenterGDAPNoneVisible fires for it. Also right after the first poll, contoso's
+delegatedAdminStatistics is retired: from its next poll on it answers 410.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import http.server
 import json
 import shutil
@@ -66,7 +68,8 @@ SHORTENED_ALERTS = ("PartnerCenterDAPInactiveOver90Days", "PartnerCenterExporter
                     "PartnerCenterDAPCustomerLosingAccess", "PartnerCenterGDAPNoneVisible",
                     "PartnerCenterGDAPRelationshipWithoutAccess", "PartnerCenterGDAPAccessAssignmentFailing",
                     "PartnerCenterGDAPCustomerAccessEndingSoon", "PartnerCenterGDAPCustomerLostAccess",
-                    "PartnerCenterGDAPInvitePending")
+                    "PartnerCenterGDAPInvitePending", "PartnerCenterCustomerWithoutGDAPAccess",
+                    "PartnerCenterAPIRetired")
 SCRAPE_INTERVAL = 1.0
 LOSING_ACCESS_DAYS = 80
 
@@ -219,6 +222,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             sim.revoke_refresh_tokens(FABRIKAM_ID)
             sim.invalidate_access_tokens(FABRIKAM_ID)
             lapsed = lapse_one_customer(sim.tenants[TENANT_ID])
+            sim.retire("api", 410, tenant=TENANT_ID)
             revoked_at = time.monotonic()
 
             am_port, prom_port = free_port(), free_port()
@@ -453,7 +457,8 @@ def am_alerts(url: str) -> list[dict[str, Any]]:
 def test_no_gdap_visible_alert_fires_and_holds_back_that_tenants_without_gdap_alerts(stack: Stack) -> None:
     """fabrikam has DAP customers and Graph shows its user nothing: PartnerCenterGDAPNoneVisible
     reaches the warning route for fabrikam only, and Alertmanager inhibits fabrikam's per-customer
-    PartnerCenterDAPCustomerWithoutGDAP alerts while contoso's stay active."""
+    PartnerCenterDAPCustomerWithoutGDAP and PartnerCenterCustomerWithoutGDAPAccess alerts while
+    contoso's stay active."""
     def none_visible() -> set[str]:
         return {a["labels"]["tenant"] for _, a in stack.webhook.alerts("PartnerCenterGDAPNoneVisible")}
 
@@ -462,15 +467,19 @@ def test_no_gdap_visible_alert_fires_and_holds_back_that_tenants_without_gdap_al
         assert receiver == "partnercenter-team"
         assert "Admin Agents" in alert["annotations"]["description"]
 
-    def inhibited() -> dict[str, set[bool]]:
+    def inhibited(alertname: str) -> dict[str, set[bool]]:
         states: dict[str, set[bool]] = {}
         for alert in am_alerts(stack.alertmanager_url):
-            if alert["labels"]["alertname"] == "PartnerCenterDAPCustomerWithoutGDAP":
+            if alert["labels"]["alertname"] == alertname:
                 states.setdefault(alert["labels"]["tenant"], set()).add(bool(alert["status"]["inhibitedBy"]))
         return states
 
-    wait_for(lambda: inhibited() == {"fabrikam": {True}, "contoso": {False}}, 40,
-             "fabrikam's without-GDAP alerts inhibited, contoso's not")
+    def fabrikams_held_back(alertname: str) -> bool:
+        return inhibited(alertname) == {"fabrikam": {True}, "contoso": {False}}
+
+    for alertname in ("PartnerCenterDAPCustomerWithoutGDAP", "PartnerCenterCustomerWithoutGDAPAccess"):
+        wait_for(functools.partial(fabrikams_held_back, alertname), 40,
+                 f"fabrikam's {alertname} alerts inhibited, contoso's not")
 
 
 def post_alerts(url: str, alerts: list[dict[str, str]]) -> None:
@@ -539,3 +548,46 @@ def test_auth_failing_alert_reaches_the_webhook_after_the_grant_is_revoked(stack
     assert alert["labels"]["reason"] == "auth"
     assert "partnercenter-exporter login" in alert["annotations"]["description"]
     assert 'reason="auth"' in http_get(stack.exporter.url + "/metrics")[1].decode()
+
+
+def test_customer_without_access_alert_reaches_the_webhook_for_every_customer_nobody_can_administer(
+        stack: Stack) -> None:
+    """PartnerCenterCustomerWithoutGDAPAccess reaches the warning route for exactly contoso's
+    customers (from its contracts, the DAP list and the relationships) that nobody can administer,
+    those with neither DAP nor a relationship included, and, a poll after its lapse, the lapsed one."""
+    tenant = stack.sim.tenants[TENANT_ID]
+    want = {c.id for c in tenant.without_access()}
+    assert {c.id for c in tenant.unmanaged_customers} <= want
+    remaining = 62 + 40 - (time.monotonic() - stack.revoked_at)
+
+    def customers() -> set[str]:
+        return {a["labels"]["customer_tenant_id"] for _, a in alerts() if a["labels"]["tenant"] == "contoso"}
+
+    def alerts() -> list[tuple[str, dict[str, Any]]]:
+        return stack.webhook.alerts("PartnerCenterCustomerWithoutGDAPAccess")
+
+    wait_for(lambda: customers() == want, max(remaining, 40), "PartnerCenterCustomerWithoutGDAPAccess")
+    assert {receiver for receiver, _ in alerts()} == {"partnercenter-team"}
+
+
+def test_a_retired_api_fires_api_retired_on_the_digest_route_and_no_failing_poll_alert(stack: Stack) -> None:
+    """contoso's delegatedAdminStatistics answers 410 from its second poll on: PartnerCenterAPIRetired
+    reaches the info (digest) route for contoso's dap_statistics alone, PartnerCenterExporterPollFailing
+    is not even pending for it (while it is for fabrikam, whose sign-in fails), and the last good
+    DAP figures stay."""
+    remaining = 62 + 30 - (time.monotonic() - stack.revoked_at)
+
+    def retired() -> list[tuple[str, dict[str, Any]]]:
+        return [(r, a) for r, a in stack.webhook.alerts("PartnerCenterAPIRetired")
+                if a["labels"]["instance"] == stack.exporter.url.removeprefix("http://")]
+
+    wait_for(retired, remaining, "PartnerCenterAPIRetired")
+    assert {(a["labels"]["tenant"], a["labels"]["collector"]) for _, a in retired()} == {
+        ("contoso", "dap_statistics")}
+    assert {receiver for receiver, _ in retired()} == {"partnercenter-digest"}
+    failing = {(s["metric"]["tenant"], s["metric"]["collector"]) for s in stack.api.instant(
+        'ALERTS{alertname="PartnerCenterExporterPollFailing"}')}
+    assert ("contoso", "dap_statistics") not in failing
+    assert ("fabrikam", "dap_statistics") in failing
+    [customers] = stack.api.instant('partnercenter_dap_customers{tenant="contoso"}')
+    assert float(customers["value"][1]) == len(stack.sim.tenants[TENANT_ID].customers)

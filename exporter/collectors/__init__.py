@@ -11,11 +11,13 @@ from exporter.collectors import (
     gdap_access_assignments,
     gdap_relationships,
     migration,
+    partner_customers,
 )
 from exporter.collectors.kind import Context, Join, Kind, Registry, SourceSettings
 
 REGISTRY = Registry(
-    kinds=[dap_statistics.KIND, gdap_relationships.KIND, gdap_access_assignments.KIND, dap_customers.KIND],
+    kinds=[dap_statistics.KIND, gdap_relationships.KIND, gdap_access_assignments.KIND, dap_customers.KIND,
+           partner_customers.KIND],
     joins=[access.JOIN, migration.JOIN])
 # What a tenant runs when its config names no collectors.
 DEFAULT_COLLECTORS: tuple[str, ...] = (dap_statistics.NAME,)

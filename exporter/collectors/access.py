@@ -1,5 +1,5 @@
 """Each customer's real access: joins GDAP relationships with their access assignments and adds
-the DAP customer list, one tenant at a time.
+the DAP customer list and every customer of the partner (its contracts), one tenant at a time.
 
 A customer has access when at least one active relationship that names it has at least one active
 access assignment: the assignment is what gives a security group of the partner the roles
@@ -18,6 +18,7 @@ from exporter.collectors.dap_customers import PER_CUSTOMER, DapCustomers
 from exporter.collectors.gdap_access_assignments import GdapAccess
 from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
 from exporter.collectors.kind import Context, Join
+from exporter.collectors.partner_customers import PartnerCustomers
 from exporter.families import CACHED, Family, Samples
 
 
@@ -47,15 +48,19 @@ def customers_with_access(gdap: GdapRelationships, assignments: GdapAccess | Non
     return frozenset(r.customer_id for r in gives_access(gdap, assignments))
 
 
-def by_customer(gdap: GdapRelationships, assignments: GdapAccess | None,
-                dap: DapCustomers | None) -> list[CustomerAccess]:
-    """Every customer known from a relationship of any status or the DAP list, with its access."""
+def by_customer(gdap: GdapRelationships, assignments: GdapAccess | None, dap: DapCustomers | None,
+                partner: PartnerCustomers | None = None) -> list[CustomerAccess]:
+    """Every customer known from a relationship of any status, the DAP list or the partner's
+    contracts, with its access. A name comes from the first of those that has the customer: a
+    contract's name is a copy from when the partnership began."""
     names: dict[str, str] = {}
     for r in _relationships(gdap, assignments).relationships:
         if r.customer_id:
             names.setdefault(r.customer_id, r.customer_name)
     for customer in dap.customers if dap is not None else ():
         names.setdefault(customer.id, customer.name)
+    for contract in partner.customers if partner is not None else ():
+        names.setdefault(contract.id, contract.name)
     ends: dict[str, float | None] = {}
     extends: set[str] = set()
     for r in gives_access(gdap, assignments):
@@ -72,7 +77,8 @@ ACCESS = Family(
     "1 when someone at the partner can administer the customer through GDAP: an active relationship "
     "with an active access assignment (with an active relationship only, where the tenant does not run "
     "gdap_access_assignments); 0 otherwise. One series per customer known from a GDAP relationship "
-    f"of any status or the DAP customer list. {CACHED}", PER_CUSTOMER)
+    "of any status, the DAP customer list or, with partner_customers, the partner's contracts: every "
+    f"customer. {CACHED}", PER_CUSTOMER)
 ACCESS_END = Family(
     "partnercenter_gdap_customer_access_end_timestamp_seconds", "gauge",
     "Unix time at which a customer's GDAP access ends: the latest end among the relationships that "
@@ -93,8 +99,8 @@ CHECKS_ASSIGNMENTS = Family(
 
 
 def samples(out: Samples, tenant: str, gdap: GdapRelationships, assignments: GdapAccess | None,
-            dap: DapCustomers | None, ctx: Context) -> None:
-    customers = by_customer(gdap, assignments, dap)
+            dap: DapCustomers | None, partner: PartnerCustomers | None, ctx: Context) -> None:
+    customers = by_customer(gdap, assignments, dap, partner)
     for c in customers:
         who = (tenant, c.id, c.name)
         out.add(ACCESS, who, int(c.has_access))
@@ -107,14 +113,15 @@ def samples(out: Samples, tenant: str, gdap: GdapRelationships, assignments: Gda
 
 
 def figures(gdap: GdapRelationships, assignments: GdapAccess | None, dap: DapCustomers | None,
-            ctx: Context) -> str:
-    customers = by_customer(gdap, assignments, dap)
+            partner: PartnerCustomers | None, ctx: Context) -> str:
+    customers = by_customer(gdap, assignments, dap, partner)
     basis = "by access assignment" if assignments is not None else "by relationship only"
     return (f"; {sum(1 for c in customers if not c.has_access)} of {len(customers)} customers "
             f"without access ({basis})")
 
 
 JOIN = Join(
-    name="access", inputs=("gdap_relationships",), optional=("gdap_access_assignments", "dap_customers"),
+    name="access", inputs=("gdap_relationships",),
+    optional=("gdap_access_assignments", "dap_customers", "partner_customers"),
     families=(ACCESS, ACCESS_END, ACCESS_AUTO_EXTENDS, CUSTOMERS, CHECKS_ASSIGNMENTS), samples=samples,
     figures=figures)

@@ -1,6 +1,11 @@
 """The dap_statistics collector: Partner Center's delegatedAdminStatistics, DAP customer counts by date.
 
-https://learn.microsoft.com/partner-center/developer/get-delegated-admin-statistics
+https://learn.microsoft.com/partner-center/developer/get-delegated-admin-relation-statistics
+
+`inactiveDapCount` is "the count of customers who have had sign-ins with the last date of sign-in":
+a customer no partner ever signed in to (DAP monitoring data starts on 7 December 2021, and the DAP
+FAQ's "days inactive" may be blank) is in none of its dates, so totalDapCustomerCount can exceed
+their sum. Those customers count as inactive past every threshold: nothing says otherwise.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ class DapStatistics:
     def __post_init__(self) -> None:
         object.__setattr__(self, "established", _frozen(self.established))
         object.__setattr__(self, "inactive", _frozen(self.inactive))
+
+    @property
+    def without_signin_date(self) -> int:
+        """Customers with DAP in none of inactiveDapCount's dates: no partner sign-in on record."""
+        return max(0, self.total_customers - sum(self.inactive.values()))
 
 
 def parse_date(text: str) -> dt.date:
@@ -114,6 +124,7 @@ class DapStatisticsClient(ApiClient[DapStatistics]):
     collector = NAME
     resource = "delegatedAdminStatistics"
     url_setting = "endpoints.dap_statistics_url"
+    retirable = True
 
     def fetch(self) -> DapStatistics:
         return parse_statistics(self._get_json(self._url), utc_date(self._clock()))
@@ -133,7 +144,13 @@ INACTIVE = Family(
 OVER_THRESHOLD = Family(
     "partnercenter_dap_inactive_customers_over_threshold", "gauge",
     "Customers whose last partner sign-in is more than threshold_days days before the current "
-    f"UTC date. {CACHED}", ["tenant", "threshold_days"])
+    f"UTC date, and those with no sign-in date, which count past every threshold. {CACHED}",
+    ["tenant", "threshold_days"])
+WITHOUT_SIGNIN_DATE = Family(
+    "partnercenter_dap_customers_without_signin_date", "gauge",
+    "Customers with DAP that no partner has signed in to since monitoring began: "
+    f"totalDapCustomerCount minus the customers in inactiveDapCount's dates, never below 0. {CACHED}",
+    ["tenant"])
 
 
 def samples(out: Samples, tenant: str, data: DapStatistics, ctx: Context) -> None:
@@ -146,18 +163,23 @@ def samples(out: Samples, tenant: str, data: DapStatistics, ctx: Context) -> Non
         per_bucket[bucket] = per_bucket.get(bucket, 0) + count
         rows.append(((tenant, day.isoformat(), str(bucket)), count))
     out.extend(INACTIVE, rows)
+    unknown = data.without_signin_date
     for threshold, count in ctx.buckets.totals(per_bucket).items():
-        out.add(OVER_THRESHOLD, (tenant, str(threshold)), count)
+        out.add(OVER_THRESHOLD, (tenant, str(threshold)), count + unknown)
+    out.add(WITHOUT_SIGNIN_DATE, (tenant,), unknown)
 
 
 def figures(data: DapStatistics, ctx: Context) -> str:
     top = max(ctx.thresholds)
+    unknown = data.without_signin_date
     return (f"{data.total_customers} DAP customers, "
-            f"{ctx.buckets.past(data.inactive)[top]} inactive &gt; {top} days")
+            f"{ctx.buckets.past(data.inactive)[top] + unknown} inactive &gt; {top} days"
+            + (f" ({unknown} without a sign-in date)" if unknown else ""))
 
 
 KIND: Kind[DapStatistics] = Kind(
     name=NAME,
     build=lambda s: DapStatisticsClient(s.tenant, s.http, s.endpoints.dap_statistics_url, s.tokens),
-    families=(CUSTOMERS, ESTABLISHED, INACTIVE, OVER_THRESHOLD), samples=samples, figures=figures,
+    families=(CUSTOMERS, ESTABLISHED, INACTIVE, OVER_THRESHOLD, WITHOUT_SIGNIN_DATE), samples=samples,
+    figures=figures,
     summary=lambda data: {"dap_customers": data.total_customers})

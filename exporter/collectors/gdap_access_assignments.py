@@ -24,11 +24,8 @@ from urllib.parse import quote
 import httpx
 
 from exporter.client import MAX_PAGES, PAGE_SIZE, log_skipped, page_items, parse_time, text_field
-from exporter.collectors.gdap_relationships import (
-    MAX_INLINE_RETRY_AFTER,
-    GdapRelationships,
-    GraphGdapClient,
-)
+from exporter.collectors.gdap_relationships import GdapRelationships, GraphGdapClient
+from exporter.collectors.graph import MAX_INLINE_RETRY_AFTER
 from exporter.collectors.kind import Context, Kind
 from exporter.families import CACHED, Family, Samples
 from exporter.model import PollError

@@ -6,29 +6,14 @@ https://learn.microsoft.com/graph/api/tenantrelationship-list-delegatedadminrela
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
-
-from exporter.client import (
-    MAX_PAGES,
-    PAGE_SIZE,
-    ApiClient,
-    TokenSource,
-    log_skipped,
-    page_items,
-    parse_time,
-    text_field,
-)
+from exporter.client import PAGE_SIZE, log_skipped, parse_time, text_field
+from exporter.collectors.graph import GraphClient
 from exporter.collectors.kind import Context, Kind
 from exporter.families import CACHED, Family, Samples, bool_label
-from exporter.model import PollError
 
 log = logging.getLogger("exporter.client")
 
@@ -109,10 +94,6 @@ class GdapRelationships:
 
 
 RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
-# A throttled page is asked again after Retry-After when that is this short, so one 429 does not
-# throw away the pages read so far; a longer wait ends the poll and the poller waits instead.
-MAX_INLINE_RETRY_AFTER = 30.0
-MAX_INLINE_RETRIES = 3
 
 
 def _is_zero_duration(value: str) -> bool:
@@ -176,72 +157,25 @@ NONE_VISIBLE_HINT = (
 D = TypeVar("D")
 
 
-class GraphGdapClient(ApiClient[D]):
-    """What the GDAP kinds share: the relationship list, Graph's throttling and refusals."""
+class GraphGdapClient(GraphClient[D]):
+    """What the GDAP kinds share: the relationship list and its permission."""
 
-    api = "Microsoft Graph"
     resource = "delegatedAdminRelationships"
-    url_setting = "endpoints.graph_url"
-
-    def __init__(self, name: str, http: httpx.Client, graph_url: str, tokens: TokenSource,
-                 clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(name, http, graph_url.rstrip("/") + RELATIONSHIPS_PATH, tokens, clock, sleep)
+    path = RELATIONSHIPS_PATH
+    permission = "DelegatedAdminRelationship.Read.All"
+    user_needs = "the signed-in user needs a role that can read GDAP relationships, such as Admin agent"
 
     def _relationships(self) -> GdapRelationships:
         """Every relationship, following @odata.nextLink."""
         relationships: list[GdapRelationship] = []
         skipped: list[str] = []
-        url: str | None = self._url
-        params: dict[str, str] | None = {"$top": str(PAGE_SIZE)}
-        pages = 0
-        while url is not None:
-            if pages == MAX_PAGES:
-                raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
-                                                    f"stopped reading")
-            payload = self._page_with_retries(functools.partial(self._get_json, url, params))
-            pages += 1
-            for entry in page_items(payload, self.resource):
-                relationship = parse_relationship(entry, f"value[{len(relationships) + len(skipped)}]",
-                                                  skipped)
-                if relationship is not None:
-                    relationships.append(relationship)
-            url, params = self._next_link(payload), None
+        for i, entry in enumerate(self._pages({"$top": str(PAGE_SIZE)})):
+            relationship = parse_relationship(entry, f"value[{i}]", skipped)
+            if relationship is not None:
+                relationships.append(relationship)
         log_skipped(skipped, self.resource)
         return GdapRelationships(tuple(relationships), fetched_at=self._clock(),
                                  skipped_entries=len(skipped))
-
-    def _page_with_retries(self, request: Callable[[], Any]) -> Any:
-        """One Graph request, asked again while Graph throttles it with a short Retry-After."""
-        for attempt in range(MAX_INLINE_RETRIES + 1):
-            try:
-                return request()
-            except PollError as err:
-                wait = err.retry_after
-                if (err.reason != "throttled" or attempt == MAX_INLINE_RETRIES or wait is None
-                        or wait > MAX_INLINE_RETRY_AFTER):
-                    raise
-                log.info("Graph throttled a page; waiting as Retry-After asks",
-                         extra={"tenant": self.name, "retry_after": f"{wait:.0f}s"})
-                self._sleep(wait)
-        raise AssertionError("unreachable")
-
-    def _not_found_message(self, status: int) -> str:
-        return (f"Microsoft Graph answered {status} for {self.resource}; check endpoints.graph_url "
-                f"(the Graph host, like https://graph.microsoft.com)")
-
-    def _refused_message(self, status: int, response: httpx.Response) -> str:
-        code = _graph_error_code(response)
-        detail = f" [{code}]" if code else ""
-        if status == 401:
-            return (f"Microsoft Graph refused the access token (401){detail}; check endpoints.graph_scope "
-                    f"(https://graph.microsoft.com/.default)")
-        if self.tokens.method == "client_credentials":
-            return (f"Microsoft Graph refused access (403){detail}: grant the app the application "
-                    f"permission DelegatedAdminRelationship.Read.All with admin consent")
-        return (f"Microsoft Graph refused access (403){detail}: grant the app the delegated permission "
-                f"DelegatedAdminRelationship.Read.All with admin consent; the signed-in user needs a "
-                f"role that can read GDAP relationships, such as Admin agent")
 
 
 class GdapRelationshipsClient(GraphGdapClient[GdapRelationships]):
@@ -256,16 +190,6 @@ class GdapRelationshipsClient(GraphGdapClient[GdapRelationships]):
             # partner's Admin Agents group (by design, microsoft-graph-docs-contrib issue 8921).
             log.warning(NONE_VISIBLE_HINT, extra={"tenant": self.name})
         return data
-
-
-def _graph_error_code(response: httpx.Response) -> str | None:
-    try:
-        error = json.loads(response.content).get("error")
-    except (ValueError, AttributeError):
-        return None
-    code = error.get("code") if isinstance(error, dict) else None
-    # A short, known-shape token only: never echo free text from upstream into our messages.
-    return code if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else None
 
 
 BY_STATUS = Family(

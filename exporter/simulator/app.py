@@ -35,8 +35,10 @@ from exporter.simulator.data import (
     Customer,
     Relationship,
     assignment_json,
+    contract_json,
     dap_customer_json,
     generate_customers,
+    generate_customers_without_delegation,
     generate_relationships,
     relationship_json,
     spread_customers,
@@ -47,6 +49,9 @@ from exporter.simulator.keyvault import Caller, FakeKeyVault
 STATISTICS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
 CUSTOMERS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminCustomers"
 RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
+CONTRACTS_PATH = "/v1.0/contracts"
+# Directory objects: $top up to 999, 100 a page unless asked.
+CONTRACTS_MAX_TOP = 999
 BATCH_PATH = "/v1.0/$batch"
 # JSON batching: "up to 20 requests" (https://learn.microsoft.com/graph/json-batching).
 GRAPH_MAX_BATCH = 20
@@ -72,8 +77,8 @@ class Fault:
     """What the simulator does instead of answering, for the next `times` matching requests.
 
     target: "api" (delegatedAdminStatistics), "customers" (delegatedAdminCustomers), "graph"
-    (delegatedAdminRelationships), "token", "discovery", "devicecode", "managed_identity" or
-    "vault" (Key Vault secrets).
+    (delegatedAdminRelationships and accessAssignments), "contracts", "token", "discovery",
+    "devicecode", "managed_identity" or "vault" (Key Vault secrets).
     status None with a delay means: wait, then answer normally.
     reset: send the headers and part of the body, then drop the connection.
     trickle: send the body one byte every `trickle` seconds, as a stuck proxy can: each read
@@ -97,6 +102,8 @@ class SimTenant:
     customers: list[Customer]  # with DAP
     relationships: list[Relationship] = field(default_factory=list)
     other_customers: list[Customer] = field(default_factory=list)  # listed without DAP
+    # Customers with neither DAP nor a GDAP relationship: only the partner's contracts list them.
+    unmanaged_customers: list[Customer] = field(default_factory=list)
     # False: the signed-in users are not in the partner's Admin Agents group, and Graph answers
     # their delegated calls with 200 and an empty list, not 403 (microsoft-graph-docs-contrib
     # issue 8921: by design). App-only calls still see every relationship.
@@ -108,6 +115,17 @@ class SimTenant:
         covered = {r.customer_id for r in self.relationships
                    if (r.gives_access if assignments else r.grants_access)}
         return [c for c in self.customers if c.id not in covered]
+
+    @property
+    def contract_customers(self) -> list[Customer]:
+        """Every customer of the partner, as Graph's contracts list them."""
+        return [*self.customers, *self.other_customers, *self.unmanaged_customers]
+
+    def without_access(self) -> list[Customer]:
+        """Every customer of the partner that nobody there can administer through GDAP, as a caller
+        that sees the relationships finds it."""
+        covered = {r.customer_id for r in self.relationships if r.gives_access}
+        return [c for c in self.contract_customers if c.id not in covered]
 
 
 @dataclass
@@ -201,8 +219,23 @@ class Simulator:
         self.customers_next_link = True
         # The largest page accessAssignments sends, whatever $top asks.
         self.assignments_page = GRAPH_DEFAULT_PAGE
+        # The largest page contracts sends, whatever $top asks.
+        self.contracts_page = CONTRACTS_MAX_TOP
         # Apps without admin consent to DelegatedAdminRelationship.Read.All: Graph answers them 403.
         self.graph_unconsented: set[str] = set()
+        # Apps without admin consent to Directory.Read.All: Graph answers their contracts call 403.
+        self.directory_unconsented: set[str] = set()
+        # Errors of the CustomerServiceAdminApi host: "odata" ({"error": {"code", "message"}}, as
+        # Microsoft's GDAP bulk-migration tool logged them) or "rest" (Partner Center REST's
+        # {"code", "description", "data", "source"}).
+        self.error_shape = "odata"
+        # delegatedAdminStatistics: False dates no customer no partner signed in to (Microsoft's
+        # definition: inactiveDapCount counts "customers who have had sign-ins"); True dates them
+        # at their DAP start, the other reading, under which the counts add up to the total.
+        self.date_never_signed_in = False
+        # Retired APIs: target ("api", "customers") -> the status they answer (404 or 410), and
+        # the tenant ids they are retired for (None: all).
+        self.retired: dict[str, tuple[int, frozenset[str] | None]] = {}
         self.clock = clock
         self.tenants: dict[str, SimTenant] = {}
         self.clients: dict[str, str | None] = {}  # client_id -> secret (None: public client)
@@ -270,7 +303,8 @@ class Simulator:
         """
         dap = (spread_customers(dates, self.today) if dates is not None
                else generate_customers(tenant_id, self.today, customers))
-        tenant = SimTenant(tenant_id, dap)
+        tenant = SimTenant(tenant_id, dap, unmanaged_customers=generate_customers_without_delegation(
+            tenant_id, self.today))
         if relationships is None:
             now = dt.datetime.combine(self.today, dt.time(12), dt.UTC)
             tenant.relationships, tenant.other_customers = generate_relationships(tenant_id, dap, now)
@@ -341,6 +375,20 @@ class Simulator:
         return bool(self.graph_throttle_every) and count % self.graph_throttle_every == 0
 
     # --- fault injection ------------------------------------------------------------------
+    def retire(self, target: str, status: int = 410, tenant: str | None = None) -> None:
+        """From now on `target` ("api" or "customers") answers `status`, as a retired API does: for
+        every caller, or for one tenant's."""
+        _, tenants = self.retired.get(target, (status, frozenset()))
+        self.retired[target] = (status, None if tenant is None or tenants is None
+                                else tenants | {tenant})
+
+    def _retired_answer(self, target: str, tenant: str | None) -> tuple[int, dict[str, Any]] | None:
+        status, tenants = self.retired.get(target, (0, frozenset()))
+        if not status or (tenants is not None and tenant not in tenants):
+            return None
+        return status, self._pc_error("NotFound" if status == 404 else "Gone",
+                                      "The requested resource is no longer available.")
+
     def inject(self, fault: Fault) -> None:
         with self._lock:
             self._faults.append(fault)
@@ -648,32 +696,43 @@ class Simulator:
         return body
 
     # --- Partner Center -----------------------------------------------------------------------
+    def _pc_error(self, code: int | str, message: str) -> dict[str, Any]:
+        """An error of the CustomerServiceAdminApi host in the shape `error_shape` says."""
+        if self.error_shape == "rest":
+            return _pc_rest_error(code, message)
+        return _pc_odata_error(code, message, self.base_url)
+
     def _partner_center_tenant(self, authorization: str | None) -> SimTenant | tuple[int, dict[str, Any]]:
         """The caller's tenant, or the error Partner Center gives for its token."""
         if not authorization or not authorization.startswith("Bearer "):
-            return 401, _pc_error(401, "Authorization header missing")
+            return 401, self._pc_error(401, "Authorization header missing")
         with self._lock:
             info = self._access.get(authorization[7:])
         if info is None or not info.valid or info.expires_at < self.clock():
-            return 401, _pc_error(401, "The access token is invalid or expired")
+            return 401, self._pc_error(401, "The access token is invalid or expired")
         if not info.scope.startswith(PARTNER_API_RESOURCE):
-            return 401, _pc_error(401, "The token's audience is not this API")
+            return 401, self._pc_error(401, "The token's audience is not this API")
         if info.username is None and not self.accept_app_only:
-            return 401, _pc_error(401, "App-only tokens are not supported; use App+User")
+            return 401, self._pc_error(401, "App-only tokens are not supported; use App+User")
         if info.username is not None and self.enforce_mfa and not info.mfa:
             # The exact body is not documented; the code is what partners report.
-            return 401, _pc_error(MFA_REQUIRED_CODE, "Multi-factor authentication (MFA) is required "
-                                                     "for this request. Sign in with MFA and try again.")
+            return 401, self._pc_error(MFA_REQUIRED_CODE, "Multi-factor authentication (MFA) is required "
+                                                          "for this request. Sign in with MFA and try again.")
         return self.tenants[info.tenant_id]
 
     def statistics(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
         tenant = self._partner_center_tenant(authorization)
         if not isinstance(tenant, SimTenant):
             return tenant
-        return 200, statistics_payload(tenant.tenant_id, tenant.customers, self.base_url)
+        return 200, statistics_payload(tenant.tenant_id, tenant.customers, self.base_url,
+                                       date_never_signed_in=self.date_never_signed_in)
 
     def dap_customers(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
-        """delegatedAdminCustomers: every customer, DAP first, paged with $top and $skip."""
+        """delegatedAdminCustomers: every customer, DAP first, paged with $top and $skip; $filter on
+        dapEnabled and $count as the reference lists them, OData's 400 for a filter it cannot apply.
+
+        https://learn.microsoft.com/partner-center/developer/list-delegated-admin-customers
+        """
         tenant = self._partner_center_tenant(authorization)
         if not isinstance(tenant, SimTenant):
             return tenant
@@ -681,24 +740,38 @@ class Simulator:
             top = int(query.get("$top", CUSTOMERS_MAX_TOP))
             skip = int(query.get("$skip", 0))
         except ValueError:
-            return 400, _pc_error(400, "$top and $skip must be whole numbers")
+            return 400, self._pc_error("BadRequest", "$top and $skip must be whole numbers")
         if not 1 <= top <= CUSTOMERS_MAX_TOP or skip < 0:
-            return 400, _pc_error(400, f"$top must be between 1 and {CUSTOMERS_MAX_TOP}, $skip >= 0")
+            return 400, self._pc_error("BadRequest", f"$top must be between 1 and {CUSTOMERS_MAX_TOP}, "
+                                                     f"$skip >= 0")
         everyone = ([dap_customer_json(c, True) for c in tenant.customers]
                     + [dap_customer_json(c, False) for c in tenant.other_customers])
+        wanted = _dap_filter(query.get("$filter"))
+        if wanted is _BAD_FILTER:
+            # OData's answer to a $filter it cannot parse or apply.
+            return 400, self._pc_error("BadRequest", "The query specified in the URI is not valid. "
+                                                     "Could not apply the $filter expression.")
+        if wanted is not None:
+            everyone = [c for c in everyone if c["dapEnabled"] is wanted]
         size = min(top, self.customers_page)
         body: dict[str, Any] = {
             "@odata.context": f"{self.base_url}/CustomerServiceAdminApi/Web/v1/$metadata"
-                              "#delegatedAdminCustomers",
-            "value": everyone[skip:skip + size]}
+                              "#delegatedAdminCustomers"}
+        if query.get("$count", "").lower() == "true":
+            body["@odata.count"] = len(everyone)
+        body["value"] = everyone[skip:skip + size]
         if self.customers_next_link and skip + size < len(everyone):
-            body["@odata.nextLink"] = f"{self.base_url}{CUSTOMERS_PATH}?$top={top}&$skip={skip + size}"
+            kept = {k: v for k, v in query.items() if k in ("$filter", "$count")}
+            body["@odata.nextLink"] = (f"{self.base_url}{CUSTOMERS_PATH}?"
+                                       + urlencode({**kept, "$top": top, "$skip": skip + size}))
         return 200, body
 
     # --- Microsoft Graph ------------------------------------------------------------------------
-    def _graph_caller(self, authorization: str | None) -> _Token | tuple[int, dict[str, Any]]:
+    def _graph_caller(self, authorization: str | None, unconsented: set[str] | None = None,
+                      ) -> _Token | tuple[int, dict[str, Any]]:
         """The caller's token, or the error Graph gives for it: 401 for a bad token, 403 for an app
-        without consent to the GDAP read permission."""
+        without consent to the permission the resource needs (unconsented: the apps without it;
+        by default those without the GDAP read permission)."""
         if not authorization or not authorization.startswith("Bearer "):
             return 401, _graph_error("InvalidAuthenticationToken", "Access token is empty.")
         with self._lock:
@@ -708,22 +781,22 @@ class Simulator:
                                                                    "yet valid.")
         if not info.scope.startswith(GRAPH_RESOURCE):
             return 401, _graph_error("InvalidAuthenticationToken", "Invalid audience.")
-        if info.client_id in self.graph_unconsented:
+        if info.client_id in (self.graph_unconsented if unconsented is None else unconsented):
             return 403, _graph_error("Authorization_RequestDenied",
                                      "Insufficient privileges to complete the operation.")
         return info
 
     def _graph_page(self, items: list[dict[str, Any]], query: dict[str, str], path: str, context: str,
-                    server_page: int = GRAPH_MAX_PAGE) -> tuple[int, Any]:
-        """One page of a Graph collection: at most $top (up to 300) and the server's own page size,
-        then @odata.nextLink with a $skiptoken."""
+                    server_page: int = GRAPH_MAX_PAGE, max_top: int = GRAPH_MAX_PAGE) -> tuple[int, Any]:
+        """One page of a Graph collection: at most $top (up to max_top) and the server's own page
+        size, then @odata.nextLink with a $skiptoken."""
         try:
             top = int(query.get("$top", GRAPH_DEFAULT_PAGE))
             skip = int(query.get("$skiptoken", 0))
         except ValueError:
             return 400, _graph_error("BadRequest", "Invalid $top or $skiptoken.")
-        if not 1 <= top <= GRAPH_MAX_PAGE:
-            return 400, _graph_error("BadRequest", f"$top must be between 1 and {GRAPH_MAX_PAGE}.")
+        if not 1 <= top <= max_top:
+            return 400, _graph_error("BadRequest", f"$top must be between 1 and {max_top}.")
         size = min(top, server_page)
         body: dict[str, Any] = {"@odata.context": f"{self.graph_url}/v1.0/$metadata#{context}",
                                 "value": items[skip:skip + size]}
@@ -738,6 +811,20 @@ class Simulator:
             return caller
         return self._graph_page([relationship_json(r) for r in self._visible_relationships(caller)], query,
                                 RELATIONSHIPS_PATH, "tenantRelationships/delegatedAdminRelationships")
+
+    def contracts(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
+        """contracts: every customer tenant of the partner, with Directory.Read.All; $top up to 999
+        (directory objects), then @odata.nextLink.
+
+        https://learn.microsoft.com/graph/api/contract-list
+        """
+        caller = self._graph_caller(authorization, self.directory_unconsented)
+        if not isinstance(caller, _Token):
+            return caller
+        tenant = self.tenants[caller.tenant_id]
+        return self._graph_page([contract_json(c) for c in tenant.contract_customers], query,
+                                CONTRACTS_PATH, "contracts", server_page=self.contracts_page,
+                                max_top=CONTRACTS_MAX_TOP)
 
     def _visible_relationships(self, caller: _Token) -> list[Relationship]:
         """What Graph shows this caller: nothing to a signed-in user outside Admin Agents."""
@@ -819,12 +906,33 @@ def _admin(tenant: str) -> str:
     return f"admin@{domain}"
 
 
-def _pc_error(code: int, description: str) -> dict[str, Any]:
+def _pc_rest_error(code: int | str, description: str) -> dict[str, Any]:
     """A Partner Center REST error body: code, description, data, source.
 
     https://learn.microsoft.com/partner-center/developer/error-codes
     """
     return {"code": code, "description": description, "data": [], "source": "PartnerCenter"}
+
+
+def _pc_odata_error(code: int | str, message: str, base_url: str) -> dict[str, Any]:
+    """An OData error body of the CustomerServiceAdminApi host, as Microsoft's GDAP bulk-migration
+    tool logged one (issue 13 of its repository): `@odata.context` and `error.code`/`error.message`."""
+    return {"@odata.context": f"{base_url}/CustomerServiceAdminApi/Web/v1/$metadata"
+                              "#microsoft.partner.customerserviceadministration.errorResponse",
+            "error": {"code": str(code), "message": message}}
+
+
+_BAD_FILTER = object()
+
+
+def _dap_filter(expression: str | None) -> bool | object | None:
+    """The dapEnabled value a $filter asks for, None without one, _BAD_FILTER for any other."""
+    if expression is None:
+        return None
+    words = expression.split()
+    if len(words) == 3 and words[0] == "dapEnabled" and words[1] == "eq" and words[2] in ("true", "false"):
+        return words[2] == "true"
+    return _BAD_FILTER
 
 
 def _b64(data: bytes) -> str:
@@ -887,6 +995,8 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 target, call = "customers", lambda: sim.dap_customers(authorization, query)
             elif method == "GET" and path == RELATIONSHIPS_PATH:
                 target, call = "graph", lambda: sim.gdap_relationships(authorization, query)
+            elif method == "GET" and path == CONTRACTS_PATH:
+                target, call = "contracts", lambda: sim.contracts(authorization, query)
             elif (method == "GET" and path.startswith(RELATIONSHIPS_PATH + "/")
                   and path.endswith("/accessAssignments") and len(parts) == 5):
                 target, call = "graph", lambda: sim.access_assignments(authorization, parts[3], query)
@@ -927,10 +1037,14 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 return
             if sim.latency:
                 time.sleep(sim.latency)
-            api_call = target in ("api", "customers", "graph", "graph_batch", "vault")
+            api_call = target in ("api", "customers", "graph", "graph_batch", "contracts", "vault")
             tenant = sim._tenant_of(authorization) if api_call else parts[0]
+            retired = sim._retired_answer(target, tenant)
+            if retired is not None:
+                # A retired API answers whoever asks, before it looks at the token.
+                call = lambda: retired  # noqa: E731
             fault = sim._take_fault(target, tenant)
-            if fault is None and target == "graph" and sim.throttle_graph_now():
+            if fault is None and target in ("graph", "contracts") and sim.throttle_graph_now():
                 fault = Fault("graph", 429, _graph_error("TooManyRequests", "Too many requests."),
                               headers={"Retry-After": "1"})
             if fault is not None:

@@ -180,12 +180,18 @@ def _grouped(days: list[dt.date]) -> list[dict[str, Any]]:
     return [{"date": _us_date(day), "count": n} for day, n in sorted(counts.items())]
 
 
-def statistics_payload(tenant_id: str, customers: list[Customer], base_url: str) -> dict[str, Any]:
+def statistics_payload(tenant_id: str, customers: list[Customer], base_url: str, *,
+                       date_never_signed_in: bool = False) -> dict[str, Any]:
     """The delegatedAdminStatistics document, shaped like Microsoft's documented example.
 
-    Where no partner ever signed in, the customer counts as inactive since DAP was established:
-    the statistics page documents no null date (an assumption; the counts agree with the list).
+    `inactiveDapCount` is "the count of customers who have had sign-ins with the last date of
+    sign-in" (get-delegated-admin-relation-statistics), and the DAP FAQ's "days inactive" may be
+    blank: a customer no partner ever signed in to is in none of its dates, so the total exceeds
+    their sum. date_never_signed_in=True is the other reading: such a customer is dated at its DAP
+    start, and the counts add up.
     """
+    dated = [c.last_signin or c.established for c in customers
+             if c.last_signin is not None or date_never_signed_in]
     return {
         "@odata.context": f"{base_url}/CustomerServiceAdminApi/Web/v1/$metadata"
                           "#delegatedAdminStatistics/$entity",
@@ -193,8 +199,35 @@ def statistics_payload(tenant_id: str, customers: list[Customer], base_url: str)
         "partnerTenantId": tenant_id,
         "totalDapCustomerCount": len(customers),
         "establishedDapCount": _grouped([c.established for c in customers]),
-        "inactiveDapCount": _grouped([c.last_signin or c.established for c in customers]),
+        "inactiveDapCount": _grouped(dated),
     }
+
+
+def generate_customers_without_delegation(seed: str, today: dt.date, count: int | None = None,
+                                          ) -> list[Customer]:
+    """Customers with neither DAP nor a GDAP relationship: a partner resells to them but cannot
+    administer them. Only the partner's contracts list them."""
+    rng = _rng("unmanaged/" + seed)
+    return [Customer(today - dt.timedelta(days=rng.randint(30, 900)), None,
+                     id=customer_id("unmanaged/" + seed, i), name=customer_name(rng))
+            for i in range(count if count is not None else rng.randint(3, 12))]
+
+
+# contractType values (Graph v1.0 contract resource); resellers hold most.
+CONTRACT_TYPES = ("ResellerPartner", "SyndicationPartner", "BreadthPartner")
+
+
+def contract_json(customer: Customer) -> dict[str, Any]:
+    """A contract as Graph v1.0 lists it: the partnership with one customer tenant.
+
+    https://learn.microsoft.com/graph/api/resources/contract
+    """
+    digest = hashlib.sha256(customer.id.encode()).digest()
+    kind = CONTRACT_TYPES[0] if digest[0] < 230 else CONTRACT_TYPES[1 + digest[1] % 2]
+    domain = "".join(ch for ch in customer.name.lower() if ch.isascii() and ch.isalnum())[:20] or "customer"
+    return {"id": _uuid("contract", customer.id), "deletedDateTime": None, "contractType": kind,
+            "customerId": customer.id, "defaultDomainName": f"{domain}{digest[2]}.onmicrosoft.com",
+            "displayName": customer.name}
 
 
 def _uuid(*parts: str) -> str:

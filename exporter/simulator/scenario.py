@@ -17,7 +17,8 @@ from exporter.simulator.data import with_hostile_names
 DEMO_CLIENT_ID = "5b0c7e4a-1f9e-4c55-9d5e-3a1c2b7d8e90"
 # An app-only registration for Graph, as a partner may keep one apart from the SAM app.
 DEMO_GRAPH_CLIENT_ID = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
-DEMO_COLLECTORS = ["dap_statistics", "gdap_relationships", "gdap_access_assignments", "dap_customers"]
+DEMO_COLLECTORS = ["dap_statistics", "gdap_relationships", "gdap_access_assignments", "dap_customers",
+                   "partner_customers"]
 # Graph throttles now and then; the demo shows how the exporter copes.
 DEMO_GRAPH_THROTTLE_EVERY = 7
 DEMO_TENANTS = {

@@ -15,6 +15,7 @@ from exporter.collectors.dap_customers import DapCustomer, DapCustomers
 from exporter.collectors.dap_statistics import DapStatistics
 from exporter.collectors.gdap_access_assignments import AccessAssignment, GdapAccess
 from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
+from exporter.collectors.partner_customers import PartnerCustomer, PartnerCustomers
 from exporter.model import Snapshot, SourceView
 
 TODAY = dt.date(2026, 11, 23)
@@ -22,8 +23,9 @@ D = dt.date
 
 
 def sample_snapshot() -> Snapshot:
+    # 22 DAP customers, 18 of them with a sign-in date: 4 have none.
     stats = DapStatistics(
-        total_customers=200,
+        total_customers=22,
         established={D(2021, 6, 18): 1, D(2022, 2, 18): 3},
         inactive={D(2026, 11, 20): 5, D(2026, 9, 24): 2, D(2026, 8, 24): 4, D(2026, 7, 1): 6,
                   D(2024, 1, 1): 1},
@@ -32,13 +34,19 @@ def sample_snapshot() -> Snapshot:
         name="contoso", collector="dap_statistics", data=stats, attempted=True, last_poll_success=True,
         last_success_time=1795435200.0, last_duration=0.25, errors_total={"throttled": 2},
         api_requests_total={"200": 10, "429": 2}, skipped_entries_total=1,
-        token_expires_at=1795438800.0, token_store_pending=False)
+        token_expires_at=1795438800.0, token_store_pending=False, api_retired=False)
     failing = SourceView(
         name="fabrikam", collector="dap_statistics", attempted=True, last_poll_success=False,
         last_duration=1.5,
         last_error_reason="auth", last_error_message="the refresh token has expired",
         errors_total={"auth": 3})
     pending = SourceView("northwind", "dap_statistics")
+    # fabrikam's customer list has answered 410 from its first poll on: retired.
+    retired = SourceView(
+        name="fabrikam", collector="dap_customers", attempted=True, last_poll_success=False,
+        last_duration=0.1, last_error_reason="not_found",
+        last_error_message="Partner Center answered 410 for delegatedAdminCustomers",
+        errors_total={"not_found": 4}, api_requests_total={"410": 4}, api_retired=True)
     gdap = SourceView(
         name="contoso", collector="gdap_relationships", data=sample_gdap(), attempted=True,
         last_poll_success=True, last_success_time=1795435201.0, last_duration=0.5,
@@ -46,12 +54,16 @@ def sample_snapshot() -> Snapshot:
     dap_customers = SourceView(
         name="contoso", collector="dap_customers", data=sample_dap_customers(), attempted=True,
         last_poll_success=True, last_success_time=1795435202.0, last_duration=0.125,
-        api_requests_total={"200": 1})
+        api_requests_total={"200": 1}, api_retired=False)
     access = SourceView(
         name="contoso", collector="gdap_access_assignments", data=sample_access(), attempted=True,
         last_poll_success=True, last_success_time=1795435203.0, last_duration=0.75,
         api_requests_total={"200": 3})
-    return Snapshot((failing, dap_customers, healthy, access, gdap, pending))
+    partner = SourceView(
+        name="contoso", collector="partner_customers", data=sample_partner_customers(), attempted=True,
+        last_poll_success=True, last_success_time=1795435204.0, last_duration=0.2,
+        api_requests_total={"200": 1})
+    return Snapshot((failing, dap_customers, healthy, access, partner, gdap, pending, retired))
 
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
@@ -113,6 +125,10 @@ def sample_dap_customers() -> DapCustomers:
         DapCustomer("id-e", "e Ltd", signed_in(95), start, global_admin_signins=2),
         DapCustomer("id-f", "f Ltd", signed_in(200), None)))
 
+def sample_partner_customers() -> PartnerCustomers:
+    """The partner's contracts: the DAP customers, c (GDAP only), and g, which has neither DAP nor
+    any relationship."""
+    return PartnerCustomers(tuple(PartnerCustomer(f"id-{c}", f"{c} Ltd") for c in "abcdefg"))
 
 
 class FakeTokens:
