@@ -6,6 +6,8 @@ import io
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -13,8 +15,11 @@ import pytest
 from exporter.app import identity
 from exporter.auth import TokenProvider, interactive_login
 from exporter.collectors.dap_statistics import DapStatisticsClient
+from exporter.endpoints import DEFAULT_GRAPH_SCOPE
 from exporter.model import PollError
 from exporter.simulator import Fault, Simulator
+from exporter.simulator import app as simulator_app
+from exporter.simulator.data import relationship_json
 from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, free_port, tenant
 from tests.helpers.e2e import cached_refresh_tokens
 
@@ -158,3 +163,31 @@ def test_login_replaces_an_earlier_sign_in(sim: Simulator, http: httpx.Client, t
     assert cached_refresh_tokens(tmp_path / "cache.json") == [sim.live_refresh_tokens()[-1]]
     sim.invalidate_access_tokens()
     assert make_client(sim, http, tmp_path).fetch().total_customers == 250
+
+
+def test_a_graph_list_renders_only_the_page_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paging 2,000 relationships 100 at a time renders each relationship once, not the whole list
+    for every page (which made long lists quadratic)."""
+    rendered: list[int] = []
+
+    def counting(relationship: Any) -> dict[str, Any]:
+        rendered.append(1)
+        return relationship_json(relationship)
+
+    monkeypatch.setattr(simulator_app, "relationship_json", counting)
+    with Simulator() as sim:
+        sim.add_client(CLIENT_ID)
+        tenant_data = sim.add_tenant(TENANT_ID, customers=2_000)
+        seed = sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test")
+        _, answer = sim.token(TENANT_ID, {"grant_type": "refresh_token", "client_id": CLIENT_ID,
+                                          "refresh_token": seed, "scope": DEFAULT_GRAPH_SCOPE})
+        token, query, served = f"Bearer {answer['access_token']}", {"$top": "100"}, 0
+        while True:
+            status, body = sim.gdap_relationships(token, query)
+            assert status == 200, body
+            served += len(body["value"])
+            if "@odata.nextLink" not in body:
+                break
+            query = {k: v[0] for k, v in parse_qs(urlsplit(body["@odata.nextLink"]).query).items()}
+    assert served == len(tenant_data.relationships) > 1_000
+    assert len(rendered) == served

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -45,20 +45,20 @@ class GraphClient(ApiClient[D]):
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(name, http, graph_url.rstrip("/") + self.path, tokens, clock, sleep)
 
-    def _pages(self, params: dict[str, str] | None) -> list[Any]:
-        """Every entry of the resource's list, following @odata.nextLink (MAX_PAGES at most)."""
-        items: list[Any] = []
+    def _pages(self, params: dict[str, str] | None) -> Iterator[Any]:
+        """Every entry of the resource's list, following @odata.nextLink (MAX_PAGES at most), a page
+        at a time: a caller parses each page before the next is read, so the raw JSON of one page
+        is held, not of the whole list."""
         url: str | None = self._url
-        pages = 0
-        while url is not None:
-            if pages == MAX_PAGES:
-                raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
-                                                    f"stopped reading")
+        for _ in range(MAX_PAGES):
+            if url is None:
+                return
             payload = self._page_with_retries(functools.partial(self._get_json, url, params))
-            pages += 1
-            items.extend(page_items(payload, self.resource))
+            yield from page_items(payload, self.resource)
             url, params = self._next_link(payload), None
-        return items
+        if url is not None:
+            raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
+                                                f"stopped reading")
 
     def _page_with_retries(self, request: Callable[[], Any]) -> Any:
         """One Graph request, asked again while Graph throttles it with a short Retry-After."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import secrets
@@ -14,11 +15,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from cryptography import x509
@@ -49,6 +50,8 @@ from exporter.simulator.keyvault import Caller, FakeKeyVault
 STATISTICS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminStatistics"
 CUSTOMERS_PATH = "/CustomerServiceAdminApi/Web/v1/delegatedAdminCustomers"
 RELATIONSHIPS_PATH = "/v1.0/tenantRelationships/delegatedAdminRelationships"
+# An item of a simulated Graph collection, rendered to JSON only when its page is served.
+T = TypeVar("T")
 CONTRACTS_PATH = "/v1.0/contracts"
 # Directory objects: $top up to 999, 100 a page unless asked.
 CONTRACTS_MAX_TOP = 999
@@ -786,10 +789,12 @@ class Simulator:
                                      "Insufficient privileges to complete the operation.")
         return info
 
-    def _graph_page(self, items: list[dict[str, Any]], query: dict[str, str], path: str, context: str,
-                    server_page: int = GRAPH_MAX_PAGE, max_top: int = GRAPH_MAX_PAGE) -> tuple[int, Any]:
+    def _graph_page(self, items: Sequence[T], render: Callable[[T], dict[str, Any]], query: dict[str, str],
+                    path: str, context: str, server_page: int = GRAPH_MAX_PAGE,
+                    max_top: int = GRAPH_MAX_PAGE) -> tuple[int, Any]:
         """One page of a Graph collection: at most $top (up to max_top) and the server's own page
-        size, then @odata.nextLink with a $skiptoken."""
+        size, then @odata.nextLink with a $skiptoken. Only the page's items are rendered, so a long
+        list pages in linear time."""
         try:
             top = int(query.get("$top", GRAPH_DEFAULT_PAGE))
             skip = int(query.get("$skiptoken", 0))
@@ -799,7 +804,7 @@ class Simulator:
             return 400, _graph_error("BadRequest", f"$top must be between 1 and {max_top}.")
         size = min(top, server_page)
         body: dict[str, Any] = {"@odata.context": f"{self.graph_url}/v1.0/$metadata#{context}",
-                                "value": items[skip:skip + size]}
+                                "value": [render(item) for item in items[skip:skip + size]]}
         if skip + size < len(items):
             body["@odata.nextLink"] = f"{self.graph_url}{path}?$top={top}&$skiptoken={skip + size}"
         return 200, body
@@ -809,7 +814,7 @@ class Simulator:
         caller = self._graph_caller(authorization)
         if not isinstance(caller, _Token):
             return caller
-        return self._graph_page([relationship_json(r) for r in self._visible_relationships(caller)], query,
+        return self._graph_page(self._visible_relationships(caller), relationship_json, query,
                                 RELATIONSHIPS_PATH, "tenantRelationships/delegatedAdminRelationships")
 
     def contracts(self, authorization: str | None, query: dict[str, str]) -> tuple[int, Any]:
@@ -822,7 +827,7 @@ class Simulator:
         if not isinstance(caller, _Token):
             return caller
         tenant = self.tenants[caller.tenant_id]
-        return self._graph_page([contract_json(c) for c in tenant.contract_customers], query,
+        return self._graph_page(tenant.contract_customers, contract_json, query,
                                 CONTRACTS_PATH, "contracts", server_page=self.contracts_page,
                                 max_top=CONTRACTS_MAX_TOP)
 
@@ -847,7 +852,7 @@ class Simulator:
             return 404, _graph_error("NotFound", f"The delegatedAdminRelationship '{relationship_id}' "
                                                  f"was not found.")
         path = f"{RELATIONSHIPS_PATH}/{relationship_id}/accessAssignments"
-        return self._graph_page([assignment_json(found, a) for a in found.assignments], query, path,
+        return self._graph_page(found.assignments, functools.partial(assignment_json, found), query, path,
                                 f"tenantRelationships/delegatedAdminRelationships('{relationship_id}')/"
                                 f"accessAssignments", server_page=self.assignments_page)
 
