@@ -22,6 +22,7 @@ from exporter.collectors import REGISTRY, SourceSettings
 from exporter.config import Config, ConfigError, TenantConfig, load_config
 from exporter.endpoints import Endpoints
 from exporter.exposition import Publisher
+from exporter.files import CA_BUNDLE_LIMIT, read_text, within
 from exporter.logs import REDACTOR
 from exporter.model import Snapshot
 from exporter.poller import HEARTBEAT, Poller, Source
@@ -33,6 +34,7 @@ from exporter.server import (
     ServeOptions,
     systemd_sockets,
 )
+from exporter.transport import install_deadlines
 from exporter.webconfig import WebConfigFile, WebConfigProvider
 
 log = logging.getLogger("exporter")
@@ -43,15 +45,16 @@ TOKEN_SHUTDOWN_GRACE = 3.0
 
 
 def build_http_client(config: Config) -> httpx.Client:
-    """The one outbound client: shared by MSAL and the API calls, with timeouts and ca_file."""
+    """The one outbound client: shared by MSAL and the API calls, with ca_file and request_timeout
+    as the deadline of each whole exchange (exporter.transport)."""
     context = ssl.create_default_context(cafile=certifi.where())
     if config.endpoints.ca_file is not None:
-        context.load_verify_locations(cafile=str(config.endpoints.ca_file))
+        context.load_verify_locations(cadata=read_text(config.endpoints.ca_file, CA_BUNDLE_LIMIT))
     pool = config.poll_concurrency * 2 + 4
-    return httpx.Client(
+    return install_deadlines(httpx.Client(
         timeout=httpx.Timeout(config.request_timeout), verify=context,
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-        headers={"User-Agent": f"partnercenter-exporter/{__version__}"})
+        headers={"User-Agent": f"partnercenter-exporter/{__version__}"}))
 
 
 def login_command(config_path: str, tenant: str) -> str:
@@ -83,9 +86,9 @@ def build_sources(tenant: TenantConfig, config: Config, http: httpx.Client, *,
     """
     endpoints = config.endpoints
     tokens = TokenProvider(identity(tenant, endpoints, login=login_command(config_path, tenant.name)),
-                           http, on_token=REDACTOR.add_token)
+                           http, on_token=REDACTOR.add_token, keep_secrets=REDACTOR.keep)
     graph_tokens = tokens if tenant.graph_auth is None else TokenProvider(
-        graph_identity(tenant, endpoints), http, on_token=REDACTOR.add_token)
+        graph_identity(tenant, endpoints), http, on_token=REDACTOR.add_token, keep_secrets=REDACTOR.keep)
     settings = SourceSettings(tenant=tenant.name, http=http, endpoints=endpoints, tokens=tokens,
                               graph_tokens=graph_tokens.for_scope(endpoints.graph_scope))
     return tuple(REGISTRY[collector].build(settings) for collector in tenant.collectors)
@@ -249,7 +252,8 @@ def run_until(app: App, stop: threading.Event, reload: threading.Event,
             continue
         reload.clear()
         try:
-            config = load()
+            # Off this thread, which must stay free for SIGTERM: a file on a hung mount blocks.
+            config = within(load, "--config.file")
         except Exception as err:
             errors = getattr(err, "errors", None) or [str(err)]
             log.error("config reload failed; still running the previous config",
@@ -331,8 +335,8 @@ def serve(config: Config, *, config_path: str, listen_address: str | Sequence[st
     app.start()
     log.info("listening", extra={
         "address": app.server.url,
-        "listeners": ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                              for host, port in app.server.addresses),
+        "listeners": ",".join(host if host.startswith("unix:") else f"[{host}]:{port}" if ":" in host
+                              else f"{host}:{port}" for host, port in app.server.addresses),
         "tenants": len(config.tenants), "version": __version__})
     if on_listening is not None:
         on_listening(app.server)

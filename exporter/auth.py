@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO, get_args
 from urllib.parse import parse_qs, urlsplit
@@ -19,9 +20,11 @@ from msal.exceptions import MsalServiceError
 
 from exporter.client import describe_transport_error, parse_retry_after, read_bounded
 from exporter.config import AuthConfig, ClientAssertion, KeyVaultStore
+from exporter.files import SECRET_LIMIT, FileReadError, read_text
 from exporter.keyvault import KeyVaultSecrets
-from exporter.model import PollError
-from exporter.token_store import FileTokenCache, VaultTokenCache
+from exporter.logs import REDACTOR
+from exporter.model import PollError, escape_controls
+from exporter.token_store import FileTokenCache, StoredTokenCache, VaultTokenCache
 
 log = logging.getLogger("exporter.auth")
 
@@ -61,7 +64,9 @@ AAD_HINTS: Mapping[int, str] = {
     53003: "Conditional Access blocked the sign-in: check the Entra sign-in log for the policy and "
            "exclude this app or the exporter's location, then " + _LOGIN,
     700082: "the refresh token has expired (unused for 90 days): " + _LOGIN,
-    50173: "the refresh token was revoked (password change or session revocation): " + _LOGIN,
+    50173: "the refresh token was revoked (password change or session revocation), or it was already "
+           "redeemed by a process that could not save the rotated one (a full disk or a vault "
+           "outage; its log says 'cannot save the rotated refresh token'): " + _LOGIN,
     700025: "the refresh token belongs to a public client but a client secret was sent: remove "
             "client_secret_file for this tenant, or sign in again with a confidential flow",
     90002: "tenant {tenant_id} does not exist: check tenant_id",
@@ -206,27 +211,42 @@ def assertion_reader(assertion: ClientAssertion) -> Callable[[], str]:
     """Reads the federated token at every token request: the kubelet replaces it about hourly."""
     def read() -> str:
         try:
-            text = assertion.path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
-            raise PollError("auth", f"cannot read {assertion}: {reason}") from None
+            text = read_text(assertion.path, SECRET_LIMIT).strip()
+        except FileReadError as err:
+            raise PollError("auth", f"cannot read {assertion}: {err}") from None
         if not text:
             raise PollError("auth", f"{assertion} is empty")
         return text
     return read
 
 
+SecretsKeeper = Callable[[str, Iterable[str]], None]  # (owner, its secrets now): Redactor.keep
+
+
 def open_token_cache(identity: Identity, http: httpx.Client, *,
-                     on_token: Callable[[str], None] | None = None) -> msal.SerializableTokenCache:
-    """The refresh_token tenant's cache: its file, or its Key Vault secret read now."""
+                     on_token: Callable[[str], None] | None = None,
+                     keep_secrets: SecretsKeeper | None = None,
+                     login: bool = False) -> msal.SerializableTokenCache:
+    """The refresh_token tenant's cache: its file, or its Key Vault secret read now. `login`: the
+    sign-in being made is the newest, written over whatever a running exporter put there."""
     auth = identity.auth
+    on_secrets = _secrets_of(identity, keep_secrets)
     if auth.token_store is not None:
         cache = VaultTokenCache(vault_secrets(identity, auth.token_store, http, on_token=on_token),
-                                auth.token_store.secret_name, tenant=identity.tenant)
+                                auth.token_store.secret_name, tenant=identity.tenant, on_secrets=on_secrets,
+                                newest_wins=not login)
         cache.load()
         return cache
     assert auth.token_cache_file is not None
-    return FileTokenCache(auth.token_cache_file)
+    return FileTokenCache(auth.token_cache_file, on_secrets=on_secrets, tenant=identity.tenant)
+
+
+def _secrets_of(identity: Identity, keep: SecretsKeeper | None) -> Callable[[Iterable[str]], None] | None:
+    """Where one tenant's token cache reports the refresh tokens it holds."""
+    if keep is None:
+        return None
+    owner = f"{identity.tenant}/{identity.client_id}/{identity.auth.cache_name}"
+    return lambda values: keep(owner, values)
 
 
 def vault_secrets(identity: Identity, store: KeyVaultStore, http: httpx.Client, *,
@@ -251,11 +271,11 @@ def vault_secrets(identity: Identity, store: KeyVaultStore, http: httpx.Client, 
 
 def classify_identity_error(result: Mapping[str, Any], *, identity: Identity,
                             status: int | None, retry_after: float | None,
-                            scope: str | None = None) -> PollError:
+                            scope: str | None = None, login: bool = False) -> PollError:
     """Map an identity-platform error response to a reason and a one-line, actionable message."""
-    error = str(result.get("error") or "unknown_error")
+    error = REDACTOR.shown(str(result.get("error") or "unknown_error"), 64)
     description = str(result.get("error_description") or "").strip()
-    first_line = description.splitlines()[0][:240] if description else error
+    first_line = REDACTOR.shown(description.splitlines()[0], 240) if description else error
     codes = [int(c) for c in result.get("error_codes") or [] if isinstance(c, int)]
     codes += [int(c) for c in _AADSTS_RE.findall(description) if int(c) not in codes]
     if status == 429:
@@ -275,8 +295,13 @@ def classify_identity_error(result: Mapping[str, Any], *, identity: Identity,
               "permission": _permission(scope, method), "credential": describe_credential(identity.auth)}
     for code in codes:
         hint = aad_hint(code, method)
-        if hint is not None:
+        if hint is not None and not (login and _LOGIN in hint):
             return PollError("auth", f"{hint.format(**fields)} [AADSTS{code}]")
+    if login:
+        # Hints that say "run login" are for a running exporter; this is login, refused.
+        return PollError("auth", f"the identity platform refused the sign-in: {error}: {first_line}; sign "
+                                 f"in as a partner admin of tenant {identity.tenant_id}, the tenant_id of "
+                                 f"{identity.tenant} in the config, and try again")
     if error == "invalid_grant" and method == "refresh_token":
         return PollError("auth", "the refresh token is no longer valid: " + _LOGIN.format(**fields)
                          + f" [{first_line}]")
@@ -288,7 +313,8 @@ class TokenProvider:
 
     def __init__(self, identity: Identity, http: httpx.Client, *,
                  clock: Callable[[], float] = time.time,
-                 on_token: Callable[[str], None] | None = None) -> None:
+                 on_token: Callable[[str], None] | None = None,
+                 keep_secrets: SecretsKeeper | None = None) -> None:
         self.identity = identity
         self.method = identity.auth.method
         self._default_scope = identity.scope
@@ -298,6 +324,7 @@ class TokenProvider:
         self._http = RecordingHttp(http)
         self._clock = clock
         self._on_token = on_token
+        self._keep_secrets = keep_secrets
         self._app: Any = None  # an msal ClientApplication or ManagedIdentityClient, built lazily
         self._cache: msal.TokenCache | None = None
         self._reload_store = False  # a sign-in failed: read the vault again (a login may have run)
@@ -316,7 +343,7 @@ class TokenProvider:
         """At shutdown: one more try, within `timeout` seconds, to save a token the token store
         has not taken yet."""
         with self._in_flight:
-            if isinstance(self._cache, VaultTokenCache) and not self._cache.flush(timeout):
+            if isinstance(self._cache, StoredTokenCache) and not self._cache.flush(timeout):
                 log.error("the newest refresh token could not be saved to %s and ends with this "
                           "process: after a restart, run `%s`", self._cache, self.identity.login_command,
                           extra={"tenant": self.identity.tenant})
@@ -329,7 +356,9 @@ class TokenProvider:
     @property
     def store_pending(self) -> bool | None:
         """None without a token store; else whether the store lags behind the newest token."""
-        return self._cache.pending if isinstance(self._cache, VaultTokenCache) else None
+        if isinstance(self._cache, (FileTokenCache, VaultTokenCache)):
+            return self._cache.pending
+        return None
 
     def for_scope(self, scope: str) -> ScopedTokens:
         """This provider's tokens for another resource, such as Microsoft Graph."""
@@ -342,7 +371,22 @@ class TokenProvider:
         with self._in_flight:
             return self._get_token(force_refresh, scope or self._default_scope)
 
+    @property
+    def certificate_expires_at(self) -> float | None:
+        """When the first of the client certificates this provider signs in with expires (its own,
+        and its token store's), as Unix time; None without one."""
+        auth = self.identity.auth
+        store = auth.token_store.access if auth.token_store is not None else None
+        ends = [cert.not_after.timestamp() for cert in (auth.client_certificate,
+                                                         store.client_certificate if store else None)
+                if cert is not None]
+        return min(ends) if ends else None
+
     def _get_token(self, force_refresh: bool, scope: str) -> str:
+        cert = self.identity.auth.client_certificate
+        problem = cert.problem(dt.datetime.fromtimestamp(self._clock(), dt.UTC)) if cert else None
+        if problem is not None:  # this tenant fails; the others go on
+            raise PollError("auth", problem)
         self._http.reset()
         try:
             if self._app is None:
@@ -357,14 +401,18 @@ class TokenProvider:
             where = ("the managed identity endpoint (is this running on Azure with the identity "
                      "assigned?)" if self.identity.auth.managed_identity else "the identity platform")
             raise describe_transport_error(err, where) from None
-        except json.JSONDecodeError:
-            raise PollError("invalid_response", "the identity platform answered with a body that is "
-                                                "not JSON; check endpoints.authority_host") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise self._not_a_token_response("a body that is not JSON") from None
         except OSError as err:
             raise PollError("auth", f"cannot use {self.identity.auth.cache_name}: "
                                     f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
         except ValueError as err:
+            if self.identity.auth.managed_identity is not None:  # e.g. expires_on "soon"
+                raise self._not_a_token_response("a token response MSAL cannot read") from None
             raise self._setup_error(err) from None
+        except (AttributeError, TypeError, KeyError, IndexError):
+            # MSAL reads the answer as a JSON object: a list, a string or a number ends here.
+            raise self._not_a_token_response("JSON that is not a token response") from None
         if "access_token" not in result:
             self._reload_store = self.method == "refresh_token"
             raise classify_identity_error(
@@ -375,6 +423,15 @@ class TokenProvider:
         if self._on_token is not None:
             self._on_token(token)
         return token
+
+    def _not_a_token_response(self, what: str) -> PollError:
+        if self.identity.auth.managed_identity is not None:
+            return PollError("invalid_response", f"the managed identity endpoint answered with {what}; "
+                                                 f"check that this runs on an Azure resource with "
+                                                 f"{self.identity.auth.managed_identity} assigned, and "
+                                                 f"that no proxy answers for IDENTITY_ENDPOINT (or IMDS)")
+        return PollError("invalid_response", f"the identity platform answered with {what}; check "
+                                             f"endpoints.authority_host, and any proxy in between")
 
     def _service_error(self, text: str) -> PollError:
         status = self._http.last_status
@@ -403,9 +460,10 @@ class TokenProvider:
                      else msal.SystemAssignedManagedIdentity())
             return msal.ManagedIdentityClient(which, http_client=self._http, token_cache=msal.TokenCache())
         if auth.method == "refresh_token":
-            self._cache = open_token_cache(self.identity, self._raw_http, on_token=self._on_token)
-        else:
-            self._cache = msal.SerializableTokenCache()
+            self._cache = open_token_cache(self.identity, self._raw_http, on_token=self._on_token,
+                                           keep_secrets=self._keep_secrets)
+        else:  # ROPC's refresh tokens are secrets too
+            self._cache = StoredTokenCache(_secrets_of(self.identity, self._keep_secrets))
         return build_msal_app(self.identity, self._http, self._cache, confidential=auth.confidential)
 
     def _acquire(self, app: Any, force_refresh: bool, scopes: list[str]) -> dict[str, Any]:
@@ -418,8 +476,8 @@ class TokenProvider:
             if force_refresh:
                 app.remove_tokens_for_client()
             return dict(app.acquire_token_for_client(scopes))
-        if self._reload_store and isinstance(self._cache, VaultTokenCache) and not self._cache.pending:
-            self._cache.load()
+        if isinstance(self._cache, VaultTokenCache):
+            self._cache.sync(force=self._reload_store)
         self._reload_store = False
         accounts = app.get_accounts(username=auth.username) if auth.username else app.get_accounts()
         if accounts:
@@ -457,7 +515,7 @@ class TokenProvider:
             return PollError("auth", f"OpenID discovery failed for tenant {self.identity.tenant_id} at "
                                      f"{self.identity.authority_host}: check tenant_id and "
                                      f"endpoints.authority_host")
-        return PollError("auth", f"MSAL refused the request: {str(err).splitlines()[0][:200]}")
+        return PollError("auth", f"MSAL refused the request: {REDACTOR.shown(str(err), 200)}")
 
 
 class ScopedTokens:
@@ -478,6 +536,10 @@ class ScopedTokens:
     @property
     def store_pending(self) -> bool | None:
         return self._provider.store_pending
+
+    @property
+    def certificate_expires_at(self) -> float | None:
+        return self._provider.certificate_expires_at
 
     def get_token(self, *, force_refresh: bool = False) -> str:
         return self._provider.get_token(force_refresh=force_refresh, scope=self.scope)
@@ -500,7 +562,8 @@ DEFAULT_REDIRECT_URI = "http://localhost"
 
 def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, flow: LoginFlow = "device-code",
                       redirect_uri: str = DEFAULT_REDIRECT_URI,
-                      read_line: Callable[[], str] = input) -> str:
+                      read_line: Callable[[], str] = input,
+                      keep_secrets: SecretsKeeper | None = None) -> str:
     """Secure Application Model bootstrap: an admin signs in with MFA; the result goes to the cache.
 
     device-code: the admin enters a code at Microsoft's device login page. auth-code: the
@@ -522,10 +585,10 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
     def refused(result: Mapping[str, Any]) -> LoginError:
         return LoginError(classify_identity_error(
             result, identity=identity, status=recording.last_status, retry_after=None,
-            scope=scope).message)
+            scope=scope, login=True).message)
 
     try:
-        cache = open_token_cache(identity, http)
+        cache = open_token_cache(identity, http, keep_secrets=keep_secrets, login=True)
         app = build_msal_app(identity, recording, cache, confidential=False)
         if flow == "auth-code":
             result = _auth_code_flow(app, [scope], redirect_uri, out, read_line)
@@ -533,8 +596,10 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
             device = app.initiate_device_flow(scopes=[scope])
             if "user_code" not in device:
                 raise refused(device)
-            print(device.get("message") or f"Open {device['verification_uri']} and enter the code "
-                                           f"{device['user_code']}", file=out, flush=True)
+            # The identity platform's text, shown on a terminal: no control character gets through.
+            print(escape_controls(str(device.get("message") or f"Open {device['verification_uri']} and "
+                                                               f"enter the code {device['user_code']}")),
+                  file=out, flush=True)
             result = app.acquire_token_by_device_flow(device)
     except httpx.TransportError as err:
         raise LoginError(describe_transport_error(err, "the identity platform").message) from None
@@ -544,7 +609,7 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
         raise LoginError(f"cannot use {auth.cache_name}: {err.strerror or type(err).__name__}") from None
     except ValueError as err:
         raise LoginError(f"sign-in could not start for tenant {identity.tenant_id}: "
-                         f"{str(err).splitlines()[0][:200]}") from None
+                         f"{REDACTOR.shown(str(err), 200)}") from None
     if "access_token" not in result:
         raise refused(result)
     claims = result.get("id_token_claims") or {}
@@ -553,7 +618,7 @@ def interactive_login(identity: Identity, http: httpx.Client, *, out: TextIO, fl
         if account.get("username") != user:
             # The exporter uses the cache's one account; an older sign-in must not shadow this one.
             app.remove_account(account)
-    if isinstance(cache, VaultTokenCache) and not cache.flush(http.timeout.read or 30.0):
+    if isinstance(cache, StoredTokenCache) and not cache.flush(http.timeout.read or 30.0):
         raise LoginError(f"signed in, but the token cache could not be saved to {cache} (the log line "
                          f"above says why); fix that and run login again")
     return str(user or claims.get("name") or "the signed-in user")

@@ -11,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from exporter.files import CERTIFICATE_LIMIT, FileReadError, read_file
+
 
 class CertificateError(ValueError):
     """The file cannot serve as a client certificate; the message says why and what to do."""
@@ -25,26 +27,39 @@ class ClientCertificate:
     certificate_pem: str = field(repr=False)  # the leaf first, then any chain, as the file had them
     thumbprint_sha1: str  # hex, upper case, as the app registration shows it
     thumbprint_sha256: str
+    not_before: dt.datetime
     not_after: dt.datetime
     send_chain: bool = False
 
     def __str__(self) -> str:
         return f"certificate {self.path} (thumbprint {self.thumbprint_sha1})"
 
+    def problem(self, now: dt.datetime) -> str | None:
+        """Why the platform would refuse it at `now` (expired, or not valid yet), or None.
+
+        Checked at each sign-in, not at start-up: expiry needs no config change, and one tenant's
+        expired certificate must not stop the others (or a restarted pod).
+        """
+        if self.not_after <= now:
+            return (f"the certificate in {self.path} expired on {self.not_after:%Y-%m-%d}; create a new "
+                    f"one, upload it to the app registration and replace the file")
+        if self.not_before > now:
+            return (f"the certificate in {self.path} is not valid before {self.not_before:%Y-%m-%d %H:%M}Z; "
+                    f"check this host's clock")
+        return None
+
 
 def load_client_certificate(path: Path, password: str | None, *, send_chain: bool = False,
-                            now: dt.datetime | None = None) -> ClientCertificate:
+                            ) -> ClientCertificate:
     """Read a PEM file holding a certificate and its private key (optionally encrypted).
 
     Entra accepts RSA keys for certificate credentials, so other key types are refused here with
     a message, not by the platform later.
     """
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CertificateError(f"file {path} does not exist") from None
-    except OSError as err:
-        raise CertificateError(f"cannot read {path}: {err.strerror or err}") from None
+        data = read_file(path, CERTIFICATE_LIMIT)
+    except FileReadError as err:
+        raise CertificateError(f"file {path} does not exist" if err.missing else str(err)) from None
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -70,11 +85,6 @@ def load_client_certificate(path: Path, password: str | None, *, send_chain: boo
     leaf = next((cert for cert in certificates if cert.public_key() == key.public_key()), None)
     if leaf is None:
         raise CertificateError(f"no certificate in {path} matches its private key")
-    moment = now or dt.datetime.now(dt.UTC)
-    if leaf.not_valid_after_utc <= moment:
-        raise CertificateError(f"the certificate in {path} expired on "
-                               f"{leaf.not_valid_after_utc:%Y-%m-%d}; create a new one and upload it to "
-                               f"the app registration")
     chain = [leaf, *(cert for cert in certificates if cert is not leaf)]
     der = leaf.public_bytes(serialization.Encoding.DER)
     unencrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -84,7 +94,7 @@ def load_client_certificate(path: Path, password: str | None, *, send_chain: boo
         certificate_pem="".join(cert.public_bytes(serialization.Encoding.PEM).decode() for cert in chain),
         thumbprint_sha1=hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 -- the name Entra uses
         thumbprint_sha256=hashlib.sha256(der).hexdigest().upper(),
-        not_after=leaf.not_valid_after_utc, send_chain=send_chain)
+        not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc, send_chain=send_chain)
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gc
 import logging
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -21,12 +23,15 @@ from exporter.app import (
 from exporter.auth import DEFAULT_REDIRECT_URI, LOGIN_FLOWS, LoginError, interactive_login
 from exporter.config import ConfigError
 from exporter.demo import demo
+from exporter.files import within
 from exporter.logs import REDACTOR, add_log_flags, setup_logging
+from exporter.model import escape_controls
 from exporter.server import (
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TELEMETRY_PATH,
     ServeOptions,
+    parse_listen_address,
 )
 from exporter.version import PYTHON_VERSION, REVISION, VERSION
 
@@ -34,6 +39,8 @@ log = logging.getLogger("exporter")
 
 DEFAULT_CONFIG_FILE = "partnercenter-exporter.yml"
 EXIT_CONFIG = 2
+# --config.check: the config loads, but a credential in it cannot sign in (an expired certificate).
+EXIT_CHECK_FAILED = 1
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -45,6 +52,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG_FILE,
                         help=f"path to the YAML config (default: {DEFAULT_CONFIG_FILE})")
     parser.add_argument("--web.listen-address", dest="listen_address", action="append", default=None,
+                        type=_listen_address,
                         help="address to listen on; repeat it to listen on several. :PORT is every "
                              f"IPv4 and IPv6 address (default: {DEFAULT_LISTEN_ADDRESS})")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path,
@@ -77,6 +85,21 @@ def _telemetry_path(text: str) -> str:
     if not text.startswith("/") or text in ("/", "/healthz", "/readyz") or any(c in text for c in "?# "):
         raise argparse.ArgumentTypeError(
             f"must be a path starting with / other than /, /healthz and /readyz, got {text[:40]!r}")
+    if not _PATH_CHARACTERS.fullmatch(text):
+        # A client sends other characters percent-encoded, so such a path would never match.
+        raise argparse.ArgumentTypeError(
+            f"use only ASCII letters, digits and - . _ ~ / in the path, got {text[:40]!r}")
+    return text
+
+
+_PATH_CHARACTERS = re.compile(r"[A-Za-z0-9._~/-]+")
+
+
+def _listen_address(text: str) -> str:
+    try:
+        parse_listen_address(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return text
 
 
@@ -103,12 +126,24 @@ def run(argv: Sequence[str]) -> int:
     args = _run_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
-        config, web = load_configs(args.config_file, args.web_config_file)
+        config, web = within(lambda: load_configs(args.config_file, args.web_config_file), "the config")
     except ConfigError as err:
         for line in err.errors:
             print(REDACTOR(line), file=sys.stderr)
         return EXIT_CONFIG
+    except TimeoutError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
     if args.config_check:
+        # The config loads whatever a certificate's dates: expiry needs no edit, and one tenant's
+        # certificate must not stop the others. The check still says which sign-ins will fail.
+        now = dt.datetime.now(dt.UTC)
+        problems = [f"{where}: {problem}" for where, cert in config.certificates()
+                    if (problem := cert.problem(now)) is not None]
+        for line in problems:
+            print(REDACTOR(line), file=sys.stderr)
+        if problems:
+            return EXIT_CHECK_FAILED
         print("OK")
         return 0
     if args.once:
@@ -141,10 +176,13 @@ def login(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
-        config, _ = load_configs(args.config_file, None)
+        config, _ = within(lambda: load_configs(args.config_file, None), "the config")
     except ConfigError as err:
         for line in err.errors:
             print(REDACTOR(line), file=sys.stderr)
+        return EXIT_CONFIG
+    except TimeoutError as err:
+        print(err, file=sys.stderr)
         return EXIT_CONFIG
     tenant = next((t for t in config.tenants if t.name == args.tenant), None)
     if tenant is None:
@@ -156,15 +194,18 @@ def login(argv: Sequence[str]) -> int:
         with build_http_client(config) as http:
             user = interactive_login(identity(tenant, config.endpoints,
                                               login=login_command(args.config_file, tenant.name)),
-                                     http, out=sys.stdout, flow=args.flow, redirect_uri=args.redirect_uri)
+                                     http, out=sys.stdout, flow=args.flow, redirect_uri=args.redirect_uri,
+                                     keep_secrets=REDACTOR.keep)
     except LoginError as err:
-        print(f"login failed: {REDACTOR(str(err))}", file=sys.stderr)
+        print(f"login failed: {escape_controls(REDACTOR(str(err)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("login cancelled", file=sys.stderr)
         return 130
-    print(f"Signed in as {user}. Saved to {tenant.auth.cache_name}; "
-          f"the exporter uses it from its next poll.")
+    # True for both stores: the file is read again when it changes, the vault at every token lookup
+    # RECHECK_EVERY (under the shortest poll_interval) after the last read.
+    print(f"Signed in as {escape_controls(user)}. Saved to {tenant.auth.cache_name}; a running exporter "
+          f"uses it from its next poll.")
     return 0
 
 

@@ -3,18 +3,21 @@ request counts), bounded reads, Retry-After, transport errors, paging and field 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
+from exporter.logs import REDACTOR
 from exporter.model import PollError, clean_text
+from exporter.transport import DEADLINE_PASSED, deadline
 
 log = logging.getLogger("exporter.client")
 
@@ -36,6 +39,9 @@ class TokenSource(Protocol):
 
     @property
     def store_pending(self) -> bool | None: ...
+
+    @property
+    def certificate_expires_at(self) -> float | None: ...
 
     def get_token(self, *, force_refresh: bool = False) -> str: ...
 
@@ -81,26 +87,34 @@ def describe_transport_error(err: httpx.TransportError, what: str) -> PollError:
 def read_bounded(http: httpx.Client, method: str, url: str, *, api: str, resource: str,
                  on_status: Callable[[int], None] = lambda status: None,
                  monotonic: Callable[[], float] = time.monotonic, **kwargs: Any) -> httpx.Response:
-    """One request, its answer read whole within the client's read timeout (request_timeout) and
-    MAX_RESPONSE_BYTES; raises PollError past either, httpx.TransportError as httpx does.
+    """One request, the whole exchange (connect, TLS, head, body) within the client's read timeout
+    (request_timeout, or the call's `timeout`) and the body within MAX_RESPONSE_BYTES; raises
+    PollError past either, httpx.TransportError as httpx does.
 
     httpx's timeouts apply to each read, so an upstream (or a proxy) that trickles a byte at a
-    time would hold a poll for ever; and a body is read into memory, so its size is capped.
+    time would hold a poll for ever (exporter.transport); a body is read into memory, so its size
+    is capped.
     """
-    read_timeout = http.timeout.read
-    deadline = None if read_timeout is None else monotonic() + read_timeout
-    with http.stream(method, url, **kwargs) as streamed:
-        on_status(streamed.status_code)
-        body = bytearray()
-        for chunk in streamed.iter_bytes():
-            body += chunk
-            if len(body) > MAX_RESPONSE_BYTES:
-                raise PollError("invalid_response", f"{api} sent more than {MAX_RESPONSE_BYTES:,} "
-                                                    f"bytes for {resource}; refusing to read more")
-            if deadline is not None and monotonic() > deadline:
-                raise PollError("timeout", f"{api} did not send its whole answer within "
-                                           f"request_timeout ({read_timeout:g}s); raise request_timeout "
-                                           f"if it is just slow")
+    limit = kwargs.get("timeout")
+    read_timeout = limit if isinstance(limit, (int, float)) else http.timeout.read
+    late = PollError("timeout", f"{api} did not send its whole answer within request_timeout "
+                                f"({read_timeout or 0:g}s); raise request_timeout if it is just slow")
+    end = None if read_timeout is None else monotonic() + read_timeout
+    try:
+        with deadline(read_timeout, monotonic), http.stream(method, url, **kwargs) as streamed:
+            on_status(streamed.status_code)
+            body = bytearray()
+            for chunk in streamed.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise PollError("invalid_response", f"{api} sent more than {MAX_RESPONSE_BYTES:,} "
+                                                        f"bytes for {resource}; refusing to read more")
+                if end is not None and monotonic() > end:  # a transport without sockets (respx)
+                    raise late
+    except httpx.TimeoutException as err:
+        if str(err) != DEADLINE_PASSED:
+            raise
+        raise late from None
     # The body is decoded already: the new response must not decode it again.
     headers = [(name, value) for name, value in streamed.headers.multi_items()
                if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
@@ -146,6 +160,10 @@ class ApiClient(Generic[D]):
     @property
     def token_store_pending(self) -> bool | None:
         return self.tokens.store_pending
+
+    @property
+    def certificate_expires_at(self) -> float | None:
+        return self.tokens.certificate_expires_at
 
     def fetch(self) -> D:
         raise NotImplementedError
@@ -278,10 +296,7 @@ def partner_center_error(response: httpx.Response) -> tuple[str, str]:
 
 
 def _one_line(text: str, limit: int) -> str:
-    # Cut first: a huge upstream description costs no more than a short one.
-    # Lone surrogates are not printable, so they go too.
-    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text[: limit * 2]).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return REDACTOR.shown(text, limit)
 
 
 def _error_detail(code: str, description: str) -> str:
@@ -297,10 +312,53 @@ def log_skipped(skipped: list[str], what: str) -> None:
             "api": what, "skipped": len(skipped), "examples": "; ".join(skipped[:3]) + more})
 
 
+def log_duplicates(duplicates: int, what: str) -> None:
+    """Entries listed twice (paging that shifted while it was read) were counted once: say so."""
+    if duplicates:
+        log.warning("entries listed more than once were counted once", extra={
+            "api": what, "duplicates": duplicates})
+
+
 # $top's largest value, for delegatedAdminCustomers and Graph's delegatedAdminRelationships alike.
 PAGE_SIZE = 300
-# A bound on pages per poll, so an upstream that keeps pointing onwards cannot loop us forever.
+# A bound on pages per poll for lists that are small by nature (one relationship's assignments).
 MAX_PAGES = 1000
+# A list that grows with the partner (customers, relationships, contracts) is bounded by what it
+# holds and how long it takes instead: 100,000 customers are 334 pages of 300, or 1,000 of 100.
+MAX_LIST_ENTRIES = 500_000  # parsed, about 1 KB each: 500 MB at most
+MAX_LIST_SECONDS = 1800.0
+# A listing that failed after this long waits at least as long as it ran before it starts again.
+LONG_LISTING_SECONDS = 60.0
+
+
+class Listing:
+    """One paged listing within MAX_LIST_ENTRIES and MAX_LIST_SECONDS (see docs/reliability.md)."""
+
+    def __init__(self, resource: str, monotonic: Callable[[], float]) -> None:
+        self._resource = resource
+        self._monotonic = monotonic
+        self._started = monotonic()
+
+    def check(self, received: int) -> None:
+        """After each page: stop past either bound."""
+        if received > MAX_LIST_ENTRIES:
+            raise PollError("invalid_response", f"{self._resource} listed more than {MAX_LIST_ENTRIES:,} "
+                                                f"entries, the exporter's bound; stopped reading")
+        if self._monotonic() - self._started > MAX_LIST_SECONDS:
+            raise PollError("timeout", f"{self._resource} took more than {MAX_LIST_SECONDS / 60:.0f} "
+                                       f"minutes to list, the exporter's bound; stopped reading")
+
+    @contextlib.contextmanager
+    def paced(self) -> Iterator[None]:
+        """A long listing that fails is not started again sooner than it ran: a retry starts from the
+        first page, so a quick one would spend the upstream's quota on the same pages again."""
+        try:
+            yield
+        except PollError as err:
+            ran = self._monotonic() - self._started
+            if ran > LONG_LISTING_SECONDS:
+                err.retry_after = max(err.retry_after or 0.0, ran)
+            raise
 
 
 def page_items(payload: Any, what: str) -> list[Any]:

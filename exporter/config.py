@@ -26,6 +26,15 @@ from exporter.endpoints import (
     DEFAULT_SCOPE,
     Endpoints,
 )
+from exporter.files import (
+    CA_BUNDLE_LIMIT,
+    CONFIG_LIMIT,
+    SECRET_LIMIT,
+    TOKEN_CACHE_LIMIT,
+    FileReadError,
+    read_file,
+    read_text,
+)
 
 DEFAULT_POLL_INTERVAL = 15 * 60.0
 MIN_POLL_INTERVAL = 60.0
@@ -155,6 +164,17 @@ class Config:
     inactive_thresholds_days: tuple[int, ...] = DEFAULT_THRESHOLDS
     poll_concurrency: int = DEFAULT_POLL_CONCURRENCY
     endpoints: Endpoints = field(default_factory=Endpoints)
+
+    def certificates(self) -> list[tuple[str, ClientCertificate]]:
+        """Every client certificate the config signs in with, by the key that names it."""
+        found = []
+        for i, tenant in enumerate(self.tenants):
+            places = [("auth", tenant.auth), ("graph_auth", tenant.graph_auth)]
+            if tenant.auth.token_store is not None:
+                places.append(("auth.token_store.azure_key_vault", tenant.auth.token_store.access))
+            found += [(f"tenants[{i}].{where}.client_certificate_file", auth.client_certificate)
+                      for where, auth in places if auth is not None and auth.client_certificate is not None]
+        return found
 
     def secret_values(self) -> list[str]:
         """Every secret the config loaded, so logs and errors can redact them."""
@@ -368,12 +388,10 @@ class _Errors(ErrorList):
             secret_path = self.path(file_value)
             assert secret_path is not None
             try:
-                text = secret_path.read_text(encoding="utf-8").strip()
-            except FileNotFoundError:
-                self.add(_join(path, file_key), f"file {secret_path} does not exist")
-                return None
-            except (OSError, UnicodeDecodeError) as err:
-                self.add(_join(path, file_key), f"cannot read {secret_path}: {_os_reason(err)}")
+                text = read_text(secret_path, SECRET_LIMIT).strip()
+            except FileReadError as err:
+                self.add(_join(path, file_key), f"file {secret_path} does not exist" if err.missing
+                         else str(err))
                 return None
             if not text:
                 self.add(_join(path, file_key), f"file {secret_path} is empty")
@@ -469,9 +487,10 @@ def load_file(path: Path, what: str, parse: Callable[[Any], _Parsed]) -> _Parsed
     """Read `path` as strict YAML and `parse` it. Nothing a file can hold ends in a traceback:
     every failure is a ConfigError whose lines start with `what`."""
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError([f"{what}: cannot read {path}: {_os_reason(err)}"]) from None
+        data = read_file(path, CONFIG_LIMIT)
+    except FileReadError as err:
+        reason = f"cannot read {path}: No such file or directory" if err.missing else str(err)
+        raise ConfigError([f"{what}: {reason}"]) from None
     try:
         return parse(load_yaml(data, what))
     except ConfigError:
@@ -563,9 +582,9 @@ def _endpoints(c: _Errors, value: Any) -> Endpoints:
     ca_file = c.path(c.string(data, "ca_file", "endpoints"))
     if ca_file is not None:
         try:
-            ssl.create_default_context().load_verify_locations(cafile=str(ca_file))
-        except FileNotFoundError:
-            c.add("endpoints.ca_file", f"file {ca_file} does not exist")
+            ssl.create_default_context().load_verify_locations(cadata=read_text(ca_file, CA_BUNDLE_LIMIT))
+        except FileReadError as err:
+            c.add("endpoints.ca_file", f"file {ca_file} does not exist" if err.missing else str(err))
         except (OSError, ssl.SSLError) as err:
             c.add("endpoints.ca_file", f"{ca_file} is not a readable PEM CA bundle: {_os_reason(err)}")
     return Endpoints(authority_host=(authority or DEFAULT_AUTHORITY_HOST).rstrip("/"),
@@ -928,11 +947,14 @@ def _check_token_cache(c: _Errors, path: Path, where: str) -> None:
     if path.exists():
         try:
             mode = path.stat().st_mode & 0o777
-            cache = json.loads(path.read_text(encoding="utf-8") or "{}")
+            cache = json.loads(read_text(path, TOKEN_CACHE_LIMIT) or "{}")
+        except FileReadError as err:
+            c.add(where, str(err))
+            return
         except OSError as err:
             c.add(where, f"cannot read {path}: {_os_reason(err)}")
             return
-        except ValueError:
+        except (ValueError, RecursionError):
             c.add(where, f"{path} is not a valid token cache (not JSON); move it away and run login again")
             return
         if mode & 0o077:

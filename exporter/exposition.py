@@ -57,14 +57,20 @@ TOKEN_EXPIRY = Family(
     "Unix time at which the access token in use expires.", _WHERE)
 TOKEN_STORE_PENDING = Family(
     "partnercenter_exporter_token_store_write_pending", "gauge",
-    "1 while the newest refresh token is kept in memory only because the token store (Key Vault) "
-    "refused or missed the write; a restart then needs login. Only for tenants with token_store.",
+    "1 while the newest refresh token is kept in memory only because its token cache (the file, "
+    "or the Key Vault of token_store) refused or missed the write; a restart then needs login. Only "
+    "for refresh_token tenants.",
     _WHERE)
 API_RETIRED = Family(
     "partnercenter_api_retired", "gauge",
     "1 when the collector's API last answered 404 or 410: Microsoft retired it after the DAP "
     "deprecation (or its URL is wrong), and the last good data stays; 0 when it last answered. Only "
     "for the DAP APIs Microsoft retires (delegatedAdminStatistics, delegatedAdminCustomers).", _WHERE)
+CERTIFICATE_EXPIRY = Family(
+    "partnercenter_exporter_client_certificate_expiry_timestamp_seconds", "gauge",
+    "Unix time at which the first of the tenant's client certificates (client_certificate_file of "
+    "auth, graph_auth or the token store's vault access) expires. Only for tenants with one.",
+    ["tenant"])
 HEALTH = (POLL_SUCCESS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, LAST_ERROR, POLL_ERRORS,
           API_REQUESTS, SKIPPED, TOKEN_EXPIRY, TOKEN_STORE_PENDING, API_RETIRED)
 INTERNAL_ERRORS = Family(
@@ -118,6 +124,9 @@ def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Co
     registry.samples(out, name, views, ctx)
     for view in views:
         health_samples(out, view, poll_interval)
+    expiries = [v.certificate_expires_at for v in views if v.certificate_expires_at is not None]
+    if expiries:
+        out.add(CERTIFICATE_EXPIRY, (name,), min(expiries))
 
 
 def own_families(snapshot: Snapshot, reloads: Sequence[Reload],
@@ -134,7 +143,7 @@ def own_families(snapshot: Snapshot, reloads: Sequence[Reload],
 
 def tenant_families(registry: Registry = REGISTRY) -> tuple[Family, ...]:
     """The families with a sample per tenant, in exposition order."""
-    return (*registry.families(), *HEALTH)
+    return (*registry.families(), *HEALTH, CERTIFICATE_EXPIRY)
 
 
 def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],

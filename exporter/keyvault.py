@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from exporter.client import describe_transport_error, parse_retry_after, read_bounded
+from exporter.logs import REDACTOR
 from exporter.model import PollError
 
 API_VERSION = "7.4"
@@ -59,9 +60,9 @@ class KeyVaultSecrets:
         self._clock = clock
         self._scope: str | None = None  # learnt from the vault's first challenge
 
-    def get(self, name: str) -> str | None:
+    def get(self, name: str, *, attempts: int | None = None, timeout: float | None = None) -> str | None:
         """The secret's newest value, or None when the vault has no such secret."""
-        response = self._call("GET", name, None)
+        response = self._call("GET", name, None, attempts, timeout)
         if response.status_code == 404:
             return None
         value = _json(response, self.vault_url).get("value")
@@ -152,8 +153,8 @@ class KeyVaultSecrets:
                              retry_after=retry_after)
         if status == 401:
             return PollError("auth", f"Key Vault {self.vault_url} refused the token of {self._identity} "
-                                     f"(401 {code}): {message.splitlines()[0][:200] if message else ''}")
-        first = message.splitlines()[0][:200] if message else ""
+                                     f"(401 {code}): {REDACTOR.shown(message, 200)}")
+        first = REDACTOR.shown(message, 200)
         return PollError("client_error", f"Key Vault {self.vault_url} answered {status} {code} for "
                                          f"secret {name}: {first}")
 

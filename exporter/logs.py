@@ -11,43 +11,78 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR}
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-# JWTs and bearer values are redacted even when nobody registered them.
+# JWTs, bearer values and long opaque runs (Entra's refresh tokens are not JWTs) are redacted even
+# when nobody registered them: 100 characters of base64url with no space or colon are no word, path
+# or URL a message needs.
 _TOKEN_PATTERNS = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
-                             r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
+                             r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+                             r"|[A-Za-z0-9._~+/-]{100,}=*")
 REDACTED = "[REDACTED]"
+# The longest secret expected whole in upstream text: redaction reads this far past what is shown.
+MAX_SECRET_LENGTH = 32 * 1024
 
 
 class Redactor:
-    """Replaces registered secrets (and anything that looks like a token) with [REDACTED]."""
+    """Replaces registered secrets (and anything that looks like a token) with [REDACTED].
+
+    Secrets from the config live as long as it does; access tokens in a bounded ring; the refresh
+    tokens of each token cache (its owner) as its current and previous generation, so one that was
+    just rotated away, and may still be echoed by a failing request, stays hidden too.
+    """
 
     def __init__(self, max_tokens: int = 256) -> None:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._tokens: deque[str] = deque(maxlen=max_tokens)
+        self._owned: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._values: list[str] | None = []  # longest first; None when it must be worked out again
 
     def add_secret(self, value: str) -> None:
         if len(value) >= 4:
             with self._lock:
                 self._secrets.add(value)
+                self._values = None
 
     def add_token(self, value: str) -> None:
         with self._lock:
             if value not in self._tokens:
                 self._tokens.append(value)
+                self._values = None
+
+    def keep(self, owner: str, values: Iterable[str]) -> None:
+        """`owner`'s secrets are now `values`; the ones it held before stay hidden one generation."""
+        current = frozenset(v for v in values if len(v) >= 4)
+        with self._lock:
+            held, _ = self._owned.get(owner, (frozenset(), frozenset()))
+            if current != held:
+                self._owned[owner] = (current, held)
+                self._values = None
+
+    def _all(self) -> list[str]:
+        with self._lock:
+            if self._values is None:
+                owned = set().union(*(now | before for now, before in self._owned.values()))
+                self._values = sorted(self._secrets | set(self._tokens) | owned, key=len, reverse=True)
+            return self._values
 
     def __call__(self, text: str) -> str:
-        with self._lock:
-            values = sorted(self._secrets | set(self._tokens), key=len, reverse=True)
-        for value in values:
+        for value in self._all():
             if value in text:
                 text = text.replace(value, REDACTED)
         return _TOKEN_PATTERNS.sub(REDACTED, text)
+
+    def shown(self, text: str, limit: int) -> str:
+        """Upstream text as a message shows it: redacted while whole (a token cut in half would
+        match nothing), then one line of printable characters, at most `limit` long."""
+        flat = " ".join("".join(ch if ch.isprintable() else " "
+                                for ch in self(text[: limit * 2 + MAX_SECRET_LENGTH])).split())
+        return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 REDACTOR = Redactor()
@@ -94,11 +129,22 @@ def _level(record: logging.LogRecord) -> str:
     return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
 
 
+# Every control character (C0, DEL, C1) in a logfmt value is escaped: a log line is one line, and
+# upstream text in it must not move a terminal's cursor when someone tails the log.
+_LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_LOGFMT_SPECIAL = re.compile('[ ="\\\\\x00-\x1f\x7f-\x9f]')
+_LOGFMT_ESCAPED = re.compile('["\\\\\x00-\x1f\x7f-\x9f]')
+
+
+def _logfmt_escape(ch: str) -> str:
+    return _LOGFMT_ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
+
+
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    if text and not _LOGFMT_SPECIAL.search(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    escaped = _LOGFMT_ESCAPED.sub(lambda m: _logfmt_escape(m.group()), text)
     return f'"{escaped}"'
 
 

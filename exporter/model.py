@@ -23,12 +23,25 @@ INTERNAL_STAGES = ("poll", "publish", "tick", "loop")
 # JSON may carry a lone surrogate (`"\\ud800"`): valid JSON, a valid Python str, but not encodable
 # as UTF-8, so it would break every render, log line or page it reached. A surrogate left in a
 # str after json.loads is always a lone one (pairs are joined into one code point).
-_SURROGATES = re.compile("[\ud800-\udfff]")
+# Control characters (C0, DEL, C1) in a customer's display name (its own admin sets it) would reach
+# label values, terminals that curl /metrics, and alert texts: ESC can rewrite a terminal.
+_UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_BREAKS = re.compile("[\t\n\r]")
 
 
 def clean_text(text: str) -> str:
-    """Upstream text made safe to encode: each lone surrogate becomes U+FFFD."""
-    return text if text.isascii() else _SURROGATES.sub("\ufffd", text)
+    """Upstream text made safe to encode and to show: a tab, newline or carriage return becomes a
+    space; any other control character (C0, DEL, C1) and each lone surrogate becomes U+FFFD."""
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNSAFE.sub("\ufffd", _BREAKS.sub(" ", text))
+
+
+def escape_controls(text: str) -> str:
+    """Text for a terminal: each control character written out as \\xNN, so upstream text or a paste
+    can neither move the cursor, retitle the window nor fake a line."""
+    return "".join(ch if ch.isprintable() or ch == " " else
+                   (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
 
 
 class PollError(Exception):
@@ -114,6 +127,7 @@ class SourceView:
     token_expires_at: float | None = None
     # For a token cache in Key Vault: whether the newest refresh token is not saved there yet.
     token_store_pending: bool | None = None
+    certificate_expires_at: float | None = None  # the first of its client certificates to expire
     # For an API Microsoft retires (the DAP ones): whether its last answer was 404 or 410. None for
     # other APIs, and until an answer says either way.
     api_retired: bool | None = None

@@ -44,6 +44,9 @@ class Source(Protocol):
     def token_store_pending(self) -> bool | None: ...
 
     @property
+    def certificate_expires_at(self) -> float | None: ...
+
+    @property
     def retirable(self) -> bool:
         """Its API is one Microsoft retires: a 404 or 410 means retired, not an outage."""
         ...
@@ -297,7 +300,8 @@ class Poller:
         view = dataclasses.replace(state.view, attempted=True, last_duration=duration,
                                    api_requests_total=dict(source.requests_by_code),
                                    token_expires_at=source.token_expires_at,
-                                   token_store_pending=source.token_store_pending, api_retired=retired)
+                                   token_store_pending=source.token_store_pending, api_retired=retired,
+                                   certificate_expires_at=source.certificate_expires_at)
         if error is None:
             assert data is not None
             return dataclasses.replace(

@@ -21,6 +21,7 @@ import os
 import resource
 import socket
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Callable, MutableMapping, Sequence
@@ -83,10 +84,13 @@ _TEXT = "text/plain; charset=utf-8"
 def parse_listen_address(address: str) -> tuple[str, int]:
     """`host:port`, `:port` or `[v6]:port` to (host, port); an empty host means every address."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--web.listen-address: expected HOST:PORT such as {DEFAULT_LISTEN_ADDRESS}"
-                         f" or 127.0.0.1:{DEFAULT_PORT}, got {address!r}")
-    return host.strip("[]"), int(port)
+    bracketed = host.startswith("[") and host.endswith("]") and ":" in host
+    # As Go's net.SplitHostPort: an IPv6 host needs its brackets, and nothing else has any.
+    bad_host = (":" in host or "[" in host or "]" in host) and not bracketed
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or bad_host:
+        raise ValueError(f"expected HOST:PORT with a port from 0 to 65535, such as {DEFAULT_LISTEN_ADDRESS}, "
+                         f"127.0.0.1:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}, got {address[:60]!r}")
+    return host[1:-1] if bracketed else host, int(port)
 
 
 @dataclass(frozen=True)
@@ -158,14 +162,40 @@ def systemd_sockets(environ: MutableMapping[str, str] | None = None, *,
     if listen_pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
         raise ListenError(f"--web.systemd-socket: LISTEN_PID={listen_pid} LISTEN_FDS={count} are not for "
                           "this process; start the exporter from its .socket unit, or drop the flag")
-    sockets = [socket.socket(fileno=fd) for fd in range(first_fd, first_fd + int(count))]
-    odd = [sock.fileno() for sock in sockets if sock.type != socket.SOCK_STREAM]
-    if odd:
+    sockets: list[socket.socket] = []
+    try:
+        for fd in range(first_fd, first_fd + int(count)):
+            sockets.append(_passed_socket(fd))
+    except ListenError:
         for sock in sockets:
-            sock.close()
-        raise ListenError(f"--web.systemd-socket: descriptor {odd[0]} is not a stream socket; use "
-                          "ListenStream= in the .socket unit")
+            sock.close()  # the process ends; systemd keeps its own copies
+        raise
     return sockets
+
+
+_STREAM_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+
+
+def _passed_socket(fd: int) -> socket.socket:
+    """Descriptor `fd` as a listening stream socket (TCP or Unix), or one ListenError saying why not."""
+    where = f"--web.systemd-socket: descriptor {fd}"
+    try:
+        kind = os.fstat(fd).st_mode
+    except OSError:
+        raise ListenError(f"{where} is not open, although LISTEN_FDS counts it; start the exporter "
+                          "from its .socket unit") from None
+    if not stat.S_ISSOCK(kind):
+        raise ListenError(f"{where} is not a socket; use ListenStream= in the .socket unit")
+    sock = socket.socket(fileno=fd)
+    if sock.type != socket.SOCK_STREAM or sock.family not in _STREAM_FAMILIES:
+        sock.close()
+        raise ListenError(f"{where} is not a stream socket; use ListenStream= in the .socket unit "
+                          "(a TCP port or a Unix socket path)")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.close()
+        raise ListenError(f"{where} is a connection, not a listening socket: the .socket unit has "
+                          "Accept=yes; set Accept=no (the default), the exporter accepts connections itself")
+    return sock
 
 
 @functools.lru_cache(maxsize=64)  # scrapers send the same header every time
@@ -361,7 +391,9 @@ class _Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
-        self.client = str(peer[0]) if peer else "?"
+        # A Unix socket's peer is a path (usually empty), a TCP one's (host, port, ...).
+        self.client = (str(peer[0]) if isinstance(peer, tuple) and peer else
+                       "unix" if isinstance(peer, (str, bytes)) else "?")
         if not self._server.admit(self):
             self._closing = True
             transport.abort()
@@ -768,21 +800,25 @@ class ExporterServer:
 
     @property
     def port(self) -> int:
-        return int(self._address[1])
+        """The first socket's TCP port; 0 for a Unix socket."""
+        return 0 if isinstance(self._address, str) else int(self._address[1])
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """(host, port) of every listening socket, in flag order."""
-        return [(str(sock.getsockname()[0]), int(sock.getsockname()[1])) for sock in self._sockets]
+        """(host, port) of every listening socket, in flag order; ("unix:PATH", 0) for a Unix one."""
+        return [(f"unix:{name}", 0) if isinstance(name := sock.getsockname(), str)
+                else (str(name[0]), int(name[1])) for sock in self._sockets]
 
     @property
     def url(self) -> str:
+        scheme = "https" if self.web.ssl_context else "http"
+        if isinstance(self._address, str):  # a Unix socket systemd passed
+            return f"{scheme}+unix://{self._address}"
         host = str(self._address[0])
         if host in ("0.0.0.0", "::"):  # noqa: S104 - only to print a usable URL
             host = "localhost"
         elif ":" in host:
             host = f"[{host}]"
-        scheme = "https" if self.web.ssl_context else "http"
         return f"{scheme}://{host}:{self.port}"
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import bcrypt
 
 from exporter.config import ConfigError, ErrorList, key_text, load_file, shown
+from exporter.files import CERTIFICATE_LIMIT, FileReadError, check_file
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -279,8 +280,10 @@ def _file(value: Any, base: Path, where: str, errors: ErrorList) -> Path | None:
         return None
     candidate = Path(value)
     candidate = candidate if candidate.is_absolute() else base / candidate
-    if not candidate.is_file():
-        errors.add(where, f"file {candidate} does not exist")
+    try:
+        check_file(candidate, CERTIFICATE_LIMIT)  # ssl reads it itself, and would block on a FIFO
+    except FileReadError as err:
+        errors.add(where, f"file {candidate} does not exist" if err.missing else str(err))
         return None
     return candidate
 

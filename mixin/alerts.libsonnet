@@ -312,13 +312,28 @@ local human(duration) =
           alert(
             'PartnerCenterExporterTokenStoreWritePending', 'warning', c.tokenStorePendingFor,
             'max by (job, instance, tenant) (partnercenter_exporter_token_store_write_pending{%(selector)s}) == 1' % c,
-            "Partner tenant {{ $labels.tenant }}: the rotated refresh token is not saved to Key Vault",
+            "Partner tenant {{ $labels.tenant }}: the rotated refresh token is not saved to its token cache",
             |||
               For %s the exporter on {{ $labels.instance }} has not been able to write partner
-              tenant {{ $labels.tenant }}'s rotated refresh token to its Key Vault secret (its log says
-              why). Polls go on with the token in memory; a restart before the vault takes the write
-              needs `login` again.
+              tenant {{ $labels.tenant }}'s rotated refresh token to its token cache: the file (a
+              full disk, a read-only mount) or the Key Vault secret (its log says why). Polls go on
+              with the token in memory; a restart before the write succeeds needs `login` again.
             ||| % [human(c.tokenStorePendingFor)],
+          ),
+          // Expiry needs no config change: warn while there is time to upload a new certificate.
+          alert(
+            'PartnerCenterExporterClientCertificateExpiring', 'warning', '1h',
+            |||
+              min by (job, instance, tenant) (partnercenter_exporter_client_certificate_expiry_timestamp_seconds{%(selector)s})
+                - time() < %(certificateExpiryDays)d * 86400
+            ||| % c,
+            'Partner tenant {{ $labels.tenant }}: a client certificate expires within %d days, or has expired' % c.certificateExpiryDays,
+            |||
+              A client certificate the exporter on {{ $labels.instance }} signs in with for partner
+              tenant {{ $labels.tenant }} expires in {{ $value | humanizeDuration }} (negative:
+              it has expired, and the tenant's polls fail with reason auth). Create a new one,
+              upload its public part to the app registration, replace the file and reload.
+            |||,
           ),
           // A failed SIGHUP or web config edit leaves the previous config running: the change the
           // operator made is not in force.

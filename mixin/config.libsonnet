@@ -25,6 +25,8 @@
     gdapInvitePendingDays: 60,
     // A customer with no GDAP access now that had access within this range has lost it.
     gdapLostAccessLookback: '7d',
+    // Warn this many days before a client certificate expires.
+    certificateExpiryDays: 14,
     // Data older than this many poll intervals is stale.
     staleAfterPollIntervals: 3,
     // How long each condition must hold before its alert fires (one unit each: alert texts quote them).

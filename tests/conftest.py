@@ -53,6 +53,7 @@ class StaticToken:
     method = "refresh_token"
     expires_at = None
     store_pending = None
+    certificate_expires_at = None
 
     def get_token(self, *, force_refresh: bool = False) -> str:
         return "token"

@@ -139,6 +139,7 @@ class _Source:
     requests_by_code: dict[str, int] = {}
     token_expires_at = None
     token_store_pending = None
+    certificate_expires_at = None
     retirable = False
 
     def fetch(self) -> DapStatistics:

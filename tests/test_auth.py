@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import os
 import stat
@@ -14,13 +16,17 @@ import pytest
 import respx
 
 from exporter.app import identity, login_command
-from exporter.auth import AAD_HINTS, TokenProvider
+from exporter.auth import AAD_HINTS, TokenProvider, classify_identity_error
+from exporter.certificates import load_client_certificate
+from exporter.config import AuthConfig, ManagedIdentity
 from exporter.model import PollError
+from exporter.simulator.assertions import write_client_certificate
 from exporter.token_store import write_atomically
 from tests.conftest import (
     DISCOVERY,
     DISCOVERY_URL,
     SCOPE,
+    TENANT_ID,
     aad_error,
     endpoints,
     tenant,
@@ -396,3 +402,76 @@ def test_missing_consent_for_graph_names_the_graph_permission(aad: Any, tmp_path
         provider(config).get_token(scope="https://graph.microsoft.com/.default")
     assert expected in caught.value.message
     assert "Partner Center" not in caught.value.message
+
+
+@pytest.mark.parametrize(("valid_from_days", "days", "says"), [
+    (-400, 365, "expired on"),  # ended 35 days before NOW
+    (10, 365, "is not valid before"),  # a clock behind, or a certificate made for later
+], ids=["expired", "not-yet-valid"])
+def test_a_certificate_outside_its_dates_fails_the_sign_in_without_a_request(
+        aad: Any, tmp_path: Path, valid_from_days: int, days: int, says: str) -> None:
+    """A certificate outside its validity at sign-in time is reason auth, named, with no request."""
+    start = dt.datetime.fromtimestamp(NOW, dt.UTC) + dt.timedelta(days=valid_from_days)
+    write_client_certificate(tmp_path / "app.pem", days=days, valid_from=start)
+    auth = AuthConfig(method="client_credentials",
+                      client_certificate=load_client_certificate(tmp_path / "app.pem", None))
+    tokens = provider(dataclasses.replace(tenant("client_credentials"), auth=auth))
+    with pytest.raises(PollError) as caught:
+        tokens.get_token()
+    assert caught.value.reason == "auth"
+    assert f"the certificate in {tmp_path / 'app.pem'} {says}" in caught.value.message
+    assert len(aad.calls) == 0
+    ends = (start + dt.timedelta(days=days)).timestamp()
+    assert tokens.certificate_expires_at == pytest.approx(ends, abs=1)
+
+
+MI_ENDPOINT = "http://mi.test.invalid/msi/token"
+
+
+@pytest.mark.parametrize(("answer", "says"), [
+    (httpx.Response(200, text="<html>proxy login</html>", headers={"Content-Type": "text/html"}),
+     "a body that is not JSON"),
+    (httpx.Response(200, json=["not", "an", "object"]), "JSON that is not a token response"),
+    (httpx.Response(200, json={"access_token": "at", "expires_on": "soon", "resource": "r",
+                               "token_type": "Bearer"}), "a token response MSAL cannot read"),
+], ids=["html", "json-list", "expires-on-not-a-number"])
+def test_a_managed_identity_answer_that_is_no_token_response_names_the_endpoint(
+        monkeypatch: pytest.MonkeyPatch, answer: httpx.Response, says: str) -> None:
+    """HTML, a JSON list or an unreadable expiry from the managed identity endpoint: one line naming
+    that endpoint and the identity, not the authority host and not "a bug"."""
+    monkeypatch.setenv("IDENTITY_ENDPOINT", MI_ENDPOINT)
+    monkeypatch.setenv("IDENTITY_HEADER", "header")
+    auth = AuthConfig(method="client_credentials", managed_identity=ManagedIdentity())
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(url__startswith=MI_ENDPOINT).mock(return_value=answer)
+        tokens = provider(dataclasses.replace(tenant("client_credentials"), auth=auth))
+        with pytest.raises(PollError) as caught:
+            tokens.get_token()
+    assert caught.value.reason == "invalid_response"
+    assert caught.value.message.startswith(f"the managed identity endpoint answered with {says}; check "
+                                           f"that this runs on an Azure resource with the system-assigned")
+
+
+@pytest.mark.parametrize("garbage", ["not json at all", "[1, 2]", "[" * 100_000])
+def test_a_token_cache_file_replaced_by_garbage_says_so(aad: Any, tmp_path: Path, garbage: str) -> None:
+    """A cache file another program overwrote is an auth error naming the file and what to do."""
+    cache = tmp_path / "cache.json"
+    cache.write_text(garbage)
+    with pytest.raises(PollError) as caught:
+        provider(tenant(cache=cache)).get_token()
+    assert caught.value.reason == "auth"
+    assert f"token cache {cache} holds " in caught.value.message
+    assert "move it away (or delete the secret) and run login" in caught.value.message
+    assert "authority_host" not in caught.value.message
+
+
+def test_login_refused_for_another_tenant_does_not_say_run_login() -> None:
+    """A sign-in login makes that the platform refuses (a code from another tenant) names the tenant
+    to sign in to, not "run login" (the command that was just run)."""
+    who = identity(tenant(), endpoints())
+    error = classify_identity_error(aad_error("invalid_grant", 700005, "Provided Authorization Code is "
+                                              "intended to use against other tenant"),
+                                    identity=who, status=400, retry_after=None, login=True)
+    assert "login" not in error.message.replace("the sign-in", "")
+    assert f"sign in as a partner admin of tenant {TENANT_ID}" in error.message
+    assert "AADSTS700005" in error.message

@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from exporter import token_store
 from exporter.app import App, build_http_client, identity
 from exporter.auth import interactive_login
 from exporter.config import Config, parse_config
@@ -90,6 +92,43 @@ def test_certificate_the_platform_does_not_know_is_refused_with_a_hint(tmp_path:
     assert "AADSTS700027" in result.stderr
     assert f"certificate {tmp_path / 'other.pem'} (thumbprint " in result.stderr
     assert "upload that certificate's public part to app " + APP_ID in result.stderr
+
+
+EXPIRED_CERTIFICATE = Path(__file__).parent / "fixtures" / "config" / "secrets" / "client-cert-expired.pem"
+EXPIRED_APP = "88888888-8888-8888-8888-888888888888"
+EXPIRED_TENANT = "00000000-0000-0000-0000-0000000000e1"
+
+
+def test_an_expired_certificate_fails_its_tenant_only(tmp_path: Path) -> None:
+    """A tenant whose certificate expired fails with reason auth and says so; the other tenant is
+    polled, the expiry is exported, and --config.check names the certificate (exit 1)."""
+    with Simulator(accept_app_only=True) as sim:
+        sim.add_tenant(TENANT_ID, customers=12)
+        sim.add_tenant(EXPIRED_TENANT, customers=3)
+        sim.add_client(APP_ID)
+        sim.add_client(EXPIRED_APP)
+        sim.register_certificate(APP_ID, write_client_certificate(tmp_path / "app.pem"))
+        load(sim, tmp_path, [
+            {"name": "contoso", "tenant_id": TENANT_ID, "client_id": APP_ID, "auth": {
+                "method": "client_credentials", "client_certificate_file": str(tmp_path / "app.pem")}},
+            {"name": "lapsed", "tenant_id": EXPIRED_TENANT, "client_id": EXPIRED_APP, "auth": {
+                "method": "client_credentials", "client_certificate_file": str(EXPIRED_CERTIFICATE)}}])
+        once = run_exporter("--config.file", str(tmp_path / "config.yaml"), "--once")
+        check = run_exporter("--config.file", str(tmp_path / "config.yaml"), "--config.check")
+        requests = [r for r in sim.requests if r.tenant == EXPIRED_TENANT]
+    assert once.returncode == 1
+    assert 'partnercenter_dap_customers{tenant="contoso"} 12' in once.stdout
+    assert (f"error: tenant lapsed: dap_statistics: auth: the certificate in {EXPIRED_CERTIFICATE} expired "
+            f"on 2025-12-02") in once.stderr
+    assert "error: tenant contoso" not in once.stderr
+    assert not requests  # refused before any sign-in is tried
+    assert re.search(r'partnercenter_exporter_client_certificate_expiry_timestamp_seconds\{tenant="lapsed"\} '
+                     r"1\.7646", once.stdout)  # 2025-12-02
+    assert 'client_certificate_expiry_timestamp_seconds{tenant="contoso"}' in once.stdout
+    assert check.returncode == 1
+    assert check.stderr.strip() == (f"tenants[1].auth.client_certificate_file: the certificate in "
+                                    f"{EXPIRED_CERTIFICATE} expired on 2025-12-02; create a new one, upload "
+                                    f"it to the app registration and replace the file")
 
 
 # --- workload identity and managed identity for Graph ----------------------------------------
@@ -286,3 +325,53 @@ def test_shutdown_saves_a_token_the_vault_missed(vault: VaultStack) -> None:
     finally:
         app.stop()
     assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
+
+
+def test_a_login_while_the_exporter_runs_is_used_not_overwritten(
+        vault: VaultStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `login` made while the exporter runs is what its next poll redeems; the exporter's own
+    rotation neither overwrites it in the vault nor leaves it a live, orphaned refresh token."""
+    app = vault.app()
+    try:
+        assert view(poll(app), "dap_statistics").last_poll_success  # rotates and writes the vault
+        vault.login()
+        logged_in = stored_refresh_tokens(vault.sim)
+        monkeypatch.setattr(token_store, "RECHECK_EVERY", 0.0)  # the next poll is a minute on
+        assert view(poll(app), "dap_statistics").last_poll_success
+    finally:
+        app.stop()
+    assert not set(logged_in) & set(vault.sim.live_refresh_tokens())  # redeemed, so not orphaned
+    assert stored_refresh_tokens(vault.sim) == vault.sim.refresh_token_history(TENANT_ID)[-1:]
+
+
+def test_the_rotation_write_adopts_a_login_it_finds_in_the_vault(vault: VaultStack) -> None:
+    """Even before its periodic look, a rotation reads the vault first and adopts a newer login
+    rather than writing over it."""
+    app = vault.app()
+    try:
+        assert view(poll(app), "dap_statistics").last_poll_success
+        vault.login()
+        logged_in = stored_refresh_tokens(vault.sim)
+        poll(app)  # rotates the exporter's own token, then finds the login at the write
+        assert stored_refresh_tokens(vault.sim) == logged_in
+        assert view(poll(app), "dap_statistics").last_poll_success  # on the login's token
+    finally:
+        app.stop()
+    assert not set(logged_in) & set(vault.sim.live_refresh_tokens())
+
+
+@pytest.mark.parametrize(("stored", "says"), [
+    ("[]", "JSON that is not an MSAL token cache (a list)"),
+    ('"x"', "JSON that is not an MSAL token cache (a str)"),
+    ("null", "JSON that is not an MSAL token cache (a NoneType)"),
+    ("[" * 100_000, "text that is not JSON"),
+], ids=["list", "string", "null", "nested-100k"])
+def test_a_vault_secret_that_is_no_token_cache_says_so(vault: VaultStack, stored: str, says: str) -> None:
+    """A vault secret someone overwrote with other JSON (or none) fails the tenant with reason auth,
+    naming the secret and what to do, never "this is a bug"."""
+    vault.sim.keyvault.put(SECRET_NAME, stored)
+    failed = vault.poll_new_process()
+    assert failed.last_error_reason == "auth"
+    assert failed.last_error_message == (
+        f"Key Vault secret {SECRET_NAME} in {vault.sim.vault_url} holds {says}: something else wrote it; "
+        f"move it away (or delete the secret) and run login")

@@ -125,8 +125,8 @@ def test_an_odata_401_that_says_mfa_without_the_code_is_read_as_mfa() -> None:
 
 
 @pytest.mark.parametrize("body", [
-    odata_error("2000", "Bad $filter.\r\nTrace: " + "x" * 500),
-    {"code": 2000, "description": "Bad $filter.\r\nTrace: " + "x" * 500, "source": "PartnerCenter"},
+    odata_error("2000", "Bad $filter.\r\nTrace: " + "xx " * 200),
+    {"code": 2000, "description": "Bad $filter.\r\nTrace: " + "xx " * 200, "source": "PartnerCenter"},
 ], ids=["odata", "rest"])
 @respx.mock
 def test_an_error_body_of_either_shape_shows_its_code_and_message_on_one_short_line(
@@ -138,7 +138,7 @@ def test_an_error_body_of_either_shape_shows_its_code_and_message_on_one_short_l
         customers_client().fetch()
     message = caught.value.message
     assert caught.value.reason == "client_error"
-    assert "[2000: Bad $filter. Trace: xxx" in message
+    assert "[2000: Bad $filter. Trace: xx xx" in message
     assert "\n" not in message
     assert "\r" not in message
     assert len(message) < 300

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import errno
 import io
+import json
 import logging
 import os
 import socket
@@ -27,14 +29,15 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import App, identity, load_configs
+from exporter import token_store
+from exporter.app import App, identity, load_configs, run_until
 from exporter.auth import interactive_login
 from exporter.logs import setup_logging
 from exporter.simulator import Fault, Simulator
-from exporter.simulator.app import STATISTICS_PATH
+from exporter.simulator.app import ECHO, STATISTICS_PATH
 from exporter.simulator.assertions import write_client_certificate
 from tests.conftest import CLIENT_ID, TENANT_ID
-from tests.helpers.e2e import http_get, run_exporter, wait_for
+from tests.helpers.e2e import cached_refresh_tokens, http_get, run_exporter, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -232,11 +235,16 @@ def _revoke(env: Env) -> None:
     env.sim.invalidate_access_tokens(TENANT_ID)
 
 
-def _login(env: Env) -> None:
+def _login(env: Env, name: str = "contoso") -> None:
     # The runbook's remedy for a revoked grant: sign in again; the running exporter picks it up.
-    tenant = env.app.config.tenants[0]
+    tenant = next(t for t in env.app.config.tenants if t.name == name)
     with httpx.Client(verify=ssl.create_default_context(cafile=str(env.sim.certs.ca_file))) as http:
         interactive_login(identity(tenant, env.app.config.endpoints), http, out=io.StringIO())
+
+
+def _clear_and_login(env: Env) -> None:
+    env.sim.clear_faults("token")
+    _login(env)
 
 
 def _require_mfa(env: Env) -> None:
@@ -274,11 +282,14 @@ CASES = [
     Case("502", "server_error", "Partner Center answered 502 Bad Gateway", api_fault(502), clear("api")),
     Case("503", "server_error", "Partner Center answered 503 Service Unavailable",
          api_fault(503), clear("api")),
-    Case("slower-than-request_timeout", "timeout", "did not answer in time",
+    Case("slower-than-request_timeout", "timeout", "did not send its whole answer within request_timeout",
          api_fault(None, delay=REQUEST_TIMEOUT + 0.5), clear("api")),
     # A byte every 0.1 s never trips the 1 s read timeout; the whole answer must still come in time.
     Case("trickled-body", "timeout", "did not send its whole answer within request_timeout",
          api_fault(200, {"totalDapCustomerCount": 250, "pad": "x" * 100}, trickle=0.1), clear("api")),
+    # The head too: a status line, then a header byte every 0.2 s, as a TLS-inspecting proxy can.
+    Case("trickled-head", "timeout", "did not send its whole answer within request_timeout",
+         api_fault(200, trickle_head=0.2), clear("api")),
     Case("deeply-nested-json", "invalid_response", "body that is not JSON (application/json",
          api_fault(200, "[" * 100_000), clear("api")),
     Case("connection-refused", "connection", "cannot reach the identity platform at 127.0.0.1",
@@ -312,6 +323,17 @@ CASES = [
                                           headers={"Content-Type": "text/html", "Retry-After": "1"},
                                           trickle=0.1, times=10**6, tenant=TENANT_ID)),
          clear("token")),
+    Case("identity-platform-trickles-head", "timeout",
+         "the identity platform did not send its whole answer within request_timeout",
+         lambda env: env.sim.inject(Fault("token", status=200, trickle_head=0.2, times=10**6,
+                                          tenant=TENANT_ID)),
+         clear("token")),
+    # A refusal that quotes the (rotated, never configured) refresh token it was sent. MSAL replays a
+    # 400 for 60 s, so the remedy is the one its message names: sign in again.
+    Case("echoed-refresh-token", "auth", "Invalid request: refresh_token=[REDACTED]",
+         lambda env: env.sim.inject(Fault("token", status=400, times=10**6, tenant=TENANT_ID, body={
+             "error": "invalid_grant", "error_description": f"AADSTS9002313: Invalid request: {ECHO}"})),
+         lambda env: _clear_and_login(env)),
     Case("refresh-token-revoked", "auth", "AADSTS50173", _revoke, _login),
     Case("mfa-required-for-ropc", "auth", "AADSTS50076", _require_mfa, _switch_ropc_to_refresh_token,
          tenant="ropc"),
@@ -444,6 +466,71 @@ def test_ten_thousand_dates_are_served_and_scrapes_stay_fast(env: Env) -> None:
         env.scrape()
     assert env.slowest_scrape < SLOW_SCRAPE
     healthy(env)
+
+
+def pending(env: Env, tenant: str) -> float:
+    return env.value(env.scrape(), "partnercenter_exporter_token_store_write_pending", tenant)
+
+
+def test_a_full_disk_keeps_polling_and_the_newest_token_lands_after(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the token cache's disk is full (ENOSPC injected), polls succeed and the pending gauge is
+    1; once there is room, the newest refresh token reaches the file."""
+    healthy(env)
+    monkeypatch.setattr(token_store, "RETRY_FIRST", 0.2)  # retry at the next polls, not in 5 s
+    with pytest.MonkeyPatch.context() as full:
+        def no_space(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        full.setattr(token_store, "write_atomically", no_space)
+        # An earlier test may have left a long-lived access token: make the next poll rotate.
+        env.sim.invalidate_access_tokens(TENANT_ID)
+        wait_for(lambda: pending(env, "contoso") == 1, 15, "the pending gauge")
+        assert env.value(env.scrape(), "partnercenter_exporter_poll_success") == 1
+    cache = env.config_path.parent / "cache.json"
+    wait_for(lambda: pending(env, "contoso") == 0 and cached_refresh_tokens(cache)
+             == env.sim.refresh_token_history(TENANT_ID)[-1:], 15, "the newest token in the file")
+    assert "No space left on device" in env.logs.text()
+
+
+def test_a_reload_naming_a_fifo_fails_at_once_and_polling_goes_on(env: Env) -> None:
+    """SIGHUP's reload of a config whose secret file is a FIFO fails within a second, visibly, and
+    the running config keeps polling."""
+    raw = yaml.safe_load(env.config_path.read_text())
+    fifo = env.config_path.parent / "seed-fifo"
+    os.mkfifo(fifo)
+    raw["tenants"][0]["auth"]["refresh_token_file"] = str(fifo)
+    broken = env.config_path.parent / "config-fifo.yaml"
+    broken.write_text(yaml.safe_dump(raw))
+    stop, reload = threading.Event(), threading.Event()
+    reload.set()
+    loop = threading.Thread(target=run_until, args=(env.app, stop, reload,
+                                                    lambda: load_configs(str(broken), None)[0]))
+    started = time.monotonic()
+    loop.start()
+    try:
+        gauge = ("partnercenter_exporter_config_last_reload_successful", (("config", "config"),))
+        wait_for(lambda: env.scrape().get(gauge) == 0, 5, "the failed reload")
+        assert time.monotonic() - started < 2
+    finally:
+        stop.set()
+        loop.join(5)
+        env.app.publisher.loaded("config", True)
+    assert "is a FIFO (named pipe)" in env.logs.text()
+    healthy(env)
+
+
+def test_a_login_to_the_vault_while_running_is_redeemed_not_overwritten(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A login for the vaulted tenant while the exporter runs is what its next poll redeems; the
+    exporter's rotation does not write over it."""
+    healthy(env, "vaulted")
+    monkeypatch.setattr(token_store, "RECHECK_EVERY", 0.0)
+    _login(env, "vaulted")
+    cache = json.loads(env.sim.keyvault.versions("pcx-vaulted")[-1])
+    logged_in = {entry["secret"] for entry in cache["RefreshToken"].values()}
+    wait_for(lambda: not logged_in & set(env.sim.live_refresh_tokens()), 15, "the login's token redeemed")
+    healthy(env, "vaulted")
+    assert "holds a newer sign-in" in env.logs.text()
 
 
 def test_no_secret_in_the_whole_debug_log_or_config_check(env: Env) -> None:

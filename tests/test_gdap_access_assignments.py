@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,6 +158,28 @@ def test_a_relationship_gone_before_its_assignments_are_read_is_skipped() -> Non
     result = client().fetch()
     assert result.assignments["r-a"] == ()
     assert result.skipped_entries == 1
+
+
+@respx.mock
+def test_an_assignment_listed_on_two_pages_is_one_series_and_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Paging that shifts under us lists one assignment on two pages of its relationship: it counts
+    once, and the log says how many were dropped."""
+    respx.get(RELATIONSHIPS).respond(200, json={"value": [rel("a")]})
+
+    def respond(step: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if "skiptoken" in step["url"]:
+            return 200, {"value": [assignment("y"), assignment("z")]}, {}
+        return 200, {"value": [assignment("x"), assignment("y")],
+                     "@odata.nextLink": f"{RELATIONSHIPS}/r-a/accessAssignments?$skiptoken=2"}, {}
+
+    respx.post(BATCH).mock(side_effect=lambda request: answer(request, respond))
+    with caplog.at_level(logging.WARNING):
+        result = client().fetch()
+    assert [a.id for a in result.assignments["r-a"]] == ["a-x", "a-y", "a-z"]
+    record = next(r for r in caplog.records
+                  if r.getMessage() == "entries listed more than once were counted once")
+    assert record.__dict__["duplicates"] == 1
 
 
 def test_assignment_fields_are_parsed_and_unknown_statuses_are_unknown_future_value() -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from exporter.collectors import dap_customers, graph
+from exporter import client
 from exporter.collectors.dap_customers import DapCustomers, DapCustomersClient, parse_dap_customer
 from exporter.collectors.gdap_relationships import (
     GLOBAL_ADMIN_ROLE,
@@ -332,22 +332,22 @@ def test_dap_customers_404_names_its_own_setting() -> None:
 
 
 @respx.mock
-def test_a_next_link_that_never_ends_stops_at_the_page_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Graph that keeps pointing onwards fails the poll after MAX_PAGES pages instead of looping."""
-    monkeypatch.setattr(graph, "MAX_PAGES", 3)
+def test_a_next_link_that_never_ends_stops_at_the_entry_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Graph that keeps pointing onwards fails the poll past MAX_LIST_ENTRIES instead of looping."""
+    monkeypatch.setattr(client, "MAX_LIST_ENTRIES", 3)
     route = respx.get(RELATIONSHIPS).respond(200, json={
         "value": [rel("a")], "@odata.nextLink": f"{RELATIONSHIPS}?$skiptoken=again"})
     with pytest.raises(PollError) as caught:
         graph_client().fetch()
     assert caught.value.reason == "invalid_response"
-    assert "more than 3 pages" in caught.value.message
-    assert route.call_count == 3
+    assert "listed more than 3 entries, the exporter's bound" in caught.value.message
+    assert route.call_count == 4
 
 
 @respx.mock
-def test_dap_customers_that_never_end_stop_at_the_page_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pages of new customers without end fail the poll after MAX_PAGES pages instead of looping."""
-    monkeypatch.setattr(dap_customers, "MAX_PAGES", 2)
+def test_dap_customers_that_never_end_stop_at_the_entry_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of new customers without end fail the poll past MAX_LIST_ENTRIES instead of looping."""
+    monkeypatch.setattr(client, "MAX_LIST_ENTRIES", 150)
     pages = iter(range(10))
 
     def page(request: httpx.Request) -> httpx.Response:
@@ -358,8 +358,51 @@ def test_dap_customers_that_never_end_stop_at_the_page_bound(monkeypatch: pytest
     with pytest.raises(PollError) as caught:
         customers_client().fetch()
     assert caught.value.reason == "invalid_response"
-    assert "more than 2 pages" in caught.value.message
+    assert "listed more than 150 entries" in caught.value.message
     assert route.call_count == 2
+
+
+@respx.mock
+def test_a_list_of_more_pages_than_the_old_ceiling_is_read_whole() -> None:
+    """1,200 pages of 100 (120,000 customers, a large partner's list in small pages) are all read:
+    no page count ends a listing."""
+    def page(request: httpx.Request) -> httpx.Response:
+        skip = int(request.url.params.get("$skip", 0))
+        if skip >= 120_000:
+            return httpx.Response(200, json={"value": []})
+        return httpx.Response(200, json={"value": [customer(skip + i) for i in range(100)]})
+
+    route = respx.get(CUSTOMERS).mock(side_effect=page)
+    assert len(customers_client().fetch().customers) == 120_000
+    assert route.call_count == 1_201
+
+
+@respx.mock
+def test_a_long_listing_that_fails_waits_as_long_as_it_ran_and_stops_at_its_time_bound() -> None:
+    """A listing that fails after running 10 minutes asks not to start again for 10 minutes; one that
+    runs past MAX_LIST_SECONDS stops as reason timeout."""
+    now = [0.0]
+    served = iter(range(1_000))
+
+    def page(request: httpx.Request) -> httpx.Response:
+        n = next(served)
+        now[0] += 120.0  # each page takes two minutes
+        if n == 5:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"value": [customer(n * 100 + i) for i in range(100)]})
+
+    respx.get(CUSTOMERS).mock(side_effect=page)
+    # A long request_timeout: the fake clock jumps two minutes inside each request.
+    slow = DapCustomersClient("contoso", httpx.Client(timeout=10_000), CUSTOMERS, FakeTokens(),
+                              clock=lambda: NOW, monotonic=lambda: now[0])
+    with pytest.raises(PollError) as caught:
+        slow.fetch()
+    assert caught.value.reason == "server_error"
+    assert caught.value.retry_after == pytest.approx(720.0)
+    with pytest.raises(PollError) as caught:
+        slow.fetch()  # pages go on: 15 more take 30 minutes
+    assert caught.value.reason == "timeout"
+    assert "took more than 30 minutes to list" in caught.value.message
 
 
 @respx.mock
@@ -416,3 +459,19 @@ def test_lifecycle_times_are_exported_for_relationships_not_active_yet() -> None
     assert all(line.endswith(" 1.7882208e+09") for line in created)
     assert 'customer_tenant_id=""' in next(line for line in created if 'status="created"' in line)
     assert body.count("partnercenter_gdap_relationship_last_modified_timestamp_seconds{") == 4
+
+
+@respx.mock
+def test_a_relationship_listed_twice_is_one_series_and_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Graph paging that shifts under us lists one relationship on two pages: it counts once, and
+    the log says how many were dropped."""
+    respx.get(RELATIONSHIPS).mock(side_effect=[
+        httpx.Response(200, json={"value": [rel("a"), rel("b")],
+                                  "@odata.nextLink": f"{RELATIONSHIPS}?$skiptoken=2"}),
+        httpx.Response(200, json={"value": [rel("b"), rel("c")]})])
+    with caplog.at_level(logging.WARNING):
+        data = graph_client().fetch()
+    assert sorted(r.id for r in data.relationships) == ["r-a-active", "r-b-active", "r-c-active"]
+    record = next(r for r in caplog.records
+                  if r.getMessage() == "entries listed more than once were counted once")
+    assert record.__dict__["duplicates"] == 1

@@ -63,3 +63,30 @@ def test_registered_secrets_and_tokens_are_redacted(capture: tuple[io.StringIO, 
     for leaked in ("client-secret-value", "opaque-access-token-123", "eyJ0eXAiOiJKV1Qi", "abcdefghijklmnop"):
         assert leaked not in output
     assert output.count("[REDACTED]") == 4
+
+
+def test_a_secret_cut_in_half_by_the_length_limit_is_still_hidden() -> None:
+    """Upstream text is redacted while whole: a token the 160-character cut would halve leaves no part."""
+    redactor = Redactor()
+    token = "0.AXoA" + "k" * 30 + "-opaque-refresh-token-" + "q" * 30  # under the 100-character pattern
+    redactor.keep("contoso", [token])
+    shown = redactor.shown("x" * 120 + " " + token + " trailing", 160)
+    assert "kkkk" not in shown
+    assert shown.endswith("[REDACTED] trailing")
+
+
+def test_a_rotated_refresh_token_stays_hidden_one_generation() -> None:
+    """After a rotation the previous refresh token (still echoable) is hidden; two rotations on, not."""
+    redactor = Redactor()
+    redactor.keep("contoso", ["rt-generation-1"])
+    redactor.keep("contoso", ["rt-generation-2"])
+    assert redactor("rt-generation-1 rt-generation-2") == "[REDACTED] [REDACTED]"
+    redactor.keep("contoso", ["rt-generation-3"])
+    assert redactor("rt-generation-1") == "rt-generation-1"
+
+
+def test_long_opaque_runs_are_hidden_unregistered() -> None:
+    """A 100-character base64url run (an Entra refresh token's shape) is hidden without registration."""
+    opaque = "0.AXoA" + "Ab9_-" * 20
+    assert Redactor()(f"refresh_token={opaque} path /var/lib/partnercenter-exporter/cache.json") == \
+        "refresh_token=[REDACTED] path /var/lib/partnercenter-exporter/cache.json"

@@ -38,7 +38,7 @@ def dashboard_queries(rendered: dict[str, Any]) -> list[str]:
 def test_the_mixin_exposes_alerts_rules_and_dashboards() -> None:
     """prometheusAlerts, prometheusRules and grafanaDashboards are there, with the shipped counts."""
     rendered = build_monitoring.render_mixin()
-    assert len([r for r in all_rules(rendered) if "alert" in r]) == 21
+    assert len([r for r in all_rules(rendered) if "alert" in r]) == 22
     assert len([r for r in all_rules(rendered) if "record" in r]) == 5
     assert sorted(rendered["dashboards"]) == ["partnercenter-dap-overview.json",
                                               "partnercenter-exporter-health.json",
@@ -98,7 +98,7 @@ def test_readme_kube_prometheus_example_renders_with_its_selector() -> None:
     rule = output["partnercenter-prometheusRule"]
     assert rule["kind"] == "PrometheusRule"
     exprs = [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
-    assert len(exprs) == 26
+    assert len(exprs) == 27
     assert all('job="partnercenter-exporter",namespace="partnercenter-exporter"' in e for e in exprs)
     assert sorted(output["grafana-dashboards"]) == sorted(build_monitoring.render_mixin()["dashboards"])
 

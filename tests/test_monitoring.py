@@ -66,7 +66,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
                 elif all(a.get("exp_labels") and a.get("exp_annotations") for a in expected):
                     firing.add(check["alertname"])
     alerts = {rule["alert"] for rule in rules("alert")}
-    assert len(alerts) == 21
+    assert len(alerts) == 22
     assert alerts - firing == set(), "alerts without a firing case"
     assert alerts - quiet == set(), "alerts without a quiet case"
 

@@ -35,6 +35,7 @@ class FakeSource:
         self.requests_by_code: dict[str, int] = {}
         self.token_expires_at: float | None = None
         self.token_store_pending: bool | None = None
+        self.certificate_expires_at: float | None = None
         self.retirable = False
         self._clock = clock
         self._outcomes = list(outcomes) or [DapStatistics(total_customers=1)]

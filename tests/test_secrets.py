@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from exporter.simulator import Fault, Simulator
+from exporter.simulator.app import ECHO
+from exporter.simulator.assertions import write_client_certificate
 from tests.conftest import CLIENT_ID, TENANT_ID
-from tests.helpers.e2e import ExporterProcess, http_get, run_exporter
+from tests.helpers.e2e import ExporterProcess, http_get, run_exporter, seeded_tenant, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +107,64 @@ def test_literal_secret_in_config_is_refused_without_echo(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "literal secrets are not allowed" in result.stderr
     assert_no_leak([CLIENT_SECRET], {"stderr": result.stderr, "stdout": result.stdout})
+
+
+ECHO_TENANT = "00000000-0000-0000-0000-0000000000ee"
+VAULT_TENANT = "00000000-0000-0000-0000-0000000000ef"
+VAULT_APP = "55555555-5555-5555-5555-555555555555"
+
+
+def test_credentials_echoed_by_each_upstream_never_show(tmp_path: Path) -> None:
+    """Rotated refresh tokens (from a file and from Key Vault) and access tokens quoted back by the
+    identity platform or Partner Center (both error shapes) are redacted in the log, /, and --once."""
+    with Simulator(token_lifetime=60) as sim:
+        sim.add_client(CLIENT_ID)
+        sim.add_tenant(TENANT_ID, customers=10)
+        sim.add_client(VAULT_APP)
+        sim.register_certificate(VAULT_APP, write_client_certificate(tmp_path / "vault-app.pem"))
+        sim.keyvault.grant(VAULT_APP)
+        sim.add_tenant(VAULT_TENANT, customers=5)
+        (tmp_path / "vault.seed").write_text(sim.issue_refresh_token(VAULT_TENANT, CLIENT_ID, "a@vault.test"))
+        other = seeded_tenant(sim, tmp_path, "other", ECHO_TENANT, customers=10,
+                              collectors=["dap_statistics", "gdap_relationships", "dap_customers"])
+        vaulted: dict[str, object] = {"name": "vaulted", "tenant_id": VAULT_TENANT, "client_id": CLIENT_ID,
+                   "collectors": ["dap_statistics"], "auth": {
+                       "refresh_token_file": str(tmp_path / "vault.seed"),
+                       "token_store": {"azure_key_vault": {
+                           "vault_url": sim.vault_url, "secret_name": "pcx-vaulted",
+                           "tenant_id": ECHO_TENANT, "client_id": VAULT_APP,
+                           "client_certificate_file": str(tmp_path / "vault-app.pem")}}}}
+        config = write_config(sim, tmp_path, collectors=["dap_statistics"], extra_tenants=[other, vaulted])
+        first = run_exporter("--config.file", str(config), "--once")
+        assert first.returncode == 0, first.stderr  # every refresh token has rotated
+
+        # The identity platform quotes the refresh token it was sent, as a proxy or a 400 can.
+        for tenant_id in (TENANT_ID, VAULT_TENANT):  # a refresh token from a file, and from a vault
+            sim.inject(Fault("token", status=400, times=10**6, tenant=tenant_id, body={
+                "error": "invalid_grant", "error_description": f"AADSTS9002313: Invalid request: {ECHO}"}))
+        sim.inject(Fault("api", status=400, times=10**6, tenant=ECHO_TENANT, body={
+            "error": {"code": "BadRequest", "message": f"Malformed request {ECHO}"}}))
+        sim.inject(Fault("customers", status=400, times=10**6, tenant=ECHO_TENANT, body={
+            "code": 400, "description": f"Bad request {ECHO}", "data": [], "source": "PartnerCenter"}))
+        outputs: dict[str, str] = {}
+        proc = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0",
+                                "--log.level=debug"], tmp_path / "exporter.log")
+        try:
+            outputs["/"] = wait_for(lambda: (page := http_get(proc.url + "/")[1].decode()).count(
+                "failing") >= 4 and page, 20, "every tenant to fail")
+            outputs["/metrics"] = http_get(proc.url + "/metrics")[1].decode()
+        finally:
+            proc.stop()
+        outputs["log"] = proc.log
+        once = run_exporter("--config.file", str(config), "--once")
+        outputs["--once"] = once.stdout + once.stderr
+
+    assert once.returncode == 1
+    for where in ("/", "log", "--once"):
+        assert outputs[where].count("Invalid request: refresh_token=[REDACTED]") >= 2, \
+            f"the token echoes did not reach {where}"
+        assert "Bad request [REDACTED]" in outputs[where], f"the REST echo did not reach {where}"
+    assert "Malformed request [REDACTED]" in outputs["log"]
+    issued = sim.issued_tokens()
+    assert len([t for t in issued if t.startswith("sim-rt-")]) >= 6  # seeds and their rotations
+    assert_no_leak(issued, outputs)

@@ -260,10 +260,12 @@ def test_parse_listen_address(address: str, expected: tuple[str, int]) -> None:
     assert parse_listen_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["9867", "localhost", "host:http", "host:70000"])
+@pytest.mark.parametrize("address", ["9867", "localhost", "host:http", "host:70000", "127.0.0.1:99999", "",
+                                     "[::1:9867", "::1:9867", "[127.0.0.1]:9867"])
 def test_parse_listen_address_rejects(address: str) -> None:
-    """An address without a numeric port is refused with the flag's name."""
-    with pytest.raises(ValueError, match=r"--web\.listen-address"):
+    """An address without a port from 0 to 65535, or with an unbracketed or half-bracketed IPv6
+    host, is refused saying what is expected."""
+    with pytest.raises(ValueError, match=r"expected HOST:PORT with a port from 0 to 65535"):
         parse_listen_address(address)
 
 

@@ -19,8 +19,8 @@ from exporter.endpoints import DEFAULT_GRAPH_SCOPE
 from exporter.model import PollError
 from exporter.simulator import Fault, Simulator
 from exporter.simulator import app as simulator_app
-from exporter.simulator.data import relationship_json
-from tests.conftest import CLIENT_ID, TENANT_ID, endpoints, free_port, tenant
+from exporter.simulator.data import dap_customer_json, relationship_json
+from tests.conftest import CLIENT_ID, SCOPE, TENANT_ID, endpoints, free_port, tenant
 from tests.helpers.e2e import cached_refresh_tokens
 
 
@@ -191,3 +191,32 @@ def test_a_graph_list_renders_only_the_page_it_serves(monkeypatch: pytest.Monkey
             query = {k: v[0] for k, v in parse_qs(urlsplit(body["@odata.nextLink"]).query).items()}
     assert served == len(tenant_data.relationships) > 1_000
     assert len(rendered) == served
+
+
+def test_the_customer_list_builds_only_the_page_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page of delegatedAdminCustomers builds the JSON of its own entries only, so listing
+    2,000 customers in pages of 100 builds 2,000 entries, not one list per page (quadratic)."""
+    built: list[int] = []
+    real = dap_customer_json
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(simulator_app, "dap_customer_json", counting)
+    with Simulator() as sim:
+        sim.add_client(CLIENT_ID)
+        tenant_data = sim.add_tenant(TENANT_ID, customers=2_000)
+        seed = sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test")
+        _, answer = sim.token(TENANT_ID, {"grant_type": "refresh_token", "client_id": CLIENT_ID,
+                                          "refresh_token": seed, "scope": SCOPE})
+        token = f"Bearer {answer['access_token']}"
+        served = 0
+        while True:
+            status, body = sim.dap_customers(token, {"$top": "100", "$skip": str(served)})
+            assert status == 200, body
+            if not body["value"]:
+                break
+            served += len(body["value"])
+    assert served == len(tenant_data.customers) + len(tenant_data.other_customers)
+    assert len(built) == served

@@ -12,9 +12,10 @@ from typing import Any
 
 from exporter.client import (
     MAX_COUNT,
-    MAX_PAGES,
     PAGE_SIZE,
     ApiClient,
+    Listing,
+    log_duplicates,
     log_skipped,
     page_items,
     parse_time,
@@ -109,13 +110,18 @@ class DapCustomersClient(ApiClient[DapCustomers]):
     retirable = True
 
     def fetch(self) -> DapCustomers:
+        listing = Listing(self.resource, self._monotonic)
+        with listing.paced():
+            return self._list(listing)
+
+    def _list(self, listing: Listing) -> DapCustomers:
         customers: dict[str, DapCustomer] = {}
         seen: set[str] = set()
         skipped: list[str] = []
-        received = 0
+        received = duplicates = 0
         url = self._url
         params: dict[str, str] | None = {**DAP_ONLY, "$top": str(PAGE_SIZE)}
-        for _ in range(MAX_PAGES):
+        while True:
             payload = self._get_json(url, params)
             items = page_items(payload, self.resource)
             if not items:
@@ -124,7 +130,7 @@ class DapCustomersClient(ApiClient[DapCustomers]):
                    for e in items if isinstance(e, dict)} - {""}
             if ids and ids <= seen:
                 # The same customers again: the server ignores $skip or its link goes round in a
-                # circle. Reading on would repeat them up to MAX_PAGES times.
+                # circle. Reading on would repeat them until the listing's bounds.
                 raise PollError("invalid_response", f"{self.resource} sent customers it had already "
                                                     f"listed after {received} entries (it ignores $skip "
                                                     f"or its nextLink loops); stopped reading")
@@ -132,8 +138,9 @@ class DapCustomersClient(ApiClient[DapCustomers]):
             for entry in items:
                 customer = parse_dap_customer(entry, f"value[{received}]", skipped)
                 received += 1
-                if customer is not None:
-                    customers.setdefault(customer.id, customer)
+                if customer is not None and customers.setdefault(customer.id, customer) is not customer:
+                    duplicates += 1
+            listing.check(received)
             link = self._next_link(payload)
             if link is not None:
                 url, params = link, None
@@ -141,9 +148,7 @@ class DapCustomersClient(ApiClient[DapCustomers]):
                 params = {**DAP_ONLY, "$top": str(PAGE_SIZE), "$skip": str(received)}
             else:
                 break  # a nextLink chain that ends: the list is complete
-        else:
-            raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
-                                                f"stopped reading")
+        log_duplicates(duplicates, self.resource)
         log_skipped(skipped, self.resource)
         return DapCustomers(tuple(sorted(customers.values(), key=lambda c: (c.name.lower(), c.id))),
                             skipped_entries=len(skipped))

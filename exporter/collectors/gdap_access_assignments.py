@@ -23,7 +23,15 @@ from urllib.parse import quote
 
 import httpx
 
-from exporter.client import MAX_PAGES, PAGE_SIZE, log_skipped, page_items, parse_time, text_field
+from exporter.client import (
+    MAX_PAGES,
+    PAGE_SIZE,
+    log_duplicates,
+    log_skipped,
+    page_items,
+    parse_time,
+    text_field,
+)
 from exporter.collectors.gdap_relationships import GdapRelationships, GraphGdapClient
 from exporter.collectors.graph import MAX_INLINE_RETRY_AFTER
 from exporter.collectors.kind import Context, Kind
@@ -115,6 +123,7 @@ class GdapAccessAssignmentsClient(GraphGdapClient[GdapAccess]):
         ids = [r.id for r in relationships.relationships if r.status == "active" and r.id]
         found = self._assignments(ids, skipped)
         log_skipped(skipped, ASSIGNMENTS_RESOURCE)
+        log_duplicates(self._drop_duplicates(found), ASSIGNMENTS_RESOURCE)
         return GdapAccess(relationships, {rid: tuple(found[rid]) for rid in ids},
                           skipped_entries=relationships.skipped_entries + len(skipped))
 
@@ -168,6 +177,19 @@ class GdapAccessAssignmentsClient(GraphGdapClient[GdapAccess]):
                                                             f"pages; stopped reading")
                     queue.append((rid, link[len(graph) + len(GRAPH_VERSION):], 0, 0.0))
         return found
+
+    @staticmethod
+    def _drop_duplicates(found: dict[str, list[AccessAssignment]]) -> int:
+        """An assignment listed on two pages of its relationship (paging that shifted while it was
+        read) is kept once, so it is one series and counts once; how many were dropped."""
+        dropped = 0
+        for rid, assignments in found.items():
+            by_id: dict[str, AccessAssignment] = {}
+            for i, a in enumerate(assignments):
+                by_id.setdefault(a.id or f"#{i}", a)
+            dropped += len(assignments) - len(by_id)
+            found[rid] = list(by_id.values())
+        return dropped
 
     def _post_batch(self, graph: str, urls: list[str]) -> list[tuple[int, dict[str, str], Any]]:
         """One $batch POST; each request's (status, headers, body), in the order asked.

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from exporter.client import MAX_PAGES, ApiClient, TokenSource, page_items
+from exporter.client import ApiClient, Listing, TokenSource, page_items
 from exporter.model import PollError
 
 log = logging.getLogger("exporter.client")
@@ -46,19 +46,20 @@ class GraphClient(ApiClient[D]):
         super().__init__(name, http, graph_url.rstrip("/") + self.path, tokens, clock, sleep)
 
     def _pages(self, params: dict[str, str] | None) -> Iterator[Any]:
-        """Every entry of the resource's list, following @odata.nextLink (MAX_PAGES at most), a page
-        at a time: a caller parses each page before the next is read, so the raw JSON of one page
-        is held, not of the whole list."""
+        """Every entry of the resource's list, following @odata.nextLink within the bounds of a
+        Listing (entries and time, not pages), a page at a time: a caller parses each page before
+        the next is read, so the raw JSON of one page is held, not of the whole list."""
+        listing = Listing(self.resource, self._monotonic)
+        received = 0
         url: str | None = self._url
-        for _ in range(MAX_PAGES):
-            if url is None:
-                return
-            payload = self._page_with_retries(functools.partial(self._get_json, url, params))
-            yield from page_items(payload, self.resource)
-            url, params = self._next_link(payload), None
-        if url is not None:
-            raise PollError("invalid_response", f"{self.resource} had more than {MAX_PAGES} pages; "
-                                                f"stopped reading")
+        with listing.paced():
+            while url is not None:
+                payload = self._page_with_retries(functools.partial(self._get_json, url, params))
+                items = page_items(payload, self.resource)
+                received += len(items)
+                listing.check(received)
+                yield from items
+                url, params = self._next_link(payload), None
 
     def _page_with_retries(self, request: Callable[[], Any]) -> Any:
         """One Graph request, asked again while Graph throttles it with a short Retry-After."""

@@ -86,6 +86,11 @@ class Fault:
     reset: send the headers and part of the body, then drop the connection.
     trickle: send the body one byte every `trickle` seconds, as a stuck proxy can: each read
     arrives well within a read timeout, the whole answer never in time.
+    trickle_head: the same with the response head: the status line, then a header one byte every
+    `trickle_head` seconds, never ending (a TLS-inspecting proxy can do this).
+    A body with {{ECHO}} in it has that replaced by the credentials the request carried (its bearer
+    token without the word Bearer, or the token request's refresh_token, client_secret, password,
+    client_assertion and code), as a proxy or a server that quotes the request it refuses would.
     """
 
     target: str
@@ -95,8 +100,20 @@ class Fault:
     delay: float = 0.0
     reset: bool = False
     trickle: float = 0.0
+    trickle_head: float = 0.0
     times: int = 1
     tenant: str | None = None  # only requests for this tenant id (None: any)
+
+
+ECHO = "{{ECHO}}"
+ECHOED_FIELDS = ("refresh_token", "client_secret", "password", "client_assertion", "code")
+
+
+def _echo(authorization: str | None, form: dict[str, str]) -> str:
+    """The credentials a request carried, as a server that quotes it would show them."""
+    bearer = (authorization or "").split()[-1:]  # the token alone, which no "Bearer" pattern finds
+    parts = bearer + [f"{name}={form[name]}" for name in ECHOED_FIELDS if name in form]
+    return " ".join(part for part in parts if part)
 
 
 @dataclass
@@ -747,23 +764,28 @@ class Simulator:
         if not 1 <= top <= CUSTOMERS_MAX_TOP or skip < 0:
             return 400, self._pc_error("BadRequest", f"$top must be between 1 and {CUSTOMERS_MAX_TOP}, "
                                                      f"$skip >= 0")
-        everyone = ([dap_customer_json(c, True) for c in tenant.customers]
-                    + [dap_customer_json(c, False) for c in tenant.other_customers])
         wanted = _dap_filter(query.get("$filter"))
         if wanted is _BAD_FILTER:
             # OData's answer to a $filter it cannot parse or apply.
             return 400, self._pc_error("BadRequest", "The query specified in the URI is not valid. "
                                                      "Could not apply the $filter expression.")
-        if wanted is not None:
-            everyone = [c for c in everyone if c["dapEnabled"] is wanted]
+        groups = [(group, dap) for group, dap in ((tenant.customers, True), (tenant.other_customers, False))
+                  if wanted is None or wanted is dap]
+        total = sum(len(group) for group, _ in groups)
         size = min(top, self.customers_page)
         body: dict[str, Any] = {
             "@odata.context": f"{self.base_url}/CustomerServiceAdminApi/Web/v1/$metadata"
                               "#delegatedAdminCustomers"}
         if query.get("$count", "").lower() == "true":
-            body["@odata.count"] = len(everyone)
-        body["value"] = everyone[skip:skip + size]
-        if self.customers_next_link and skip + size < len(everyone):
+            body["@odata.count"] = total
+        # Only the page's entries are built: a 100,000-customer list pages in linear time.
+        page: list[dict[str, Any]] = []
+        start = skip
+        for group, dap in groups:
+            page += [dap_customer_json(c, dap) for c in group[start:start + size - len(page)]]
+            start = max(0, start - len(group))
+        body["value"] = page
+        if self.customers_next_link and skip + size < total:
             kept = {k: v for k, v in query.items() if k in ("$filter", "$count")}
             body["@odata.nextLink"] = (f"{self.base_url}{CUSTOMERS_PATH}?"
                                        + urlencode({**kept, "$top": top, "$skip": skip + size}))
@@ -1056,17 +1078,18 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 time.sleep(fault.delay)
                 if fault.status is not None:
                     sim._record(target, "fault", fault.status, tenant)
-                    self._fault(fault)
+                    self._fault(fault, _echo(authorization, form))
                     return
             status, body = call()
             sim._record(target, method if target == "vault" else form.get("grant_type", ""), status, tenant)
             self._send(status, json.dumps(body).encode(),
                        {"Content-Type": "application/json; charset=utf-8", **headers})
 
-        def _fault(self, fault: Fault) -> None:
+        def _fault(self, fault: Fault, echo: str = "") -> None:
             body = fault.body
             data = json.dumps(body).encode() if isinstance(body, dict) else (
                 body.encode() if isinstance(body, str) else body)
+            data = data.replace(ECHO.encode(), json.dumps(echo)[1:-1].encode())
             headers = {"Content-Type": "application/json", **fault.headers}
             if fault.reset:
                 self.send_response(fault.status or 200)
@@ -1077,6 +1100,15 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if fault.trickle_head:
+                self.wfile.write(f"HTTP/1.1 {fault.status or 200} OK\r\nX-Padding: ".encode())
+                with contextlib.suppress(OSError):  # the client gave up and closed
+                    for _ in range(16 * 1024):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(fault.trickle_head)
                 self.close_connection = True
                 return
             if fault.trickle:

@@ -72,12 +72,13 @@ def _unb64url(text: str) -> bytes:
 
 
 def write_client_certificate(path: Path, common_name: str = "partnercenter-exporter",
-                             days: int = 365) -> x509.Certificate:
+                             days: int = 365, valid_from: dt.datetime | None = None) -> x509.Certificate:
     """A self-signed RSA certificate and its key in one PEM file (0600), as an admin would make
-    with openssl for an app registration; returns the certificate to register."""
+    with openssl for an app registration; returns the certificate to register. Valid from an hour
+    ago unless `valid_from` says otherwise, for `days`."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    now = valid_from or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))

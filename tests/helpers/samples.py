@@ -39,7 +39,7 @@ def sample_snapshot() -> Snapshot:
         name="fabrikam", collector="dap_statistics", attempted=True, last_poll_success=False,
         last_duration=1.5,
         last_error_reason="auth", last_error_message="the refresh token has expired",
-        errors_total={"auth": 3})
+        errors_total={"auth": 3}, certificate_expires_at=1796256000.0)
     pending = SourceView("northwind", "dap_statistics")
     # fabrikam's customer list has answered 410 from its first poll on: retired.
     retired = SourceView(
@@ -138,6 +138,7 @@ class FakeTokens:
         self.method = method
         self.expires_at: float | None = None
         self.store_pending: bool | None = None
+        self.certificate_expires_at: float | None = None
         self.calls: list[bool] = []
 
     def get_token(self, *, force_refresh: bool = False) -> str:
