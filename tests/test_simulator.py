@@ -165,6 +165,16 @@ def test_login_replaces_an_earlier_sign_in(sim: Simulator, http: httpx.Client, t
     assert make_client(sim, http, tmp_path).fetch().total_customers == 250
 
 
+def _signed_in_with_2000_customers(sim: Simulator, scope: str) -> tuple[Any, str]:
+    """A tenant with 2,000 customers and a bearer token for `scope`."""
+    sim.add_client(CLIENT_ID)
+    tenant_data = sim.add_tenant(TENANT_ID, customers=2_000)
+    seed = sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test")
+    _, answer = sim.token(TENANT_ID, {"grant_type": "refresh_token", "client_id": CLIENT_ID,
+                                      "refresh_token": seed, "scope": scope})
+    return tenant_data, f"Bearer {answer['access_token']}"
+
+
 def test_a_graph_list_renders_only_the_page_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     """Paging 2,000 relationships 100 at a time renders each relationship once, not the whole list
     for every page (which made long lists quadratic)."""
@@ -176,12 +186,8 @@ def test_a_graph_list_renders_only_the_page_it_serves(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(simulator_app, "relationship_json", counting)
     with Simulator() as sim:
-        sim.add_client(CLIENT_ID)
-        tenant_data = sim.add_tenant(TENANT_ID, customers=2_000)
-        seed = sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test")
-        _, answer = sim.token(TENANT_ID, {"grant_type": "refresh_token", "client_id": CLIENT_ID,
-                                          "refresh_token": seed, "scope": DEFAULT_GRAPH_SCOPE})
-        token, query, served = f"Bearer {answer['access_token']}", {"$top": "100"}, 0
+        tenant_data, token = _signed_in_with_2000_customers(sim, DEFAULT_GRAPH_SCOPE)
+        query, served = {"$top": "100"}, 0
         while True:
             status, body = sim.gdap_relationships(token, query)
             assert status == 200, body
@@ -205,12 +211,7 @@ def test_the_customer_list_builds_only_the_page_it_serves(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(simulator_app, "dap_customer_json", counting)
     with Simulator() as sim:
-        sim.add_client(CLIENT_ID)
-        tenant_data = sim.add_tenant(TENANT_ID, customers=2_000)
-        seed = sim.issue_refresh_token(TENANT_ID, CLIENT_ID, "admin@contoso.test")
-        _, answer = sim.token(TENANT_ID, {"grant_type": "refresh_token", "client_id": CLIENT_ID,
-                                          "refresh_token": seed, "scope": SCOPE})
-        token = f"Bearer {answer['access_token']}"
+        tenant_data, token = _signed_in_with_2000_customers(sim, SCOPE)
         served = 0
         while True:
             status, body = sim.dap_customers(token, {"$top": "100", "$skip": str(served)})
