@@ -59,7 +59,7 @@ def load_client_certificate(path: Path, password: str | None, *, send_chain: boo
     try:
         data = read_file(path, CERTIFICATE_LIMIT)
     except FileReadError as err:
-        raise CertificateError(f"file {path} does not exist" if err.missing else str(err)) from None
+        raise CertificateError(str(err)) from None
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:

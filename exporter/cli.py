@@ -21,7 +21,7 @@ from exporter.app import (
     stop_on_signals,
 )
 from exporter.auth import DEFAULT_REDIRECT_URI, LOGIN_FLOWS, LoginError, interactive_login
-from exporter.config import ConfigError
+from exporter.config import Config, ConfigError
 from exporter.demo import demo
 from exporter.files import within
 from exporter.logs import REDACTOR, add_log_flags, setup_logging
@@ -34,6 +34,7 @@ from exporter.server import (
     parse_listen_address,
 )
 from exporter.version import PYTHON_VERSION, REVISION, VERSION
+from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger("exporter")
 
@@ -122,18 +123,26 @@ def tune_process() -> None:
     gc.freeze()
 
 
-def run(argv: Sequence[str]) -> int:
-    args = _run_parser().parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+def _load(config_file: str, web_config_file: str | None) -> tuple[Config, WebConfigFile | None] | None:
+    """Both config files, off the main thread (a file on a hung mount must not hold it); None, with
+    every error printed, when they cannot be used."""
     try:
-        config, web = within(lambda: load_configs(args.config_file, args.web_config_file), "the config")
+        return within(lambda: load_configs(config_file, web_config_file), "the config")
     except ConfigError as err:
         for line in err.errors:
             print(REDACTOR(line), file=sys.stderr)
-        return EXIT_CONFIG
     except TimeoutError as err:
         print(err, file=sys.stderr)
+    return None
+
+
+def run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    loaded = _load(args.config_file, args.web_config_file)
+    if loaded is None:
         return EXIT_CONFIG
+    config, web = loaded
     if args.config_check:
         # The config loads whatever a certificate's dates: expiry needs no edit, and one tenant's
         # certificate must not stop the others. The check still says which sign-ins will fail.
@@ -175,15 +184,10 @@ def login(argv: Sequence[str]) -> int:
     add_log_flags(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
-    try:
-        config, _ = within(lambda: load_configs(args.config_file, None), "the config")
-    except ConfigError as err:
-        for line in err.errors:
-            print(REDACTOR(line), file=sys.stderr)
+    loaded = _load(args.config_file, None)
+    if loaded is None:
         return EXIT_CONFIG
-    except TimeoutError as err:
-        print(err, file=sys.stderr)
-        return EXIT_CONFIG
+    config, _ = loaded
     tenant = next((t for t in config.tenants if t.name == args.tenant), None)
     if tenant is None:
         names = ", ".join(t.name for t in config.tenants)

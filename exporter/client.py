@@ -9,7 +9,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -310,6 +310,18 @@ def log_skipped(skipped: list[str], what: str) -> None:
         more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
         log.warning("skipped unparseable entries", extra={
             "api": what, "skipped": len(skipped), "examples": "; ".join(skipped[:3]) + more})
+
+
+E = TypeVar("E")
+
+
+def drop_duplicates(entries: Sequence[E], key: Callable[[E], str]) -> tuple[list[E], int]:
+    """Each entry once, as first listed (paging that shifted while it was read lists some twice, and
+    one thing must be one series), and how many were dropped. An entry without a key is kept."""
+    kept: dict[str, E] = {}
+    for i, entry in enumerate(entries):
+        kept.setdefault(key(entry) or f"#{i}", entry)
+    return list(kept.values()), len(entries) - len(kept)
 
 
 def log_duplicates(duplicates: int, what: str) -> None:

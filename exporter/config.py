@@ -7,7 +7,7 @@ import os
 import re
 import reprlib
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -35,6 +35,7 @@ from exporter.files import (
     read_file,
     read_text,
 )
+from exporter.token_store import is_msal_cache
 
 DEFAULT_POLL_INTERVAL = 15 * 60.0
 MIN_POLL_INTERVAL = 60.0
@@ -165,34 +166,31 @@ class Config:
     poll_concurrency: int = DEFAULT_POLL_CONCURRENCY
     endpoints: Endpoints = field(default_factory=Endpoints)
 
+    def sign_ins(self) -> Iterator[tuple[str, AuthConfig]]:
+        """Every way the config signs in, by the key that holds it: each tenant's auth, graph_auth
+        and its token store's vault access."""
+        for i, tenant in enumerate(self.tenants):
+            store = tenant.auth.token_store
+            for where, auth in (("auth", tenant.auth), ("graph_auth", tenant.graph_auth),
+                                ("auth.token_store.azure_key_vault", store.access if store else None)):
+                if auth is not None:
+                    yield f"tenants[{i}].{where}", auth
+
     def certificates(self) -> list[tuple[str, ClientCertificate]]:
         """Every client certificate the config signs in with, by the key that names it."""
-        found = []
-        for i, tenant in enumerate(self.tenants):
-            places = [("auth", tenant.auth), ("graph_auth", tenant.graph_auth)]
-            if tenant.auth.token_store is not None:
-                places.append(("auth.token_store.azure_key_vault", tenant.auth.token_store.access))
-            found += [(f"tenants[{i}].{where}.client_certificate_file", auth.client_certificate)
-                      for where, auth in places if auth is not None and auth.client_certificate is not None]
-        return found
+        return [(f"{where}.client_certificate_file", auth.client_certificate)
+                for where, auth in self.sign_ins() if auth.client_certificate is not None]
 
     def secret_values(self) -> list[str]:
         """Every secret the config loaded, so logs and errors can redact them."""
         values = []
-        for tenant in self.tenants:
-            auths = [tenant.auth, tenant.graph_auth]
-            if tenant.auth.token_store is not None:
-                auths.append(tenant.auth.token_store.access)
-            for auth in auths:
-                if auth is None:
-                    continue
-                for secret in (auth.client_secret, auth.refresh_token, auth.password):
-                    if secret is not None:
-                        values.append(secret.value)
-                if auth.client_certificate is not None:
-                    # The key's base64 lines: any one of them in a text is a leak.
-                    values += [line for line in auth.client_certificate.private_key_pem.splitlines()
-                               if not line.startswith("-----")]
+        for _, auth in self.sign_ins():
+            values += [secret.value for secret in (auth.client_secret, auth.refresh_token, auth.password)
+                       if secret is not None]
+            if auth.client_certificate is not None:
+                # The key's base64 lines: any one of them in a text is a leak.
+                values += [line for line in auth.client_certificate.private_key_pem.splitlines()
+                           if not line.startswith("-----")]
         return values
 
 
@@ -390,8 +388,7 @@ class _Errors(ErrorList):
             try:
                 text = read_text(secret_path, SECRET_LIMIT).strip()
             except FileReadError as err:
-                self.add(_join(path, file_key), f"file {secret_path} does not exist" if err.missing
-                         else str(err))
+                self.add(_join(path, file_key), str(err))
                 return None
             if not text:
                 self.add(_join(path, file_key), f"file {secret_path} is empty")
@@ -584,7 +581,7 @@ def _endpoints(c: _Errors, value: Any) -> Endpoints:
         try:
             ssl.create_default_context().load_verify_locations(cadata=read_text(ca_file, CA_BUNDLE_LIMIT))
         except FileReadError as err:
-            c.add("endpoints.ca_file", f"file {ca_file} does not exist" if err.missing else str(err))
+            c.add("endpoints.ca_file", str(err))
         except (OSError, ssl.SSLError) as err:
             c.add("endpoints.ca_file", f"{ca_file} is not a readable PEM CA bundle: {_os_reason(err)}")
     return Endpoints(authority_host=(authority or DEFAULT_AUTHORITY_HOST).rstrip("/"),
@@ -961,16 +958,5 @@ def _check_token_cache(c: _Errors, path: Path, where: str) -> None:
             # It holds a refresh token that opens every customer's tenant for 90 days.
             c.add(where, f"{path} is readable by others (mode {mode:04o}); it holds a refresh token: "
                          f"run chmod 600 {path}")
-        if not _is_msal_cache(cache):
+        if not is_msal_cache(cache):
             c.add(where, f"{path} is JSON but not an MSAL token cache; move it away and run login again")
-
-
-# The sections of an MSAL token cache file (SerializableTokenCache.serialize); each maps keys to
-# entries (objects).
-_MSAL_SECTIONS = {"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"}
-
-
-def _is_msal_cache(cache: Any) -> bool:
-    return isinstance(cache, dict) and all(
-        isinstance(entries, dict) and all(isinstance(entry, dict) for entry in entries.values())
-        for section, entries in cache.items() if section in _MSAL_SECTIONS)

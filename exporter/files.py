@@ -52,7 +52,7 @@ def read_file(path: Path | str, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise FileReadError(f"{path} does not exist", missing=True) from None
+        raise FileReadError(f"file {path} does not exist", missing=True) from None
     except OSError as err:
         raise FileReadError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
     try:

@@ -18,11 +18,20 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR}
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 # JWTs, bearer values and long opaque runs (Entra's refresh tokens are not JWTs) are redacted even
-# when nobody registered them: 100 characters of base64url with no space or colon are no word, path
-# or URL a message needs.
+# when nobody registered them: 100 characters of base64url with no space or colon are no word or URL
+# a message needs. An absolute file path is such a run too, and an error must name its file: there
+# only a segment between slashes that long is hidden (see _hide).
+_LONG_RUN = 100
 _TOKEN_PATTERNS = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
                              r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
-                             r"|[A-Za-z0-9._~+/-]{100,}=*")
+                             rf"|[A-Za-z0-9._~+/-]{{{_LONG_RUN},}}=*")
+
+
+def _hide(match: re.Match[str]) -> str:
+    text = match.group()
+    if text.startswith("/") and not text.startswith("//"):  # a path; "//" starts a URL's host
+        return "/".join(REDACTED if len(part) >= _LONG_RUN else part for part in text.split("/"))
+    return REDACTED
 REDACTED = "[REDACTED]"
 # The longest secret expected whole in upstream text: redaction reads this far past what is shown.
 MAX_SECRET_LENGTH = 32 * 1024
@@ -75,7 +84,7 @@ class Redactor:
         for value in self._all():
             if value in text:
                 text = text.replace(value, REDACTED)
-        return _TOKEN_PATTERNS.sub(REDACTED, text)
+        return _TOKEN_PATTERNS.sub(_hide, text)
 
     def shown(self, text: str, limit: int) -> str:
         """Upstream text as a message shows it: redacted while whole (a token cut in half would

@@ -155,15 +155,28 @@ class NotATokenCache(OSError):
         return str(self.strerror)
 
 
+# The sections of an MSAL token cache (SerializableTokenCache.serialize); each maps keys to entries.
+MSAL_SECTIONS = frozenset({"AccessToken", "RefreshToken", "IdToken", "Account", "AppMetadata"})
+
+
+def is_msal_cache(data: Any) -> bool:
+    """Whether parsed JSON has an MSAL token cache's shape: an object whose sections are objects,
+    the entries of MSAL's own sections objects too. MSAL itself fails on anything else with errors
+    that name nothing (a list, a string, a document 100,000 deep)."""
+    return isinstance(data, dict) and all(
+        isinstance(entries, dict)
+        and (section not in MSAL_SECTIONS or all(isinstance(entry, dict) for entry in entries.values()))
+        for section, entries in data.items())
+
+
 def _check_cache_text(text: str, where: object) -> None:
-    """That `text` is an MSAL cache: a JSON object whose sections are objects. MSAL itself fails on
-    anything else with errors that name nothing (a list, a string, a document 100,000 deep)."""
+    """That `text` is an MSAL cache (is_msal_cache), else NotATokenCache saying what it holds."""
     unparsed = object()
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         data = unparsed
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+    if not is_msal_cache(data):
         what = ("text that is not JSON" if data is unparsed
                 else f"JSON that is not an MSAL token cache (a {type(data).__name__})")
         raise NotATokenCache(f"{where} holds {what}: something else wrote it; move it away (or delete "

@@ -283,7 +283,7 @@ def _file(value: Any, base: Path, where: str, errors: ErrorList) -> Path | None:
     try:
         check_file(candidate, CERTIFICATE_LIMIT)  # ssl reads it itself, and would block on a FIFO
     except FileReadError as err:
-        errors.add(where, f"file {candidate} does not exist" if err.missing else str(err))
+        errors.add(where, str(err))
         return None
     return candidate
 

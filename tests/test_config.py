@@ -206,3 +206,18 @@ def test_vault_default_workload_identity_needs_its_token_file() -> None:
     assert caught.value.errors == ["tenants[0].auth.token_store.azure_key_vault: file /nonexistent/token "
                                    "does not exist; it holds the federated token the platform (the "
                                    "kubelet, a CI runner) writes"]
+
+
+@pytest.mark.parametrize("cache", ['{"RefreshToken": {"k": 1}}', '{"Other": []}'])
+def test_a_token_cache_the_exporter_would_refuse_fails_the_check(tmp_path: Path, cache: str) -> None:
+    """The config check refuses every cache the token store refuses at run time (one shape check):
+    an MSAL section whose entries are not objects, or any section that is not an object."""
+    (tmp_path / "cache.json").write_text(cache)
+    (tmp_path / "cache.json").chmod(0o600)
+    (tmp_path / "c.yaml").write_text(
+        "tenants:\n- name: a\n  tenant_id: a.onmicrosoft.com\n"
+        "  client_id: 11111111-1111-1111-1111-111111111111\n  auth: {token_cache_file: cache.json}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "c.yaml")
+    assert caught.value.errors == [f"tenants[0].auth.token_cache_file: {tmp_path / 'cache.json'} is JSON but "
+                                   f"not an MSAL token cache; move it away and run login again"]

@@ -204,3 +204,24 @@ def test_a_graph_404_is_not_a_retired_api() -> None:
     assert snapshot.views[0].last_error_reason == "not_found"
     body = render(snapshot, today=TODAY, thresholds=(90,), poll_interval=900).decode()
     assert "partnercenter_api_retired{" not in body
+
+
+@respx.mock
+def test_a_dap_customer_listed_on_two_pages_is_one_customer_and_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Paging that shifts while it is read can list a customer twice: it is one customer (the first
+    listing), and the log says how many were counted once."""
+    def customer(tid: str, name: str) -> dict[str, object]:
+        return {"customerTenantId": tid, "displayName": name, "dapEnabled": True}
+
+    respx.get(CUSTOMERS).mock(side_effect=[
+        httpx.Response(200, json={"value": [customer("a1", "Alpha"), customer("b2", "Beta")],
+                                  "@odata.nextLink": f"{CUSTOMERS}?page=2"}),
+        httpx.Response(200, json={"value": [customer("b2", "Beta again"), customer("c3", "Gamma")]})])
+    with caplog.at_level(logging.WARNING, logger="exporter.client"):
+        listed = customers_client().fetch()
+    assert [(c.id, c.name) for c in listed.customers] == [
+        ("a1", "Alpha"), ("b2", "Beta"), ("c3", "Gamma")]
+    [warning] = [r for r in caplog.records
+                 if r.getMessage() == "entries listed more than once were counted once"]
+    assert warning.__dict__["duplicates"] == 1

@@ -17,7 +17,7 @@ from exporter.config import ClientAssertion, ConfigError, load_config
 from exporter.files import FileReadError, read_file, within
 from exporter.model import PollError
 from exporter.simulator import Simulator
-from tests.helpers.e2e import ExporterProcess, http_get, run_exporter, wait_for, write_config
+from tests.helpers.e2e import exporter_on, http_get, run_exporter, wait_for, write_config
 
 # A read that blocks would hang the test; each must finish long before this.
 QUICK = 2.0
@@ -108,8 +108,7 @@ def test_sighup_while_a_file_is_a_fifo_fails_that_reload_and_the_next_good_one_a
     applies; SIGTERM still ends the process within its grace."""
     config = write_config(sim, tmp_path)
     good = config.read_text()
-    proc = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
-                           tmp_path / "exporter.log")
+    proc = exporter_on(config, tmp_path)
     try:
         proc.wait_ready()
         raw = yaml.safe_load(good)

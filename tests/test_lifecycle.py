@@ -18,6 +18,7 @@ from tests.helpers.e2e import (
     ExporterProcess,
     cached_refresh_tokens,
     exporter_command,
+    exporter_on,
     http_get,
     run_exporter,
     seeded_tenant,
@@ -43,8 +44,7 @@ def reload_success_time(body: str) -> float:
 def test_sighup_adds_a_tenant_and_leaves_unchanged_tenants_alone(sim: Simulator, tmp_path: Path) -> None:
     """SIGHUP applies a new tenant at once; an unchanged tenant is not polled or signed in again."""
     config = write_config(sim, tmp_path)
-    proc = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
-                           tmp_path / "exporter.log")
+    proc = exporter_on(config, tmp_path)
     try:
         proc.wait_ready()
         tokens_before, api_before = sim.count("token"), sim.count("api")
@@ -68,8 +68,7 @@ def test_sighup_with_a_bad_config_keeps_the_running_one(sim: Simulator, tmp_path
     keeps serving; a fix applies and sets the gauge back to 1 with a newer success time."""
     config = write_config(sim, tmp_path)
     good = config.read_text()
-    proc = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
-                           tmp_path / "exporter.log")
+    proc = exporter_on(config, tmp_path)
     try:
         proc.wait_ready()
         config.write_text(good.replace("poll_interval: 1m", "poll_interval: 10s"))

@@ -90,3 +90,16 @@ def test_long_opaque_runs_are_hidden_unregistered() -> None:
     opaque = "0.AXoA" + "Ab9_-" * 20
     assert Redactor()(f"refresh_token={opaque} path /var/lib/partnercenter-exporter/cache.json") == \
         "refresh_token=[REDACTED] path /var/lib/partnercenter-exporter/cache.json"
+
+
+def test_a_long_file_path_stays_readable_but_a_token_inside_it_does_not() -> None:
+    """An absolute path of 100 characters or more is named whole (an error must say which file),
+    yet a segment of it that long is hidden; a URL's long run (after "https:") is hidden whole."""
+    path = ("/tmp/pytest-of-root/pytest-30/popen-gw0/test_production_config_passes_as_mounted0"
+            "/run/secrets/refresh-token")
+    assert len(path) >= 100
+    redactor = Redactor()
+    assert redactor(f"file {path} does not exist") == f"file {path} does not exist"
+    opaque = "0.AXoA" + "Ab9_-" * 20
+    assert redactor(f"file /var/lib/{opaque}/cache.json") == "file /var/lib/[REDACTED]/cache.json"
+    assert redactor(f"GET https://login.example/{opaque}") == "GET https:[REDACTED]"

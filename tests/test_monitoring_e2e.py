@@ -49,6 +49,7 @@ from tests.helpers.e2e import (
     ROOT,
     ExporterProcess,
     alert_rules_with_short_for,
+    exporter_on,
     http_get,
     inactive_over_90,
     queries_without_data,
@@ -213,8 +214,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         config = write_config(sim, tmp, collectors=ALL_COLLECTORS, extra_tenants=[
             seeded_tenant(sim, tmp, "fabrikam", FABRIKAM_ID, collectors=ALL_COLLECTORS)])
         sim.tenants[FABRIKAM_ID].users_in_admin_agents = False
-        exporter = ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
-                                   tmp / "exporter.log")
+        exporter = exporter_on(config, tmp)
         webhook = Webhook()
         webhook_server = webhook.serve()
         try:

@@ -15,6 +15,7 @@ from exporter.client import (
     PAGE_SIZE,
     ApiClient,
     Listing,
+    drop_duplicates,
     log_duplicates,
     log_skipped,
     page_items,
@@ -115,10 +116,10 @@ class DapCustomersClient(ApiClient[DapCustomers]):
             return self._list(listing)
 
     def _list(self, listing: Listing) -> DapCustomers:
-        customers: dict[str, DapCustomer] = {}
+        listed: list[DapCustomer] = []
         seen: set[str] = set()
         skipped: list[str] = []
-        received = duplicates = 0
+        received = 0
         url = self._url
         params: dict[str, str] | None = {**DAP_ONLY, "$top": str(PAGE_SIZE)}
         while True:
@@ -138,8 +139,8 @@ class DapCustomersClient(ApiClient[DapCustomers]):
             for entry in items:
                 customer = parse_dap_customer(entry, f"value[{received}]", skipped)
                 received += 1
-                if customer is not None and customers.setdefault(customer.id, customer) is not customer:
-                    duplicates += 1
+                if customer is not None:
+                    listed.append(customer)
             listing.check(received)
             link = self._next_link(payload)
             if link is not None:
@@ -148,9 +149,10 @@ class DapCustomersClient(ApiClient[DapCustomers]):
                 params = {**DAP_ONLY, "$top": str(PAGE_SIZE), "$skip": str(received)}
             else:
                 break  # a nextLink chain that ends: the list is complete
+        customers, duplicates = drop_duplicates(listed, lambda c: c.id)
         log_duplicates(duplicates, self.resource)
         log_skipped(skipped, self.resource)
-        return DapCustomers(tuple(sorted(customers.values(), key=lambda c: (c.name.lower(), c.id))),
+        return DapCustomers(tuple(sorted(customers, key=lambda c: (c.name.lower(), c.id))),
                             skipped_entries=len(skipped))
 
 

@@ -26,6 +26,7 @@ import httpx
 from exporter.client import (
     MAX_PAGES,
     PAGE_SIZE,
+    drop_duplicates,
     log_duplicates,
     log_skipped,
     page_items,
@@ -184,11 +185,8 @@ class GdapAccessAssignmentsClient(GraphGdapClient[GdapAccess]):
         read) is kept once, so it is one series and counts once; how many were dropped."""
         dropped = 0
         for rid, assignments in found.items():
-            by_id: dict[str, AccessAssignment] = {}
-            for i, a in enumerate(assignments):
-                by_id.setdefault(a.id or f"#{i}", a)
-            dropped += len(assignments) - len(by_id)
-            found[rid] = list(by_id.values())
+            found[rid], duplicates = drop_duplicates(assignments, lambda a: a.id)
+            dropped += duplicates
         return dropped
 
     def _post_batch(self, graph: str, urls: list[str]) -> list[tuple[int, dict[str, str], Any]]:

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.client import PAGE_SIZE, log_duplicates, log_skipped, parse_time, text_field
+from exporter.client import PAGE_SIZE, drop_duplicates, log_duplicates, log_skipped, parse_time, text_field
 from exporter.collectors.graph import GraphClient
 from exporter.collectors.kind import Context, Kind
 from exporter.families import CACHED, Family, Samples, bool_label
@@ -167,17 +167,16 @@ class GraphGdapClient(GraphClient[D]):
 
     def _relationships(self) -> GdapRelationships:
         """Every relationship, following @odata.nextLink."""
-        relationships: dict[str, GdapRelationship] = {}
+        listed: list[GdapRelationship] = []
         skipped: list[str] = []
-        duplicates = 0
         for i, entry in enumerate(self._pages({"$top": str(PAGE_SIZE)})):
             relationship = parse_relationship(entry, f"value[{i}]", skipped)
-            key = (relationship.id or f"#{i}") if relationship is not None else ""
-            if relationship is not None and relationships.setdefault(key, relationship) is not relationship:
-                duplicates += 1  # paging that shifted under us: one series per relationship
+            if relationship is not None:
+                listed.append(relationship)
+        relationships, duplicates = drop_duplicates(listed, lambda r: r.id)
         log_skipped(skipped, self.resource)
         log_duplicates(duplicates, self.resource)
-        return GdapRelationships(tuple(relationships.values()), fetched_at=self._clock(),
+        return GdapRelationships(tuple(relationships), fetched_at=self._clock(),
                                  skipped_entries=len(skipped))
 
 

@@ -111,6 +111,12 @@ def http_get(url: str, timeout: float = 5, headers: dict[str, str] | None = None
         return err.code, err.read()
 
 
+def exporter_on(config: Path, directory: Path) -> ExporterProcess:
+    """The exporter serving `config` on a free loopback port, its log in `directory`."""
+    return ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],
+                           directory / "exporter.log")
+
+
 class ExporterProcess:
     """The exporter in a subprocess on a free loopback port; its log goes to a file."""
 
