@@ -26,7 +26,7 @@ from bench.tools import (
 from exporter.app import build_http_client, build_poller, build_sources, load_configs
 from exporter.client import PAGE_SIZE
 from exporter.collectors.gdap_access_assignments import BATCH_SIZE
-from exporter.config import DEFAULT_POLL_CONCURRENCY
+from exporter.config.types import DEFAULT_POLL_CONCURRENCY
 from exporter.exposition import Publisher
 from exporter.simulator import Simulator
 from exporter.simulator.data import customer_id, relationship

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.config import parse_duration
+from exporter.config.yamlio import parse_duration
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
 _REGEX_SPECIAL = re.compile(r"[$^*+?.()|\\{}\[\]]")

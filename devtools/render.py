@@ -33,7 +33,7 @@ from devtools.grafana import (
     target_query,
     variable_values,
 )
-from exporter.config import parse_duration
+from exporter.config.yamlio import parse_duration
 
 ROW_HEIGHT = 0.42  # inches per Grafana grid row
 COLUMN_WIDTH = 0.85  # inches per Grafana grid column (24 columns)

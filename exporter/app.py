@@ -23,17 +23,12 @@ from exporter.config import Config, ConfigError, TenantConfig, load_config
 from exporter.endpoints import Endpoints
 from exporter.exposition import Publisher
 from exporter.files import CA_BUNDLE_LIMIT, read_text, within
+from exporter.http.listen import ListenError, systemd_sockets
+from exporter.http.server import DEFAULT_MAX_CONNECTIONS, ExporterServer, ServeOptions
 from exporter.logs import REDACTOR
 from exporter.model import Snapshot
 from exporter.poller import HEARTBEAT, Poller, Source
 from exporter.selfmetrics import ProcessMetrics
-from exporter.server import (
-    DEFAULT_MAX_CONNECTIONS,
-    ExporterServer,
-    ListenError,
-    ServeOptions,
-    systemd_sockets,
-)
 from exporter.transport import install_deadlines
 from exporter.webconfig import WebConfigFile, WebConfigProvider
 

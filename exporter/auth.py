@@ -19,7 +19,7 @@ import msal
 from msal.exceptions import MsalServiceError
 
 from exporter.client import describe_transport_error, parse_retry_after, read_bounded
-from exporter.config import AuthConfig, ClientAssertion, KeyVaultStore
+from exporter.config.types import AuthConfig, ClientAssertion, KeyVaultStore
 from exporter.files import SECRET_LIMIT, FileReadError, read_text
 from exporter.keyvault import KeyVaultSecrets
 from exporter.logs import REDACTOR

@@ -24,15 +24,11 @@ from exporter.auth import DEFAULT_REDIRECT_URI, LOGIN_FLOWS, LoginError, interac
 from exporter.config import Config, ConfigError
 from exporter.demo import demo
 from exporter.files import within
+from exporter.http.listen import DEFAULT_LISTEN_ADDRESS, parse_listen_address
+from exporter.http.routes import DEFAULT_TELEMETRY_PATH
+from exporter.http.server import DEFAULT_MAX_CONNECTIONS, ServeOptions
 from exporter.logs import REDACTOR, add_log_flags, setup_logging
 from exporter.model import escape_controls
-from exporter.server import (
-    DEFAULT_LISTEN_ADDRESS,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_TELEMETRY_PATH,
-    ServeOptions,
-    parse_listen_address,
-)
 from exporter.version import PYTHON_VERSION, REVISION, VERSION
 from exporter.webconfig import WebConfigFile
 

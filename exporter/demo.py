@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from exporter.app import load_configs, poll_once, serve, stop_on_signals
+from exporter.http.listen import DEFAULT_PORT
+from exporter.http.server import ExporterServer
 from exporter.logs import add_log_flags, setup_logging
-from exporter.server import DEFAULT_PORT, ExporterServer
 from exporter.simulator import Simulator
 from exporter.simulator.scenario import (
     DEMO_COLLECTORS,

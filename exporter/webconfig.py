@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import bcrypt
 
-from exporter.config import ConfigError, ErrorList, key_text, load_file, shown
+from exporter.config.yamlio import ConfigError, ErrorList, key_text, load_file, shown
 from exporter.files import CERTIFICATE_LIMIT, FileReadError, check_file
 
 log = logging.getLogger("exporter.webconfig")

@@ -16,10 +16,11 @@ import httpx
 import pytest
 import respx
 
+from exporter.collectors import DEFAULT_COLLECTORS
 from exporter.config import AuthConfig, Secret, TenantConfig
 from exporter.endpoints import Endpoints
 from exporter.exposition import Publisher
-from exporter.server import ExporterServer
+from exporter.http.server import ExporterServer
 from exporter.simulator import Simulator
 
 # `scripts/test --fast` sets this and runs only the tests not marked e2e; starting a process there
@@ -76,7 +77,8 @@ def tenant(method: str = "refresh_token", *, cache: Path | None = None, secret: 
         method=method,  # type: ignore[arg-type]
         client_secret=Secret(secret, "test") if secret else None,
         token_cache_file=cache, refresh_token=Secret(seed, "test") if seed else None,
-        username=username, password=Secret(password, "test") if password else None))
+        username=username, password=Secret(password, "test") if password else None),
+        collectors=DEFAULT_COLLECTORS)
 
 
 def _b64(data: dict[str, Any]) -> str:

@@ -25,7 +25,6 @@ import pytest
 import respx
 import yaml
 
-from exporter import server as server_module
 from exporter.app import App
 from exporter.cli import run as cli_run
 from exporter.collectors.dap_customers import DapCustomers, parse_dap_customer
@@ -33,9 +32,12 @@ from exporter.collectors.dap_statistics import DapStatistics, DapStatisticsClien
 from exporter.collectors.gdap_relationships import GdapRelationships, parse_relationship
 from exporter.config import ConfigError, load_config, load_yaml, shown
 from exporter.exposition import Publisher
+from exporter.http import protocol, routes
+from exporter.http import server as server_module
+from exporter.http.routes import landing_page
+from exporter.http.server import ExporterServer, connection_limit
 from exporter.model import PollError, Snapshot, SourceView
 from exporter.poller import Poller
-from exporter.server import ExporterServer, connection_limit, landing_page
 from exporter.simulator import Simulator
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig, WebConfigFile, load_web_config
@@ -231,7 +233,7 @@ def test_a_request_that_raises_costs_one_500_and_one_log_line(
     def broken(*args: object, **kwargs: object) -> bytes:
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
 
-    monkeypatch.setattr(server_module, "landing_page", broken)
+    monkeypatch.setattr(routes, "landing_page", broken)
     for _ in range(5):
         assert exchange(srv.port, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 500 ")
     assert exchange(srv.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n") \
@@ -278,9 +280,9 @@ def test_clients_that_never_read_cost_bounded_memory_and_are_dropped(
     """2: 300 connections pipelining GET /metrics (or 1 MB each of GET /healthz with basic auth on)
     and never reading grow RSS by less than 64 MiB, and every one is dropped once its output has
     waited SEND_TIMEOUT (before: 1 MB each, held forever, swept and logged every second)."""
-    monkeypatch.setattr(server_module, "SEND_TIMEOUT", 1.0)
-    monkeypatch.setattr(server_module, "REQUEST_HEAD_TIMEOUT", 1.0)
-    monkeypatch.setattr(server_module, "IDLE_TIMEOUT", 2.0)
+    monkeypatch.setattr(protocol, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(protocol, "REQUEST_HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(protocol, "IDLE_TIMEOUT", 2.0)
     web = WebConfig(basic_auth=BasicAuth({"u": bcrypt.hashpw(b"p", bcrypt.gensalt(4))})) if auth \
         else WebConfig()
     srv = ExporterServer("127.0.0.1:0", metrics_publisher(40_000), web=web)

@@ -17,9 +17,9 @@ from exporter.collectors.dap_customers import DapCustomersClient
 from exporter.collectors.dap_statistics import DapStatistics, DapStatisticsClient, parse_statistics
 from exporter.collectors.gdap_relationships import GdapRelationshipsClient
 from exporter.exposition import render
+from exporter.http.routes import landing_page
 from exporter.model import PollError, Snapshot, SourceView
 from exporter.poller import Poller
-from exporter.server import landing_page
 from tests.conftest import API_URL
 from tests.helpers.samples import FakeTokens
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.exposition import Publisher
-from exporter.server import ExporterServer
+from exporter.http.server import ExporterServer
 
 HTTP_SETTINGS = settings(max_examples=150, deadline=None,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -105,7 +105,7 @@ def test_a_malformed_head_never_gets_a_200(server: ExporterServer, mutation: int
 
 def test_the_unmutated_head_is_served() -> None:
     """The mutations start from a head the server answers with 200, so their 4xx is theirs."""
-    from exporter.server import parse_request_head
+    from exporter.http.protocol import parse_request_head
 
     request = parse_request_head(VALID.rstrip(b"\r\n"))
     assert (request.method, request.path) == ("GET", "/metrics")

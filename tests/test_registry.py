@@ -16,7 +16,7 @@ from exporter.client import ApiClient
 from exporter.collectors import REGISTRY, Context, Kind
 from exporter.config import ConfigError, load_config
 from exporter.families import CACHED, Family, Samples
-from exporter.server import landing_page
+from exporter.http.routes import landing_page
 
 TOY = "toy_widgets"
 WIDGETS = Family("partnercenter_toy_widgets", "gauge", f"Widgets of the tenant. {CACHED}", ["tenant"])

@@ -22,17 +22,12 @@ import pytest
 from exporter.collectors.dap_statistics import DapStatistics
 from exporter.collectors.gdap_relationships import GdapRelationship, GdapRelationships
 from exporter.exposition import Publisher
+from exporter.http.listen import ListenError, bind_listener, parse_listen_address, systemd_sockets
+from exporter.http.routes import landing_page
+from exporter.http.server import ExporterServer
 from exporter.logs import Redactor
 from exporter.model import Snapshot, SourceView
 from exporter.selfmetrics import ProcessMetrics
-from exporter.server import (
-    ExporterServer,
-    ListenError,
-    bind_listener,
-    landing_page,
-    parse_listen_address,
-    systemd_sockets,
-)
 from exporter.simulator.certs import CertFiles, generate_certs
 from exporter.webconfig import BasicAuth, WebConfig
 from tests.conftest import ipv6_loopback
@@ -418,8 +413,8 @@ def test_idle_and_half_sent_connections_are_closed(publisher: Publisher,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection idle past the idle timeout, or stuck mid-request-head past the head timeout,
     is closed by the server."""
-    monkeypatch.setattr("exporter.server.IDLE_TIMEOUT", 0.3)
-    monkeypatch.setattr("exporter.server.REQUEST_HEAD_TIMEOUT", 0.3)
+    monkeypatch.setattr("exporter.http.protocol.IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr("exporter.http.protocol.REQUEST_HEAD_TIMEOUT", 0.3)
     srv = start(publisher)
     try:
         idle = socket.create_connection(("127.0.0.1", srv.port), timeout=5)

@@ -95,6 +95,36 @@ def test_demo_stands_below_the_command_line() -> None:
     assert "exporter.cli" not in reachable(project_imports(), "exporter.demo")
 
 
+def test_auth_and_the_web_config_read_only_the_config_types_and_reader() -> None:
+    """The token provider and the web config import the config's types and YAML reader, never its
+    schema, so loading them loads no collector."""
+    graph = project_imports()
+    for module in ("exporter.auth", "exporter.webconfig"):
+        config = {m for m in graph[module] if m.startswith("exporter.config")}
+        assert config <= {"exporter.config.types", "exporter.config.yamlio"}, f"{module}: {sorted(config)}"
+        below = reachable(graph, module)
+        assert not {m for m in below if m.startswith("exporter.collectors") or m == "exporter.config.schema"}
+
+
+def test_the_config_package_loads_its_schema_only_when_asked() -> None:
+    """exporter/config/__init__.py imports the schema only for type checkers and on first use, so
+    importing exporter.config.types (which runs it) does not load every collector."""
+    tree = ast.parse((ROOT / "exporter" / "config" / "__init__.py").read_text())
+    at_import = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert "exporter.config.types" in at_import
+    assert "exporter.config.schema" not in at_import
+
+
+def test_the_http_protocol_knows_no_route() -> None:
+    """The HTTP/1.1 protocol hands requests on: it imports neither the routes nor the server, and
+    names no path."""
+    graph = project_imports()
+    assert not reachable(graph, "exporter.http.protocol") & {"exporter.http.routes", "exporter.http.server"}
+    source = (ROOT / "exporter" / "http" / "protocol.py").read_text()
+    for path in ("/metrics", "/healthz", "/readyz"):
+        assert path not in source
+
+
 def test_the_fast_tier_refuses_to_start_a_process() -> None:
     """Under `scripts/test --fast` a test that starts a process fails, naming the e2e mark."""
     with pytest.raises(RuntimeError, match=r"mark this test @pytest\.mark\.e2e"):
@@ -103,7 +133,8 @@ def test_the_fast_tier_refuses_to_start_a_process() -> None:
 
 # Everything but the kinds' own modules, the registry, the demo's scenario and the config format
 # (whose endpoint keys are per API) goes through the registry.
-KIND_FREE = ("model", "client", "families", "poller", "exposition", "server", "app", "auth", "cli")
+KIND_FREE = ("model", "client", "families", "poller", "exposition", "http/listen", "http/protocol",
+             "http/routes", "http/server", "app", "auth", "cli")
 
 
 def test_only_the_registry_and_the_kinds_name_a_kind() -> None:

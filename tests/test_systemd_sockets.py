@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.server import ListenError, systemd_sockets
+from exporter.http.listen import ListenError, systemd_sockets
 from exporter.simulator import Simulator
 from tests.conftest import require_binary
 from tests.helpers.e2e import ROOT, exporter_command, wait_for, write_config

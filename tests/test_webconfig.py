@@ -14,7 +14,7 @@ import pytest
 
 from exporter.config import ConfigError
 from exporter.exposition import Publisher
-from exporter.server import ExporterServer
+from exporter.http.server import ExporterServer
 from exporter.simulator.certs import generate_certs
 from exporter.webconfig import BasicAuth, WebConfigFile, load_web_config
 from tests.helpers.e2e import wait_for
