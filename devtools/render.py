@@ -15,13 +15,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
+from typing import TYPE_CHECKING, Any
 
 from devtools.grafana import (
     PrometheusAPI,
@@ -34,6 +28,9 @@ from devtools.grafana import (
     variable_values,
 )
 from exporter.config.yamlio import parse_duration
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 ROW_HEIGHT = 0.42  # inches per Grafana grid row
 COLUMN_WIDTH = 0.85  # inches per Grafana grid column (24 columns)
@@ -262,6 +259,13 @@ def render_dashboard(api: PrometheusAPI, dashboard: Mapping[str, Any], name: str
     renderer = PanelRenderer(api, context, end or time.time(), name)
     panels = list(iter_panels(dashboard))
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
+    # Imported here: matplotlib builds a font cache on first import (running fc-list), which the
+    # tests that only check this module's queries and arguments must not pay for.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure = plt.figure(figsize=(24 * COLUMN_WIDTH, rows * ROW_HEIGHT + 0.8))
     figure.suptitle(f"{dashboard['title']}  (last {context.range_seconds / 3600:g} h, all tenants)",
                     x=0.01, ha="left", fontsize=13, fontweight="bold")

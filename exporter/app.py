@@ -128,7 +128,7 @@ class App:
         if isinstance(web, WebConfigFile):
             web.on_reload = lambda ok: self.publisher.loaded("web", ok)
         self._sources = {tenant.name: (tenant, self._build(tenant, config)) for tenant in config.tenants}
-        self.poller = build_poller(config, self._all_sources(), self.publisher,
+        self.poller = build_poller(config, self.sources, self.publisher,
                                    retry_initial=retry_initial)
         self.publisher.publish(self.poller.snapshot())
         self._server: ExporterServer | None = None
@@ -165,7 +165,9 @@ class App:
     def _build(self, tenant: TenantConfig, config: Config) -> tuple[ApiClient[Any], ...]:
         return build_sources(tenant, config, self._http, config_path=self._config_path)
 
-    def _all_sources(self) -> list[ApiClient[Any]]:
+    @property
+    def sources(self) -> list[ApiClient[Any]]:
+        """Every source polled now, tenant by tenant."""
         return [source for _, sources in self._sources.values() for source in sources]
 
     def start(self) -> None:
@@ -184,7 +186,7 @@ class App:
         rebuild = _shared_settings(config) != _shared_settings(self.config)
         if rebuild:
             # Polls still running finish on the old client; tidy() closes it once they have.
-            self._retired.append((self._http, tuple(self._all_sources())))
+            self._retired.append((self._http, tuple(self.sources)))
             self._http = build_http_client(config)
         sources = {}
         for tenant in config.tenants:
@@ -203,7 +205,7 @@ class App:
         self._sources = sources
         self.config = config
         self.publisher.reconfigure(config.inactive_thresholds_days, poll_interval=config.poll_interval)
-        self.poller.reconfigure(self._all_sources(), interval=config.poll_interval,
+        self.poller.reconfigure(self.sources, interval=config.poll_interval,
                                 concurrency=config.poll_concurrency)
         log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})
 
@@ -226,7 +228,7 @@ class App:
         self._stopping = True
         self.poller.stop()
         deadline = time.monotonic() + TOKEN_SHUTDOWN_GRACE
-        for source in self._all_sources():
+        for source in self.sources:
             if not source.tokens.wait_idle(deadline - time.monotonic()):
                 log.warning("stopped while a token request was in flight; if the refresh token "
                             "was rotated, run login again", extra={"tenant": source.name})

@@ -33,7 +33,10 @@ class _NoProcesses(subprocess.Popen):  # type: ignore[type-arg]
         raise RuntimeError("the fast test tier starts no process: mark this test @pytest.mark.e2e")
 
 
-def pytest_configure(config: pytest.Config) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    # From collection on, so a test module that starts a process on import fails too. Not before:
+    # pytest-xdist starts its workers, and they report their platform, in the session's start.
     if FAST_TIER:
         subprocess.Popen = _NoProcesses  # type: ignore[misc]
 

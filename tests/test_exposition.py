@@ -299,3 +299,22 @@ def test_an_active_relationship_whose_end_has_passed_is_not_expiring_within_days
     gdap = GdapRelationships((relationship("a", ends_in_days=-0.5), relationship("b", ends_in_days=2)),
                              fetched_at=NOW)
     assert gdap.expiring_without_auto_extend(7) == 1
+
+
+def test_a_reload_after_a_failed_one_records_success_and_its_time() -> None:
+    """A failed load sets config_last_reload_successful to 0 and keeps the last success time; the
+    next good reload (reconfigure) sets it back to 1 with the time of that reload."""
+    now = [1_000.0]
+    publisher = Publisher((90,), poll_interval=900, clock=lambda: now[0], loaded=("config",))
+    ok, at = ("partnercenter_exporter_config_last_reload_successful",
+              "partnercenter_exporter_config_last_reload_success_timestamp_seconds")
+    now[0] = 2_000.0
+    publisher.loaded("config", False)
+    body = publisher.current.body.decode()
+    assert _samples(body, ok) == {'config="config"': "0.0"}
+    assert _samples(body, at) == {'config="config"': "1000.0"}
+    now[0] = 3_000.0
+    publisher.reconfigure((30, 90), poll_interval=600)
+    body = publisher.current.body.decode()
+    assert _samples(body, ok) == {'config="config"': "1.0"}
+    assert _samples(body, at) == {'config="config"': "3000.0"}

@@ -36,6 +36,52 @@ def test_ci_runs_the_readme_test_command() -> None:
         assert os.access(path, os.X_OK), f"{path} is not executable"
 
 
+def test_the_full_run_starts_with_the_fast_tier_and_measures_branch_coverage() -> None:
+    """scripts/test (which .ci/run calls) runs the fast tier before the end-to-end tier, so a fast
+    failure stops CI within a minute, and fails the full run below the coverage floor."""
+    script = (ROOT / "scripts" / "test").read_text()
+    fast, slow = script.index('-m "not e2e"'), script.index("-m e2e")
+    assert fast < slow
+    assert '[ -z "$fast" ] || exit 0' in script[fast:slow]
+    assert re.search(r"^COVERAGE_FLOOR=\d+$", script, re.M)
+    assert '--cov-fail-under="$COVERAGE_FLOOR"' in script[fast:]
+
+
+# Hosts that packages are downloaded from: the tree must reach them only through pip, npm and apt,
+# which carry the machine's own index, mirror and CA settings.
+_REGISTRY_HOSTS = ("pypi.org", "pythonhosted.org", "registry.npmjs.org", "registry.yarnpkg.com",
+                   "deb.debian.org", "security.debian.org", "archive.ubuntu.com")
+
+
+@pytest.mark.e2e
+def test_no_package_registry_host_is_named_in_the_tree() -> None:
+    """No tracked file names a package registry's download host (git grep finds none)."""
+    result = subprocess.run(["git", "grep", "-n", "-I", "-F", *(f"-e{host}" for host in _REGISTRY_HOSTS),
+                             "--", ".", ":!tests/test_packaging.py"],
+                            cwd=ROOT, capture_output=True, text=True, check=False) \
+        if (ROOT / ".git").exists() else None
+    if result is None:
+        pytest.skip("not a git checkout")
+    assert result.returncode == 1, result.stdout
+
+
+@pytest.mark.e2e
+def test_the_fast_tier_passes_with_empty_library_caches(tmp_path: Path) -> None:
+    """The fast tier passes on a machine where no library has a cache yet: with MPLCONFIGDIR and
+    XDG_CACHE_HOME empty, a library that starts a process to build one (matplotlib runs fc-list)
+    fails the tier at collection, as it did on fresh machines."""
+    for name in ("mpl", "cache"):
+        (tmp_path / name).mkdir()
+    env = {**os.environ, "PCX_TEST_TIER": "fast", "MPLCONFIGDIR": str(tmp_path / "mpl"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-m", "not e2e", "-q", "-n", "2", "-x",
+                             "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'basetemp'}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert re.search(r"\d+ passed", result.stdout)
+
+
 @pytest.mark.e2e
 def test_dockerfile_is_hadolint_clean() -> None:
     """hadolint finds nothing in the Dockerfile."""

@@ -271,7 +271,12 @@ class Simulator:
         self._lock = threading.Lock()
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(str(self.certs.cert_file), str(self.certs.key_file))
-        self._httpd = self._listen((host, port))
+        try:
+            self._httpd = self._listen((host, port))
+        except OSError:
+            if self._tempdir is not None:
+                self._tempdir.cleanup()  # the caller may try another port; leave no directory behind
+            raise
         self._thread: threading.Thread | None = None
         # Certificates and federated identity credentials registered on apps.
         self.app_credentials: dict[str, AppCredentials] = {}

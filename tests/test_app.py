@@ -1,0 +1,104 @@
+"""One config's pipeline: what a reload keeps, and the loop that applies SIGHUP's reloads."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.app import App, run_until
+from exporter.config import Config, ConfigError, parse_config
+from tests.conftest import CLIENT_ID, TENANT_ID
+
+RAW: dict[str, Any] = {"tenants": [{"name": "contoso", "tenant_id": TENANT_ID, "client_id": CLIENT_ID,
+                                    "auth": {"token_cache_file": "cache.json"}}]}
+
+
+def _config(tmp_path: Path, change: Callable[[dict[str, Any]], None] = lambda raw: None) -> Config:
+    raw = copy.deepcopy(RAW)
+    change(raw)
+    return parse_config(raw, environ={}, base_dir=tmp_path)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    built = App(_config(tmp_path), config_path=str(tmp_path / "config.yml"), listen_address=None)
+    yield built
+    built.stop()
+
+
+def test_a_reload_that_rebuilds_a_tenant_carries_its_request_counts_over(app: App, tmp_path: Path) -> None:
+    """A tenant rebuilt by a reload keeps its API request counts: they are counters, and a drop to 0
+    would read as a counter reset to rate() and lose the requests made before the reload."""
+    (before,) = app.sources
+    before.requests_by_code.update({"200": 7, "429": 2})
+    app.reload(_config(tmp_path, lambda raw: raw.update(request_timeout="10s")))
+    (after,) = app.sources
+    assert after is not before  # rebuilt: the shared HTTP settings changed
+    assert after.requests_by_code == {"200": 7, "429": 2}
+
+
+class _Recorder:
+    """Stands in for the App that run_until drives: records reloads and failed loads."""
+
+    def __init__(self, stop: threading.Event, after: int) -> None:
+        self.calls: list[str] = []
+        self._stop, self._after = stop, after
+        self.publisher = self
+
+    def tidy(self) -> None:
+        pass
+
+    def loaded(self, config: str, ok: bool) -> None:
+        self._record(f"loaded {config} {ok}")
+
+    def reload(self, config: Config) -> None:
+        self._record(f"reload {len(config.tenants)} tenant(s)")
+
+    def _record(self, call: str) -> None:
+        self.calls.append(call)
+        if len(self.calls) >= self._after:
+            self._stop.set()
+
+
+def _loads(tmp_path: Path, *answers: Config | Exception) -> Callable[[], Config]:
+    pending = list(answers)
+
+    def load() -> Config:
+        answer = pending.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return load
+
+
+def test_run_until_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_path: Path) -> None:
+    """On each reload signal run_until loads the config: a bad one is recorded as a failed load
+    and not applied; the next good one is applied."""
+    stop, reload = threading.Event(), threading.Event()
+    recorder = _Recorder(stop, after=2)
+    load = _loads(tmp_path, ConfigError(["tenants: required"]), _config(tmp_path))
+
+    def signal_twice() -> None:
+        reload.set()
+        while reload.is_set() and not stop.is_set():
+            stop.wait(0.05)
+        reload.set()
+
+    threading.Thread(target=signal_twice, daemon=True).start()
+    run_until(recorder, stop, reload, load)  # type: ignore[arg-type]
+    assert recorder.calls == ["loaded config False", "reload 1 tenant(s)"]
+
+
+def test_run_until_loads_nothing_without_a_reload_signal(tmp_path: Path) -> None:
+    """Without SIGHUP run_until only tidies until stopped: no load, no reload."""
+    stop, reload = threading.Event(), threading.Event()
+    recorder = _Recorder(stop, after=1)
+    threading.Timer(0.5, stop.set).start()
+    run_until(recorder, stop, reload, _loads(tmp_path))  # type: ignore[arg-type]
+    assert recorder.calls == []
