@@ -16,8 +16,8 @@ from tests.helpers import image
 from tests.helpers.e2e import http_get, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-# The image's HEALTHCHECK asks this port; nothing else in the suite binds it.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("port-9867")]
+# The image's HEALTHCHECK asks :9867; nothing else in the suite binds it.
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,21 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+def test_the_guides_flags_drop_in_verifies_cleanly_and_keeps_every_flag(tmp_path: Path) -> None:
+    """The `Environment=` line deploy/systemd/README.md tells people to add with `systemctl edit`
+    loads without a warning, and its one variable holds both flags: unquoted, systemd drops
+    `--web.config.file`, and /metrics loses TLS and basic auth."""
+    guide = (UNITS / "README.md").read_text()
+    (line,) = re.findall(r"`(Environment=.*--web\.config\.file=[^`]*)`", guide)
+    service = installed_copy(tmp_path)
+    (tmp_path / f"{SERVICE.name}.d").mkdir()
+    (tmp_path / f"{SERVICE.name}.d" / "flags.conf").write_text(f"[Service]\n{line}\n")
+    result = verify(service)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    (assignment,) = shlex.split(line.removeprefix("Environment="))
+    assert "--web.config.file=" in assignment.partition("=")[2]
+
+
 def test_verify_reports_a_misspelt_directive(tmp_path: Path) -> None:
     """The check above can fail: a misspelt hardening directive is reported (systemd ignores it)."""
     service = installed_copy(tmp_path)

@@ -64,6 +64,7 @@ def write_demo_config(sim: Simulator, workdir: Path) -> Path:
               "endpoints": sim.endpoints_config(),
               "tenants": tenants}
     path = workdir / "config.yaml"
-    path.write_text("# Written by `partnercenter-exporter demo`; points at the built-in simulator.\n"
+    path.write_text("# Written by the simulator's scenario (exporter/simulator/scenario.py); points at the "
+                    "simulator it started.\n"
                     + yaml.safe_dump(config, sort_keys=False))
     return path
