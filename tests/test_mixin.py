@@ -35,6 +35,19 @@ def dashboard_queries(rendered: dict[str, Any]) -> list[str]:
     return queries
 
 
+@pytest.mark.e2e
+@pytest.mark.parametrize("field", ["prometheusAlerts", "prometheusRules", "grafanaDashboards"])
+def test_debians_jsonnet_renders_what_the_pypi_one_does(field: str) -> None:
+    """The jsonnet binary on the machine (Debian 12's is 0.18, which refuses negative slice
+    indexes) renders each part of the mixin exactly as the PyPI jsonnet (0.22) the tests use."""
+    snippet = f"(import 'mixin.libsonnet').{field}"
+    result = subprocess.run([require_binary("jsonnet"), "-J", str(ROOT / "mixin"), "-e", snippet],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    expected = _jsonnet.evaluate_snippet("snippet", snippet, jpathdir=str(ROOT / "mixin"))
+    assert json.loads(result.stdout) == json.loads(expected)
+
+
 def test_the_mixin_exposes_alerts_rules_and_dashboards() -> None:
     """prometheusAlerts, prometheusRules and grafanaDashboards are there, with the shipped counts."""
     rendered = build_monitoring.render_mixin()
