@@ -1,11 +1,13 @@
 """The released version and the files that pin it; CHANGELOG.md's newest release is the one place.
 
-    python -m devtools.release --check       exit 1 if a deploy file pins another version
+    python -m devtools.release --check       exit 1 if a deploy file names another image than it should
     python -m devtools.release cut 0.2.0      move [Unreleased] to [0.2.0] and re-pin the deploy files
     python -m devtools.release notes 0.2.0    print that version's CHANGELOG section (release notes)
 
-The package's own version comes from the git tag (setuptools-scm); the release workflow checks
-that the tag, CHANGELOG.md and these pins agree before it publishes anything.
+Until the first release there is no image to pull: the deploy files run the image
+`scripts/build-image` tags `partnercenter-exporter:local`. From the first `cut` on they run the
+released image from GHCR. The package's own version comes from the git tag (setuptools-scm); the
+release workflow checks that the tag, CHANGELOG.md and these pins agree before it publishes anything.
 """
 
 from __future__ import annotations
@@ -14,21 +16,50 @@ import argparse
 import datetime as dt
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANGELOG = "CHANGELOG.md"
 REPOSITORY = "https://github.com/partnercenter-exporter/partnercenter-exporter"
+# What the release workflow pushes (ghcr.io/${{ github.repository }}), and what scripts/build-image
+# tags from a checkout.
+RELEASED_IMAGE = "ghcr.io/partnercenter-exporter/partnercenter-exporter"
+LOCAL_IMAGE = "partnercenter-exporter"
+LOCAL_TAG = "local"
 _VERSION = r"\d+\.\d+\.\d+"
 _RELEASE_HEADING = re.compile(rf"^## \[({_VERSION})\] - (\d{{4}}-\d{{2}}-\d{{2}})$", re.M)
-# Where a deploy file pins the image: a file relative to the root, and a pattern whose one group
-# is the version. Every file must match at least once.
-PINS: tuple[tuple[str, str], ...] = (
-    ("deploy/kubernetes/kustomization.yaml", rf"\n    newTag: ({_VERSION})\n"),
-    ("deploy/compose/compose.yaml", rf"partnercenter-exporter:({_VERSION})\}}"),
-    ("docs/deployment.md", rf"partnercenter-exporter:({_VERSION})\b"),
-    ("docs/deployment.md", rf"newTag: ({_VERSION})\n"),
-    ("deploy/systemd/README.md", rf"partnercenter-exporter==({_VERSION})\b"),
+
+
+def image(version: str | None) -> str:
+    """The image a deploy file runs: the release's from GHCR, or the local build before any release."""
+    return f"{RELEASED_IMAGE}:{version}" if version else f"{LOCAL_IMAGE}:{LOCAL_TAG}"
+
+
+def _kustomize_image(version: str | None) -> str:
+    return (f"    newName: {RELEASED_IMAGE}\n    newTag: {version}" if version
+            else f"    newName: {LOCAL_IMAGE}\n    newTag: {LOCAL_TAG}")
+
+
+def _compose_image(version: str | None) -> str:
+    # A local build is never pulled: without `scripts/build-image` first, Compose says "No such image".
+    return (f"image: ${{PARTNERCENTER_EXPORTER_IMAGE:-{image(version)}}}"
+            + ("" if version else "\n    pull_policy: never"))
+
+
+def _overlay_name(version: str | None) -> str:
+    return f"     - name: {RELEASED_IMAGE if version else LOCAL_IMAGE}"
+
+
+# Where a deploy file names the image: a file relative to the root, a pattern whose one group is
+# the pin, and the pin's text for a released version (None: nothing released yet). Every file
+# must match at least once.
+PINS: tuple[tuple[str, str, Callable[[str | None], str]], ...] = (
+    ("deploy/kubernetes/kustomization.yaml",
+     r"\n  - name: partnercenter-exporter\n(    newName: \S+\n    newTag: \S+)\n", _kustomize_image),
+    ("deploy/compose/compose.yaml",
+     r"(image: \$\{PARTNERCENTER_EXPORTER_IMAGE:-[^}]+\}(?:\n    pull_policy: \w+)?)\n", _compose_image),
+    ("docs/deployment.md", r"# Only to run from your own registry.*\n(     - name: \S+)\n", _overlay_name),
 )
 
 
@@ -36,23 +67,23 @@ class ReleaseError(Exception):
     """A release step that cannot go ahead; the message says why and what to do."""
 
 
-def released(root: Path = ROOT) -> str:
-    """The newest version CHANGELOG.md lists as released."""
+def released(root: Path = ROOT) -> str | None:
+    """The newest version CHANGELOG.md lists as released; None before the first release."""
     match = _RELEASE_HEADING.search((root / CHANGELOG).read_text())
-    if match is None:
-        raise ReleaseError(f"{CHANGELOG}: no released version (a heading like '## [1.2.3] - 2026-01-31')")
-    return match.group(1)
+    return match.group(1) if match else None
 
 
 def mismatches(root: Path = ROOT) -> list[str]:
-    """Each pin that is not the released version, as `file: pins X, CHANGELOG.md says Y`."""
+    """Each pin that does not name the released image (or, before a release, the local build)."""
     version = released(root)
     problems = []
-    for name, pattern in PINS:
+    for name, pattern, pin in PINS:
         found = re.findall(pattern, (root / name).read_text())
         if not found:
-            problems.append(f"{name}: no version pin matching {pattern!r}")
-        problems += [f"{name}: pins {pin}, {CHANGELOG} says {version}" for pin in found if pin != version]
+            problems.append(f"{name}: no image pin matching {pattern!r}")
+        want = pin(version)
+        problems += [f"{name}: pins {text.strip()!r}, but {CHANGELOG}'s newest release "
+                     f"({version or 'none yet'}) needs {want.strip()!r}" for text in found if text != want]
     return problems
 
 
@@ -67,32 +98,38 @@ def notes(version: str, root: Path = ROOT) -> str:
 
 
 def cut(version: str, today: dt.date, root: Path = ROOT) -> None:
-    """Turn [Unreleased] into `version` dated `today`, and pin every deploy file to it."""
+    """Turn [Unreleased] into `version` dated `today`, and pin every deploy file to its image."""
     if not re.fullmatch(_VERSION, version):
         raise ReleaseError(f"version: expected MAJOR.MINOR.PATCH such as 1.2.3, got {version!r}")
     previous = released(root)
-    if tuple(map(int, version.split("."))) <= tuple(map(int, previous.split("."))):
+    if previous and tuple(map(int, version.split("."))) <= tuple(map(int, previous.split("."))):
         raise ReleaseError(f"version: {version} is not newer than the released {previous}")
     path = root / CHANGELOG
     text = path.read_text()
-    section = re.search(r"^## \[Unreleased\]\n(.*?)(?=^## )", text, re.M | re.S)
+    section = re.search(r"^## \[Unreleased\]\n(.*?)(?=^## |^\[|\Z)", text, re.M | re.S)
     if section is None or not section.group(1).strip():
         raise ReleaseError(f"{CHANGELOG}: [Unreleased] is empty; write down what changed first")
     text = text.replace("## [Unreleased]\n", f"## [Unreleased]\n\n## [{version}] - {today.isoformat()}\n", 1)
+    link = (f"{REPOSITORY}/compare/v{previous}...v{version}" if previous
+            else f"{REPOSITORY}/releases/tag/v{version}")
     text = re.sub(r"^\[Unreleased\]: .*$",
-                  f"[Unreleased]: {REPOSITORY}/compare/v{version}...HEAD\n"
-                  f"[{version}]: {REPOSITORY}/compare/v{previous}...v{version}", text, count=1, flags=re.M)
+                  f"[Unreleased]: {REPOSITORY}/compare/v{version}...HEAD\n[{version}]: {link}",
+                  text, count=1, flags=re.M)
     path.write_text(text)
-    for name, pattern in PINS:
-        pinned = root / name
-        pinned.write_text(re.sub(pattern, lambda m: m.group(0).replace(m.group(1), version),
-                                 pinned.read_text()))
+    for name, pattern, pin in PINS:
+        pinned, text = root / name, pin(version)
+
+        def repin(match: re.Match[str], text: str = text) -> str:
+            return match.group(0).replace(match.group(1), text)
+
+        pinned.write_text(re.sub(pattern, repin, pinned.read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a deploy file pins another version")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a deploy file names another image than it should")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("cut", help="release [Unreleased] as VERSION").add_argument("version")
     sub.add_parser("notes", help="print VERSION's CHANGELOG section").add_argument("version")
@@ -114,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems and not args.check:
-        print(released())
+        print(released() or "")
     return 1 if problems else 0
 
 

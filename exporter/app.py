@@ -257,7 +257,14 @@ def run_until(app: App, stop: threading.Event, reload: threading.Event,
                       extra={"errors": "; ".join(errors)})
             app.publisher.loaded("config", False)
             continue
+        say_warnings(config)
         app.reload(config)
+
+
+def say_warnings(config: Config) -> None:
+    """Log what is wrong with a config that still works (a secret file others can read)."""
+    for warning in config.warnings:
+        log.warning("config warning", extra={"warning": warning})
 
 
 def load_configs(config_file: str, web_config_file: str | None,
@@ -279,6 +286,7 @@ def load_configs(config_file: str, web_config_file: str | None,
         raise ConfigError(errors)
     for value in config.secret_values():
         REDACTOR.add_secret(value)
+    say_warnings(config)
     return config, web
 
 

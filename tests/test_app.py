@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exporter.app import App, run_until
+from exporter.app import App, load_configs, run_until
 from exporter.config import Config, ConfigError, parse_config
 from tests.conftest import CLIENT_ID, TENANT_ID
 
@@ -102,3 +103,31 @@ def test_run_until_loads_nothing_without_a_reload_signal(tmp_path: Path) -> None
     threading.Timer(0.5, stop.set).start()
     run_until(recorder, stop, reload, _loads(tmp_path))  # type: ignore[arg-type]
     assert recorder.calls == []
+
+
+def test_loading_the_configs_logs_each_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A config that loads with a warning (a secret file others can read) says so in the log at
+    start, --config.check and login, which all load through load_configs."""
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cr3t-value\n")
+    secret.chmod(0o644)
+    (tmp_path / "c.yaml").write_text(
+        f"tenants:\n- name: contoso\n  tenant_id: {TENANT_ID}\n  client_id: {CLIENT_ID}\n"
+        "  auth: {method: client_credentials, client_secret_file: client-secret}\n")
+    with caplog.at_level("WARNING", logger="exporter"):
+        load_configs(str(tmp_path / "c.yaml"), None)
+    [record] = [r for r in caplog.records if r.getMessage() == "config warning"]
+    assert record.warning == (f"tenants[0].auth.client_secret_file: {secret} is readable by others "  # type: ignore[attr-defined]
+                              f"(mode 0644); it holds a secret: run chmod 0400 {secret}")
+
+
+def test_a_reload_logs_the_new_configs_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP's reload says a reloaded config's warnings too, as the start does."""
+    stop, reload = threading.Event(), threading.Event()
+    recorder = _Recorder(stop, after=1)
+    warned = dataclasses.replace(_config(tmp_path), warnings=("tenants[0].auth.client_secret_file: shared",))
+    reload.set()
+    with caplog.at_level("WARNING", logger="exporter"):
+        run_until(recorder, stop, reload, _loads(tmp_path, warned))  # type: ignore[arg-type]
+    assert [r.warning for r in caplog.records if r.getMessage() == "config warning"] == [  # type: ignore[attr-defined]
+        "tenants[0].auth.client_secret_file: shared"]

@@ -102,6 +102,9 @@ EXPIRED_TENANT = "00000000-0000-0000-0000-0000000000e1"
 def test_an_expired_certificate_fails_its_tenant_only(tmp_path: Path) -> None:
     """A tenant whose certificate expired fails with reason auth and says so; the other tenant is
     polled, the expiry is exported, and --config.check names the certificate (exit 1)."""
+    expired = tmp_path / "expired.pem"  # the fixture, kept as a key should be (0600): no warning
+    expired.write_bytes(EXPIRED_CERTIFICATE.read_bytes())
+    expired.chmod(0o600)
     with Simulator(accept_app_only=True) as sim:
         sim.add_tenant(TENANT_ID, customers=12)
         sim.add_tenant(EXPIRED_TENANT, customers=3)
@@ -112,13 +115,13 @@ def test_an_expired_certificate_fails_its_tenant_only(tmp_path: Path) -> None:
             {"name": "contoso", "tenant_id": TENANT_ID, "client_id": APP_ID, "auth": {
                 "method": "client_credentials", "client_certificate_file": str(tmp_path / "app.pem")}},
             {"name": "lapsed", "tenant_id": EXPIRED_TENANT, "client_id": EXPIRED_APP, "auth": {
-                "method": "client_credentials", "client_certificate_file": str(EXPIRED_CERTIFICATE)}}])
+                "method": "client_credentials", "client_certificate_file": str(expired)}}])
         once = run_exporter("--config.file", str(tmp_path / "config.yaml"), "--once")
         check = run_exporter("--config.file", str(tmp_path / "config.yaml"), "--config.check")
         requests = [r for r in sim.requests if r.tenant == EXPIRED_TENANT]
     assert once.returncode == 1
     assert 'partnercenter_dap_customers{tenant="contoso"} 12' in once.stdout
-    assert (f"error: tenant lapsed: dap_statistics: auth: the certificate in {EXPIRED_CERTIFICATE} expired "
+    assert (f"error: tenant lapsed: dap_statistics: auth: the certificate in {expired} expired "
             f"on 2025-12-02") in once.stderr
     assert "error: tenant contoso" not in once.stderr
     assert not requests  # refused before any sign-in is tried
@@ -127,7 +130,7 @@ def test_an_expired_certificate_fails_its_tenant_only(tmp_path: Path) -> None:
     assert 'client_certificate_expiry_timestamp_seconds{tenant="contoso"}' in once.stdout
     assert check.returncode == 1
     assert check.stderr.strip() == (f"tenants[1].auth.client_certificate_file: the certificate in "
-                                    f"{EXPIRED_CERTIFICATE} expired on 2025-12-02; create a new one, upload "
+                                    f"{expired} expired on 2025-12-02; create a new one, upload "
                                     f"it to the app registration and replace the file")
 
 

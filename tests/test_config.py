@@ -221,3 +221,44 @@ def test_a_token_cache_the_exporter_would_refuse_fails_the_check(tmp_path: Path,
         load_config(tmp_path / "c.yaml")
     assert caught.value.errors == [f"tenants[0].auth.token_cache_file: {tmp_path / 'cache.json'} is JSON but "
                                    f"not an MSAL token cache; move it away and run login again"]
+
+
+def _secret_file_config(tmp_path: Path, mode: int) -> Path:
+    """A config whose one secret, a client secret file, has `mode`."""
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cr3t-value\n")
+    secret.chmod(mode)
+    (tmp_path / "c.yaml").write_text(
+        "tenants:\n- name: a\n  tenant_id: a.onmicrosoft.com\n"
+        "  client_id: 11111111-1111-1111-1111-111111111111\n"
+        "  auth: {method: client_credentials, client_secret_file: client-secret}\n")
+    return tmp_path / "c.yaml"
+
+
+def test_a_secret_file_others_can_read_gets_a_warning_naming_the_chmod(tmp_path: Path) -> None:
+    """A secret file at 0644 loads, with one warning that names the key, the file and the fix."""
+    config = load_config(_secret_file_config(tmp_path, 0o644))
+    secret = tmp_path / "client-secret"
+    assert config.warnings == (f"tenants[0].auth.client_secret_file: {secret} is readable by others "
+                               f"(mode 0644); it holds a secret: run chmod 0400 {secret}",)
+
+
+@pytest.mark.parametrize("mode", [0o400, 0o600, 0o640])
+def test_a_secret_file_kept_to_this_user_or_its_own_group_gets_no_warning(tmp_path: Path, mode: int) -> None:
+    """0400, 0600, and 0640 with the process's own group (Kubernetes' fsGroup, a systemd unit's
+    group) are how the guides keep secrets: no warning."""
+    assert load_config(_secret_file_config(tmp_path, mode)).warnings == ()
+
+
+def test_a_private_key_others_can_read_gets_a_warning(tmp_path: Path) -> None:
+    """A client certificate file (it holds the private key) readable by others is named too."""
+    pem = tmp_path / "cert.pem"
+    pem.write_bytes((FIXTURES / "secrets" / "client-cert.pem").read_bytes())
+    pem.chmod(0o644)
+    (tmp_path / "c.yaml").write_text(
+        "tenants:\n- name: a\n  tenant_id: a.onmicrosoft.com\n"
+        "  client_id: 11111111-1111-1111-1111-111111111111\n"
+        "  auth: {method: client_credentials, client_certificate_file: cert.pem}\n")
+    assert load_config(tmp_path / "c.yaml").warnings == (
+        f"tenants[0].auth.client_certificate_file: {pem} is readable by others (mode 0644); it holds a "
+        f"private key: run chmod 0400 {pem}",)

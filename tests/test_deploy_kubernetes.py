@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from devtools import build_monitoring
-from devtools.release import released
+from devtools.release import image, released
 from tests.conftest import require_binary
 from tests.helpers.deploy import ContainerFiles, flag_value
 from tests.helpers.e2e import ROOT, run_exporter
@@ -126,9 +126,10 @@ def test_pod_meets_the_restricted_pod_security_standard() -> None:
     assert namespace_labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_image_is_the_released_one_from_ghcr() -> None:
-    """The base runs the image the release workflow publishes, at CHANGELOG.md's newest release."""
-    assert container()["image"] == f"ghcr.io/partnercenter-exporter/partnercenter-exporter:{released()}"
+def test_image_is_the_one_the_repository_produces() -> None:
+    """The base runs the image of CHANGELOG.md's newest release, or before the first release the one
+    scripts/build-image builds from the checkout (partnercenter-exporter:local)."""
+    assert container()["image"] == image(released())
 
 
 def test_probes_hit_healthz_and_readyz_on_the_listening_port() -> None:
@@ -279,8 +280,7 @@ def test_guide_overlay_builds_on_the_base(tmp_path: Path) -> None:
     resources = {r["kind"]: r for r in yaml.safe_load_all(result.stdout)}
     assert yaml.safe_load(resources["ConfigMap"]["data"]["config.yml"]) == config
     [box] = resources["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert box["image"] == "registry.example.com/partnercenter-exporter:0.1.0"
-    assert box["image"].endswith(f":{released()}")
+    assert box["image"] == "registry.example.com/partnercenter-exporter:VERSION"
     for kind in OPERATOR_KINDS:
         assert resources[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert "release" not in resources["Deployment"]["metadata"]["labels"]

@@ -19,6 +19,7 @@ from tests.helpers.e2e import (
     ROOT,
     ExporterProcess,
     exporter_command,
+    exporter_on,
     http_get,
     inactive_over_90,
     run_exporter,
@@ -165,6 +166,7 @@ def test_config_example_passes_config_check(tmp_path: Path) -> None:
         if key != "token_cache":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text("example-secret-value\n")
+            Path(path).chmod(0o600)  # as docs/security.md keeps secrets; 0644 would be warned about
     config = tmp_path / "config.yaml"
     config.write_text(text)
     result = run_exporter("--config.file", str(config), "--config.check",
@@ -231,10 +233,9 @@ def test_demo_serves_metrics_for_four_tenants(tmp_path: Path) -> None:
         assert metric(body, 'partnercenter_gdap_relationships{status="active",tenant="tailspin"}') == 0
         assert metric(body, 'partnercenter_dap_customers_without_gdap{tenant="tailspin"}') == \
             metric(body, 'partnercenter_dap_enabled_customers{tenant="tailspin"}') == 60
-        # The demo's hostile names (HOSTILE_NAMES) arrive cleaned and escaped, and the page shows.
-        assert 'customer_name="Broken \ufffd Surrogate BV"' in body
-        assert 'customer_name="Line Break Inc"' in body  # a line break in a name becomes a space
-        assert 'customer_name="Quote \\" Backslash \\\\ Ltd"' in body
+        # The demo a person opens has plain names; the hostile ones are the simulator's --hostile.
+        assert "<script>" not in body
+        assert "\ufffd" not in body
         assert http_get(url.removesuffix("metrics"))[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
@@ -384,3 +385,27 @@ def test_systemd_socket_without_systemd_is_one_clear_error(sim: Simulator, tmp_p
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         "--web.systemd-socket: systemd passed no socket (LISTEN_FDS is not set)")
+
+
+def test_the_simulators_hostile_names_arrive_cleaned_and_escaped(tmp_path: Path) -> None:
+    """With `python -m exporter.simulator --hostile`, customer names with a lone surrogate, a line
+    break, quotes and a backslash, and markup reach /metrics cleaned and escaped."""
+    sim = subprocess.Popen([sys.executable, "-m", "exporter.simulator", "--hostile", "--dir", str(tmp_path)],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        printed = "".join(sim.stdout.readline() for _ in range(4))
+        assert f"config:    {tmp_path}/config.yaml" in printed
+        exporter = exporter_on(tmp_path / "config.yaml", tmp_path)
+        try:
+            exporter.wait_ready(30)
+            body = http_get(f"{exporter.url}/metrics")[1].decode()
+        finally:
+            exporter.stop()
+        assert 'customer_name="Broken \ufffd Surrogate BV"' in body
+        assert 'customer_name="Line Break Inc"' in body  # a line break in a name becomes a space
+        assert 'customer_name="Quote \\" Backslash \\\\ Ltd"' in body
+        assert 'customer_name="<script>alert(1)</script> LLC"' in body  # text/plain: no markup
+    finally:
+        sim.terminate()
+        sim.communicate(timeout=10)

@@ -29,48 +29,72 @@ def _steps(workflow: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def _release_copy(tmp_path: Path) -> Path:
-    for name in {release.CHANGELOG, *(pin for pin, _ in release.PINS)}:
+    for name in {release.CHANGELOG, *(pin for pin, _, _ in release.PINS)}:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
 
-def test_deploy_files_pin_the_newest_changelog_release() -> None:
-    """Every image or package pin in the deploy files and guides is CHANGELOG.md's newest release."""
+def test_deploy_files_name_the_image_of_the_newest_changelog_release() -> None:
+    """Every deploy file and guide names the image CHANGELOG.md's newest release needs: before the
+    first release, the local build."""
     assert release.mismatches() == []
-    assert re.fullmatch(r"\d+\.\d+\.\d+", release.released())
+
+
+def test_nothing_is_released_yet_so_the_deploy_files_run_the_local_build() -> None:
+    """No tag exists, so CHANGELOG.md lists no release, and the Kubernetes base and Compose run
+    partnercenter-exporter:local, which scripts/build-image tags."""
+    assert release.released() is None
+    assert release.image(None) == "partnercenter-exporter:local"
+    assert "-t partnercenter-exporter:local" in (ROOT / "scripts" / "build-image").read_text()
 
 
 def test_check_names_a_pin_that_drifted(tmp_path: Path) -> None:
-    """A deploy file pinning another version is reported with its name and both versions."""
+    """A deploy file naming another image is reported with its name, what it pins and what it needs."""
     root = _release_copy(tmp_path)
     kustomization = root / "deploy" / "kubernetes" / "kustomization.yaml"
     kustomization.write_text(re.sub(r"newTag: \S+", "newTag: 9.9.9", kustomization.read_text()))
     assert release.mismatches(root) == [
-        f"deploy/kubernetes/kustomization.yaml: pins 9.9.9, CHANGELOG.md says {release.released()}"]
+        "deploy/kubernetes/kustomization.yaml: pins 'newName: partnercenter-exporter\\n    newTag: 9.9.9', "
+        "but CHANGELOG.md's newest release (none yet) needs "
+        "'newName: partnercenter-exporter\\n    newTag: local'"]
 
 
-def test_cut_releases_unreleased_and_repins_every_file(tmp_path: Path) -> None:
-    """`cut` turns [Unreleased] into a dated section with compare links and moves every pin."""
+def test_the_first_cut_releases_unreleased_and_moves_every_pin_to_ghcr(tmp_path: Path) -> None:
+    """The first `cut` turns [Unreleased] into a dated section linked to its tag, and moves the
+    Kubernetes base, Compose and the guide's overlay to the released image on GHCR."""
     root = _release_copy(tmp_path)
-    before = release.released(root)
-    release.cut("99.0.0", dt.date(2027, 1, 2), root)
+    release.cut("1.0.0", dt.date(2027, 1, 2), root)
     text = (root / "CHANGELOG.md").read_text()
-    assert "## [Unreleased]\n\n## [99.0.0] - 2027-01-02\n" in text
-    assert f"[99.0.0]: {release.REPOSITORY}/compare/v{before}...v99.0.0" in text
-    assert release.released(root) == "99.0.0"
+    assert "## [Unreleased]\n\n## [1.0.0] - 2027-01-02\n" in text
+    assert f"[1.0.0]: {release.REPOSITORY}/releases/tag/v1.0.0" in text
+    assert f"[Unreleased]: {release.REPOSITORY}/compare/v1.0.0...HEAD" in text
+    assert release.released(root) == "1.0.0"
     assert release.mismatches(root) == []
-    assert "### Added" in release.notes("99.0.0", root)
+    assert "### Added" in release.notes("1.0.0", root)
+    compose = (root / "deploy" / "compose" / "compose.yaml").read_text()
+    assert f"${{PARTNERCENTER_EXPORTER_IMAGE:-{release.RELEASED_IMAGE}:1.0.0}}" in compose
+    assert "pull_policy: never" not in compose
+    assert f"newName: {release.RELEASED_IMAGE}\n    newTag: 1.0.0\n" in (
+        root / "deploy" / "kubernetes" / "kustomization.yaml").read_text()
 
 
-def test_cut_refuses_an_older_version_and_an_empty_unreleased(tmp_path: Path) -> None:
-    """`cut` will not go backwards, nor release a version with nothing written down."""
+def test_a_later_cut_links_the_compare_view_and_refuses_going_back_or_an_empty_unreleased(
+        tmp_path: Path) -> None:
+    """After a first release, `cut` links the compare view from the previous tag, will not go
+    backwards, nor release a version with nothing written down."""
     root = _release_copy(tmp_path)
+    release.cut("1.0.0", dt.date(2027, 1, 2), root)
     with pytest.raises(release.ReleaseError, match="not newer than the released"):
-        release.cut("0.0.1", dt.date(2027, 1, 2), root)
-    release.cut("99.0.0", dt.date(2027, 1, 2), root)
+        release.cut("0.9.0", dt.date(2027, 1, 3), root)
     with pytest.raises(release.ReleaseError, match=r"\[Unreleased\] is empty"):
-        release.cut("99.0.1", dt.date(2027, 1, 3), root)
+        release.cut("1.0.1", dt.date(2027, 1, 3), root)
+    changelog = root / "CHANGELOG.md"
+    changelog.write_text(changelog.read_text().replace("## [Unreleased]\n", "## [Unreleased]\n\n- a fix\n",
+                                                       1))
+    release.cut("1.0.1", dt.date(2027, 1, 3), root)
+    assert f"[1.0.1]: {release.REPOSITORY}/compare/v1.0.0...v1.0.1" in changelog.read_text()
+    assert release.mismatches(root) == []
 
 
 def test_a_source_tree_never_built_reports_a_fallback_version(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,11 +110,13 @@ def _certificate(c: Walker, data: dict[str, Any], path: str) -> ClientCertificat
     cert_path = c.path(file_value)
     assert cert_path is not None
     try:
-        return load_client_certificate(cert_path, password.value if password else None,
-                                       send_chain=send_chain)
+        certificate = load_client_certificate(cert_path, password.value if password else None,
+                                              send_chain=send_chain)
     except CertificateError as err:
         c.add(join_path(path, "client_certificate_file"), str(err))
         return None
+    c.warn_if_shared(cert_path, join_path(path, "client_certificate_file"), "a private key")
+    return certificate
 
 
 def _assertion(c: Walker, data: dict[str, Any], path: str) -> ClientAssertion | None:

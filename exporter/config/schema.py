@@ -105,7 +105,7 @@ def parse_config(raw: Any, *, environ: Mapping[str, str], base_dir: Path) -> Con
         raise ConfigError(c.errors)
     return Config(tenants=tuple(tenants), poll_interval=poll_interval,
                   request_timeout=request_timeout, inactive_thresholds_days=thresholds,
-                  poll_concurrency=concurrency, endpoints=endpoints)
+                  poll_concurrency=concurrency, endpoints=endpoints, warnings=tuple(c.warnings))
 
 
 def _thresholds(c: Walker, value: Any) -> tuple[int, ...]:

@@ -118,6 +118,8 @@ class Config:
     inactive_thresholds_days: tuple[int, ...] = DEFAULT_THRESHOLDS
     poll_concurrency: int = DEFAULT_POLL_CONCURRENCY
     endpoints: Endpoints = field(default_factory=Endpoints)
+    # Said at each load, not errors: a file holding a secret that others can read.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def sign_ins(self) -> Iterator[tuple[str, AuthConfig]]:
         """Every way the config signs in, by the key that holds it: each tenant's auth, graph_auth

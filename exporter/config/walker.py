@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,29 @@ class Walker(ErrorList):
         super().__init__()
         self.environ = environ
         self.base_dir = base_dir
+        # Not errors: the config works, but a file holding a secret is readable by others.
+        self.warnings: list[str] = []
+
+    def warn_if_shared(self, file: Path, where: str, holds: str) -> None:
+        """Warn when a file holding a secret is readable by others, or by a group this process is
+        not in (a group of its own, such as Kubernetes' fsGroup or the systemd unit's, is fine)."""
+        try:
+            info = os.stat(file)
+        except OSError:
+            return  # reading it worked a moment ago; the next load says what changed
+        mode = info.st_mode & 0o777
+        foreign_group = bool(mode & 0o040) and info.st_gid not in {os.getegid(), *os.getgroups()}
+        if not (mode & 0o004 or foreign_group):
+            return
+        readers = "others" if mode & 0o004 else f"group {info.st_gid}"
+        if info.st_uid == os.geteuid():
+            fix = f"run chmod 0400 {file}"
+        elif info.st_gid in {os.getegid(), *os.getgroups()}:
+            fix = f"run chmod 0440 {file}"
+        else:
+            fix = f"give it to this user (chown {os.geteuid()}) and run chmod 0400 {file}"
+        self.warnings.append(f"{where}: {file} is readable by {readers} (mode {mode:04o}); "
+                             f"it holds {holds}: {fix}")
 
     def string(self, data: dict[str, Any], key: str, path: str, *, required: bool = False,
                default: str | None = None) -> str | None:
@@ -73,6 +97,7 @@ class Walker(ErrorList):
             if not text:
                 self.add(join_path(path, file_key), f"file {secret_path} is empty")
                 return None
+            self.warn_if_shared(secret_path, join_path(path, file_key), "a secret")
             return Secret(text, f"file {secret_path}")
         if env_value:
             text = self.environ.get(env_value, "").strip()

@@ -146,8 +146,9 @@ def generate_customers(seed: str, today: dt.date, count: int | None = None) -> l
 
 
 # Names a careless or hostile upstream can send, all valid JSON: a lone surrogate (which no UTF-8
-# encoder accepts), quotes and a backslash, a line break, markup, and plain non-ASCII. The demo
-# carries them, so it exercises the exporter's cleaning and escaping on every run.
+# encoder accepts), quotes and a backslash, a line break, markup, and plain non-ASCII. The
+# simulator's hostile scenario (`python -m exporter.simulator --hostile`) carries them; the demo a
+# person opens does not.
 HOSTILE_NAMES = ("Broken \ud800 Surrogate BV", 'Quote " Backslash \\ Ltd', "Line\nBreak Inc",
                  "<script>alert(1)</script> LLC", "Zoë & 中文 — Oy")
 

@@ -32,8 +32,9 @@ DEMO_TENANTS = {
 DEMO_OUTSIDE_ADMIN_AGENTS = "tailspin"
 
 
-def write_demo_config(sim: Simulator, workdir: Path) -> Path:
-    """Register demo tenants in the simulator and write a config that points at it."""
+def write_demo_config(sim: Simulator, workdir: Path, *, hostile: bool = False) -> Path:
+    """Register demo tenants in the simulator and write a config that points at it; `hostile`
+    gives the first customers of each tenant the names a hostile upstream could send."""
     sim.add_client(DEMO_CLIENT_ID)
     graph_secret = secrets.token_urlsafe(24)
     sim.add_client(DEMO_GRAPH_CLIENT_ID, graph_secret)
@@ -43,7 +44,8 @@ def write_demo_config(sim: Simulator, workdir: Path) -> Path:
     tenants = []
     for name, tenant_id in DEMO_TENANTS.items():
         sim_tenant = sim.add_tenant(tenant_id, customers=60 if name == DEMO_OUTSIDE_ADMIN_AGENTS else None)
-        sim_tenant.customers = with_hostile_names(sim_tenant.customers, sim_tenant.relationships)
+        if hostile:
+            sim_tenant.customers = with_hostile_names(sim_tenant.customers, sim_tenant.relationships)
         sim.tenants[tenant_id].users_in_admin_agents = name != DEMO_OUTSIDE_ADMIN_AGENTS
         seed = workdir / f"{name}.refresh-token"
         seed.touch(mode=0o600)
