@@ -31,14 +31,18 @@ _VERSION = r"\d+\.\d+\.\d+"
 _RELEASE_HEADING = re.compile(rf"^## \[({_VERSION})\] - (\d{{4}}-\d{{2}}-\d{{2}})$", re.M)
 
 
+def _name_and_tag(version: str | None) -> tuple[str, str]:
+    return (RELEASED_IMAGE, version) if version else (LOCAL_IMAGE, LOCAL_TAG)
+
+
 def image(version: str | None) -> str:
     """The image a deploy file runs: the release's from GHCR, or the local build before any release."""
-    return f"{RELEASED_IMAGE}:{version}" if version else f"{LOCAL_IMAGE}:{LOCAL_TAG}"
+    return ":".join(_name_and_tag(version))
 
 
 def _kustomize_image(version: str | None) -> str:
-    return (f"    newName: {RELEASED_IMAGE}\n    newTag: {version}" if version
-            else f"    newName: {LOCAL_IMAGE}\n    newTag: {LOCAL_TAG}")
+    name, tag = _name_and_tag(version)
+    return f"    newName: {name}\n    newTag: {tag}"
 
 
 def _compose_image(version: str | None) -> str:
@@ -48,7 +52,7 @@ def _compose_image(version: str | None) -> str:
 
 
 def _overlay_name(version: str | None) -> str:
-    return f"     - name: {RELEASED_IMAGE if version else LOCAL_IMAGE}"
+    return f"     - name: {_name_and_tag(version)[0]}"
 
 
 # Where a deploy file names the image: a file relative to the root, a pattern whose one group is

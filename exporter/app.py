@@ -257,19 +257,14 @@ def run_until(app: App, stop: threading.Event, reload: threading.Event,
                       extra={"errors": "; ".join(errors)})
             app.publisher.loaded("config", False)
             continue
-        say_warnings(config)
         app.reload(config)
-
-
-def say_warnings(config: Config) -> None:
-    """Log what is wrong with a config that still works (a secret file others can read)."""
-    for warning in config.warnings:
-        log.warning("config warning", extra={"warning": warning})
 
 
 def load_configs(config_file: str, web_config_file: str | None,
                  ) -> tuple[Config, WebConfigFile | None]:
-    """Both config files, every error of both at once; their secrets join the redactor."""
+    """Both config files, every error of both at once; their secrets join the redactor, and what is
+    wrong with a config that still works (a secret file others can read) is logged. Start,
+    --config.check, login and SIGHUP's reload all load through here."""
     errors: list[str] = []
     config = web = None
     try:
@@ -286,7 +281,8 @@ def load_configs(config_file: str, web_config_file: str | None,
         raise ConfigError(errors)
     for value in config.secret_values():
         REDACTOR.add_secret(value)
-    say_warnings(config)
+    for warning in config.warnings:
+        log.warning("config warning", extra={"warning": warning})
     return config, web
 
 

@@ -32,6 +32,8 @@ def _hide(match: re.Match[str]) -> str:
     if text.startswith("/") and not text.startswith("//"):  # a path; "//" starts a URL's host
         return "/".join(REDACTED if len(part) >= _LONG_RUN else part for part in text.split("/"))
     return REDACTED
+
+
 REDACTED = "[REDACTED]"
 # The longest secret expected whole in upstream text: redaction reads this far past what is shown.
 MAX_SECRET_LENGTH = 32 * 1024

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,29 +104,39 @@ def test_run_until_loads_nothing_without_a_reload_signal(tmp_path: Path) -> None
     assert recorder.calls == []
 
 
-def test_loading_the_configs_logs_each_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A config that loads with a warning (a secret file others can read) says so in the log at
-    start, --config.check and login, which all load through load_configs."""
+def _config_with_a_shared_secret(tmp_path: Path) -> tuple[Path, Path]:
+    """A config file whose client secret file others can read, and that file."""
     secret = tmp_path / "client-secret"
     secret.write_text("s3cr3t-value\n")
     secret.chmod(0o644)
     (tmp_path / "c.yaml").write_text(
         f"tenants:\n- name: contoso\n  tenant_id: {TENANT_ID}\n  client_id: {CLIENT_ID}\n"
         "  auth: {method: client_credentials, client_secret_file: client-secret}\n")
+    return tmp_path / "c.yaml", secret
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.warning for r in caplog.records if r.getMessage() == "config warning"]  # type: ignore[attr-defined]
+
+
+def test_loading_the_configs_logs_each_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A config that loads with a warning (a secret file others can read) says so in the log at
+    start, --config.check and login, which all load through load_configs."""
+    config, secret = _config_with_a_shared_secret(tmp_path)
     with caplog.at_level("WARNING", logger="exporter"):
-        load_configs(str(tmp_path / "c.yaml"), None)
-    [record] = [r for r in caplog.records if r.getMessage() == "config warning"]
-    assert record.warning == (f"tenants[0].auth.client_secret_file: {secret} is readable by others "  # type: ignore[attr-defined]
-                              f"(mode 0644); it holds a secret: run chmod 0400 {secret}")
+        load_configs(str(config), None)
+    assert _warnings(caplog) == [f"tenants[0].auth.client_secret_file: {secret} is readable by others "
+                                 f"(mode 0644); it holds a secret: run chmod 0400 {secret}"]
 
 
-def test_a_reload_logs_the_new_configs_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """SIGHUP's reload says a reloaded config's warnings too, as the start does."""
+def test_a_reload_logs_the_new_configs_warning_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP's reload, loading as serve() wires it (through load_configs), says a reloaded
+    config's warning once, as the start does."""
+    config, _ = _config_with_a_shared_secret(tmp_path)
     stop, reload = threading.Event(), threading.Event()
     recorder = _Recorder(stop, after=1)
-    warned = dataclasses.replace(_config(tmp_path), warnings=("tenants[0].auth.client_secret_file: shared",))
     reload.set()
     with caplog.at_level("WARNING", logger="exporter"):
-        run_until(recorder, stop, reload, _loads(tmp_path, warned))  # type: ignore[arg-type]
-    assert [r.warning for r in caplog.records if r.getMessage() == "config warning"] == [  # type: ignore[attr-defined]
-        "tenants[0].auth.client_secret_file: shared"]
+        run_until(recorder, stop, reload, lambda: load_configs(str(config), None)[0])  # type: ignore[arg-type]
+    assert len(_warnings(caplog)) == 1
+    assert recorder.calls == ["reload 1 tenant(s)"]

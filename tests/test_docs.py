@@ -95,8 +95,8 @@ def test_readme_links_the_configuration_reference() -> None:
 
 
 def test_every_documents_relative_links_and_anchors_resolve() -> None:
-    """Each relative link in every Markdown document points at a file of the repository, and its
-    #anchor at a heading of that file."""
+    """Each relative link or image in every Markdown document (the README's dashboard picture too)
+    points at a file of the repository, and its #anchor at a heading of that file."""
     def anchors(markdown: Path) -> set[str]:
         return {github_anchor(h) for h in re.findall(r"^#+ (.+)$", markdown.read_text(), re.M)}
 
@@ -113,3 +113,4 @@ def test_every_documents_relative_links_and_anchors_resolve() -> None:
                 assert anchor in anchors(target), f"{document.name}: {link} has no such heading"
             checked += 1
     assert checked > 50
+    assert "](docs/dashboard-dap-overview.png)" in README

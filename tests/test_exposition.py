@@ -26,6 +26,8 @@ from tests.conftest import require_binary
 from tests.helpers.samples import DAY, NOW, TODAY, relationship, sample_snapshot, signed_in
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
+
+
 def test_exposition_matches_golden_file() -> None:
     """The rendered exposition of a known snapshot is byte-identical to the golden file."""
     body = render(sample_snapshot(), today=TODAY, thresholds=(30, 60, 90), poll_interval=900,

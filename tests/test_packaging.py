@@ -152,15 +152,6 @@ def test_readme_reason_and_error_tables_are_complete() -> None:
         assert f"AADSTS{code}" in README, code
 
 
-def test_readme_relative_links_and_images_exist() -> None:
-    """Every relative link or image in the README points at a file or folder in the repository."""
-    targets = re.findall(r"\]\(([^)#\s]+)\)", README)
-    relative = [t for t in targets if not re.match(r"[a-z]+://", t)]
-    assert "docs/dashboard-dap-overview.png" in relative
-    missing = [t for t in relative if not (ROOT / t).exists()]
-    assert missing == []
-
-
 def test_windows_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """On Windows the entry point exits 2 with one line naming what to run instead."""

@@ -152,7 +152,6 @@ PAYLOADS = (st.fixed_dictionaries({}, optional={
 }) | documents(["totalDapCustomerCount", "establishedDapCount", "inactiveDapCount", "date", "count"]))
 
 
-
 def fetch_body(body: bytes) -> SourceView:
     """Serve `body` as the API's 200 answer and turn the fetch into a tenant snapshot."""
     transport = httpx.MockTransport(lambda request: httpx.Response(

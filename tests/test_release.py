@@ -18,6 +18,7 @@ import yaml
 from devtools import release
 from exporter import version
 from tests.conftest import require_binary
+from tests.helpers.e2e import installed_exporter_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -191,13 +192,6 @@ def test_built_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None
                                 str(wheel)],
                                capture_output=True, text=True, timeout=600, check=False)
     assert installed.returncode == 0, installed.stderr[-2000:]
-    exe = str(venv / "bin" / "partnercenter-exporter")
-    shown = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, check=False,
-                           cwd=tmp_path)
-    assert shown.returncode == 0
-    assert shown.stdout.splitlines()[0] == f"partnercenter-exporter {built_version}"
-    once = subprocess.run([exe, "demo", "--once"], capture_output=True, text=True, timeout=120, check=False,
-                          cwd=tmp_path)
-    assert once.returncode == 0, once.stderr[-2000:]
-    assert f'version="{built_version}"' in once.stdout
-    assert "partnercenter_dap_customers{" in once.stdout
+    shown, once = installed_exporter_runs(venv / "bin" / "partnercenter-exporter", tmp_path)
+    assert shown.splitlines()[0] == f"partnercenter-exporter {built_version}"
+    assert f'version="{built_version}"' in once

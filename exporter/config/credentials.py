@@ -156,7 +156,6 @@ def _managed_identity(c: Walker, value: Any, path: str) -> ManagedIdentity | Non
     return ManagedIdentity(guid(c, data, "client_id", path))
 
 
-
 def token_store_config(c: Walker, value: Any, path: str) -> KeyVaultStore | None:
     """token_store: {azure_key_vault: {...}}: the cache in a Key Vault secret, reached app-only."""
     if value is None:

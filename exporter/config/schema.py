@@ -279,7 +279,6 @@ def _graph_auth(c: Walker, value: Any, path: str,
     return AuthConfig(method="client_credentials", **vars(credential)), client_id
 
 
-
 def _auth(c: Walker, value: Any, path: str) -> AuthConfig | None:
     data = c.mapping(value, path, _AUTH_KEYS)
     errors_before = len(c.errors)

@@ -30,13 +30,13 @@ class Walker(ErrorList):
         except OSError:
             return  # reading it worked a moment ago; the next load says what changed
         mode = info.st_mode & 0o777
-        foreign_group = bool(mode & 0o040) and info.st_gid not in {os.getegid(), *os.getgroups()}
-        if not (mode & 0o004 or foreign_group):
+        own_group = info.st_gid in {os.getegid(), *os.getgroups()}
+        if not (mode & 0o004 or (mode & 0o040 and not own_group)):
             return
         readers = "others" if mode & 0o004 else f"group {info.st_gid}"
         if info.st_uid == os.geteuid():
             fix = f"run chmod 0400 {file}"
-        elif info.st_gid in {os.getegid(), *os.getgroups()}:
+        elif own_group:
             fix = f"run chmod 0440 {file}"
         else:
             fix = f"give it to this user (chown {os.geteuid()}) and run chmod 0400 {file}"

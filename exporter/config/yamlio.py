@@ -30,8 +30,6 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.errors))
 
 
-
-
 def parse_duration(text: str) -> float:
     """Parse a Prometheus-style duration such as `30s`, `15m`, `1h30m` into seconds."""
     if not _DURATION_RE.match(text):
@@ -203,7 +201,6 @@ def type_name(value: Any) -> str:
 
 def os_reason(err: BaseException) -> str:
     return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-
 
 
 _Parsed = TypeVar("_Parsed")

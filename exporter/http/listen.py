@@ -25,7 +25,6 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host[1:-1] if bracketed else host, int(port)
 
 
-
 class ListenError(Exception):
     """A listener that cannot be opened; the message names the flag, the address and what to do."""
 

@@ -52,7 +52,6 @@ _MAX_METHOD = 20
 # What a TLS client gets when it speaks TLS to the plain port, and the reverse (as Go answers it).
 _PLAIN_ON_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
                  b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
-# Probes must work without credentials, as with Go exporters' health endpoints.
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -61,6 +60,7 @@ class Host(Protocol):
 
     read_buffer: memoryview
     connections: set[Connection]
+
     @property
     def web(self) -> WebConfig: ...
 

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import html
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.collectors import REGISTRY, Context
@@ -85,19 +86,17 @@ def _tenant_row(view: SourceView, views: tuple[SourceView, ...], *, now: float, 
             f"<td>{last}</td><td>{figures}</td><td>{error}</td></tr>\n")
 
 
+@dataclass(frozen=True)
 class Routes:
     """Answers parsed requests; a connection calls `handle` with each one, in order."""
 
-    def __init__(self, publisher: Publisher, *, telemetry_path: str, clock: Callable[[], float],
-                 health: Callable[[], str | None], process_metrics: ProcessMetrics | None,
-                 check_password: Callable[[BasicAuth, str | None], asyncio.Future[bool] | None]) -> None:
-        self.publisher = publisher
-        self.telemetry_path = telemetry_path
-        self.clock = clock
-        # None while the process is healthy; else why not, and /healthz answers 503 with it.
-        self.health = health
-        self.process_metrics = process_metrics
-        self.check_password = check_password
+    publisher: Publisher
+    telemetry_path: str
+    clock: Callable[[], float]
+    # None while the process is healthy; else why not, and /healthz answers 503 with it.
+    health: Callable[[], str | None]
+    process_metrics: ProcessMetrics | None
+    check_password: Callable[[BasicAuth, str | None], asyncio.Future[bool] | None]
 
     def handle(self, request: Request, reply: Connection, web: WebConfig) -> None:
         if request.method not in ("GET", "HEAD"):

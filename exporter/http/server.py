@@ -50,7 +50,6 @@ class ServeOptions:
     exporter_metrics: bool = True  # process_*, python_gc_* and python_info on the telemetry path
 
 
-
 def connection_limit(wanted: int) -> int:
     """The connection cap: as asked, but never more than half the open-files limit allows, so
     the exporter keeps descriptors for its own outbound calls and files."""
@@ -80,8 +79,6 @@ class ExporterServer:
                  sockets: Sequence[socket.socket] = ()) -> None:
         """Listen on `sockets` if given (systemd's), else on each listen address; bind errors are
         ListenError, raised here in the caller's thread."""
-        self.publisher = publisher
-        self.telemetry_path = telemetry_path
         self.max_connections = connection_limit(max_connections)
         self.read_buffer = memoryview(bytearray(READ_CHUNK))
         self._auth_pool = concurrent.futures.ThreadPoolExecutor(AUTH_WORKERS, thread_name_prefix="auth")

@@ -111,6 +111,19 @@ def http_get(url: str, timeout: float = 5, headers: dict[str, str] | None = None
         return err.code, err.read()
 
 
+def installed_exporter_runs(exe: Path, cwd: Path) -> tuple[str, str]:
+    """An installed `partnercenter-exporter`: `--version` and `demo --once` both succeed, and the
+    demo prints metrics; returns both outputs."""
+    shown = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60, cwd=cwd,
+                           check=False)
+    assert shown.returncode == 0, shown.stderr
+    once = subprocess.run([str(exe), "demo", "--once"], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          check=False)
+    assert once.returncode == 0, once.stderr[-2000:]
+    assert "partnercenter_dap_customers{" in once.stdout
+    return shown.stdout, once.stdout
+
+
 def exporter_on(config: Path, directory: Path) -> ExporterProcess:
     """The exporter serving `config` on a free loopback port, its log in `directory`."""
     return ExporterProcess(["--config.file", str(config), "--web.listen-address=127.0.0.1:0"],

@@ -125,6 +125,7 @@ def sample_dap_customers() -> DapCustomers:
         DapCustomer("id-e", "e Ltd", signed_in(95), start, global_admin_signins=2),
         DapCustomer("id-f", "f Ltd", signed_in(200), None)))
 
+
 def sample_partner_customers() -> PartnerCustomers:
     """The partner's contracts: the DAP customers, c (GDAP only), and g, which has neither DAP nor
     any relationship."""
