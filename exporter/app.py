@@ -209,6 +209,11 @@ class App:
                                 concurrency=config.poll_concurrency)
         log.info("config reloaded", extra={"tenants": len(sources), "unchanged_tenants": kept})
 
+    @property
+    def retiring(self) -> bool:
+        """Whether HTTP clients retired by a reload still wait to be closed."""
+        return bool(self._retired)
+
     def tidy(self) -> None:
         """Close HTTP clients retired by a reload once no poll or token request still uses them."""
         still = []
@@ -240,14 +245,49 @@ class App:
             client.close()
 
 
-def run_until(app: App, stop: threading.Event, reload: threading.Event,
-              load: Callable[[], Config]) -> None:
-    """Serve until `stop`; on `reload`, load the config again, keeping the old one if it is bad."""
-    while not stop.wait(0.2):
+class Controls:
+    """What signal handlers (or a caller) ask of the serving loop: stop, or load the config again.
+    Either wakes the loop; otherwise it sleeps, so an idle exporter has no timer of its own here."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self._wake.set()
+
+    def reload(self) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def wait(self, timeout: float | None) -> None:
+        """Until stop or reload is asked for, or `timeout` seconds (None: no limit) have passed.
+        Cleared before the caller looks, so a request that comes meanwhile wakes the next wait."""
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+    def take_reload(self) -> bool:
+        """Whether a reload was asked for since the last call."""
+        asked = self._reload.is_set()
+        self._reload.clear()
+        return asked
+
+
+# While a reload's retired HTTP clients wait for their last polls, the loop checks this often.
+TIDY_EVERY = 0.2
+
+
+def run_until(app: App, controls: Controls, load: Callable[[], Config]) -> None:
+    """Serve until stopped; on a reload, load the config again, keeping the old one if it is bad."""
+    while not controls.stopped.is_set():
+        controls.wait(TIDY_EVERY if app.retiring else None)
+        if controls.stopped.is_set():
+            return
         app.tidy()
-        if not reload.is_set():
+        if not controls.take_reload():
             continue
-        reload.clear()
         try:
             # Off this thread, which must stay free for SIGTERM: a file on a hung mount blocks.
             config = within(load, "--config.file")
@@ -299,29 +339,28 @@ def poll_once(config: Config, config_path: str) -> int:
     return 1 if failed else 0
 
 
-def stop_on_signals(stop: threading.Event, reload: threading.Event | None = None) -> None:
-    """SIGTERM and SIGINT set `stop`; SIGHUP sets `reload`, as Prometheus does."""
+def stop_on_signals(controls: Controls) -> None:
+    """SIGTERM and SIGINT stop; SIGHUP loads the config again, as Prometheus does."""
     def handle(signum: int, frame: FrameType | None) -> None:
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
+        controls.stop()
 
     def handle_reload(signum: int, frame: FrameType | None) -> None:
         log.info("reloading config", extra={"signal": "SIGHUP"})
-        assert reload is not None
-        reload.set()
+        controls.reload()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-    if reload is not None:
-        signal.signal(signal.SIGHUP, handle_reload)
+    signal.signal(signal.SIGHUP, handle_reload)
 
 
 def serve(config: Config, *, config_path: str, listen_address: str | Sequence[str],
-          web: WebConfigProvider | None, stop: threading.Event, reload: threading.Event | None = None,
+          web: WebConfigProvider | None, controls: Controls,
           on_listening: Callable[[ExporterServer], None] | None = None,
           max_connections: int = DEFAULT_MAX_CONNECTIONS, options: ServeOptions | None = None,
           settle: Callable[[], None] = lambda: None) -> int:
-    """Run the poller and the HTTP server until `stop` is set; reload the config on `reload`.
+    """Run the poller and the HTTP server until `controls` stops them, loading the config again
+    on each reload.
 
     `settle` runs once everything long-lived is built, before the first poll: the entry point's
     process-wide tuning goes there.
@@ -342,8 +381,7 @@ def serve(config: Config, *, config_path: str, listen_address: str | Sequence[st
     if on_listening is not None:
         on_listening(app.server)
     try:
-        run_until(app, stop, reload or threading.Event(),
-                  lambda: load_configs(config_path, None)[0])
+        run_until(app, controls, lambda: load_configs(config_path, None)[0])
     finally:
         app.stop()
     return 0

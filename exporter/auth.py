@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TextIO, get_args
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -21,10 +21,12 @@ from msal.exceptions import MsalServiceError
 from exporter.client import describe_transport_error, parse_retry_after, read_bounded
 from exporter.config.types import AuthConfig, ClientAssertion, KeyVaultStore
 from exporter.files import SECRET_LIMIT, FileReadError, read_text
-from exporter.keyvault import KeyVaultSecrets
 from exporter.logs import REDACTOR
 from exporter.model import PollError, escape_controls
 from exporter.token_store import FileTokenCache, StoredTokenCache, VaultTokenCache
+
+if TYPE_CHECKING:
+    from exporter.keyvault import KeyVaultSecrets
 
 log = logging.getLogger("exporter.auth")
 
@@ -252,6 +254,8 @@ def _secrets_of(identity: Identity, keep: SecretsKeeper | None) -> Callable[[Ite
 def vault_secrets(identity: Identity, store: KeyVaultStore, http: httpx.Client, *,
                   on_token: Callable[[str], None] | None = None) -> KeyVaultSecrets:
     """The store's vault, signed in to app-only with the store's own credential."""
+    from exporter.keyvault import KeyVaultSecrets  # only configs with a vault token store load it
+
     access = Identity(tenant=identity.tenant, tenant_id=store.tenant_id or identity.tenant_id,
                       client_id=store.client_id or identity.client_id, auth=store.access,
                       authority_host=identity.authority_host, scope="", login_command=identity.login_command)

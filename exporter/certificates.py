@@ -7,10 +7,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from exporter.files import CERTIFICATE_LIMIT, FileReadError, read_file
 
 
@@ -56,6 +52,11 @@ def load_client_certificate(path: Path, password: str | None, *, send_chain: boo
     Entra accepts RSA keys for certificate credentials, so other key types are refused here with
     a message, not by the platform later.
     """
+    # cryptography costs 8 MiB of RSS: only configs with a certificate pay for it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         data = read_file(path, CERTIFICATE_LIMIT)
     except FileReadError as err:

@@ -8,10 +8,10 @@ import gc
 import logging
 import re
 import sys
-import threading
 from collections.abc import Sequence
 
 from exporter.app import (
+    Controls,
     build_http_client,
     identity,
     load_configs,
@@ -22,7 +22,6 @@ from exporter.app import (
 )
 from exporter.auth import DEFAULT_REDIRECT_URI, LOGIN_FLOWS, LoginError, interactive_login
 from exporter.config import Config, ConfigError
-from exporter.demo import demo
 from exporter.files import within
 from exporter.http.listen import DEFAULT_LISTEN_ADDRESS, parse_listen_address
 from exporter.http.routes import DEFAULT_TELEMETRY_PATH
@@ -153,13 +152,13 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if args.once:
         return poll_once(config, args.config_file)
-    stop, reload = threading.Event(), threading.Event()
-    stop_on_signals(stop, reload)
+    controls = Controls()
+    stop_on_signals(controls)
     options = ServeOptions(telemetry_path=args.telemetry_path, systemd_socket=args.systemd_socket,
                            exporter_metrics=args.exporter_metrics)
     return serve(config, config_path=args.config_file,
-                 listen_address=args.listen_address or [DEFAULT_LISTEN_ADDRESS], web=web, stop=stop,
-                 reload=reload, max_connections=args.max_connections, options=options,
+                 listen_address=args.listen_address or [DEFAULT_LISTEN_ADDRESS], web=web,
+                 controls=controls, max_connections=args.max_connections, options=options,
                  settle=tune_process)
 
 
@@ -214,5 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "login":
         return login(args[1:])
     if args and args[0] == "demo":
+        from exporter.demo import demo  # the simulator is for the demo only
+
         return demo(args[1:], settle=tune_process)
     return run(args)

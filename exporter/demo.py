@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from exporter.app import load_configs, poll_once, serve, stop_on_signals
+from exporter.app import Controls, load_configs, poll_once, serve, stop_on_signals
 from exporter.http.listen import DEFAULT_PORT
 from exporter.http.server import ExporterServer
 from exporter.logs import add_log_flags, setup_logging
@@ -41,8 +40,8 @@ def demo(argv: Sequence[str], *, settle: Callable[[], None] = lambda: None) -> i
             config, _ = load_configs(str(config_path), None)
             if args.once:
                 return poll_once(config, str(config_path))
-            stop, reload = threading.Event(), threading.Event()
-            stop_on_signals(stop, reload)
+            controls = Controls()
+            stop_on_signals(controls)
 
             def banner(server: ExporterServer) -> None:
                 print(f"""
@@ -58,7 +57,7 @@ Press Ctrl+C to stop.
 """, flush=True)
 
             return serve(config, config_path=str(config_path), listen_address=args.listen_address,
-                         web=None, stop=stop, reload=reload, on_listening=banner, settle=settle)
+                         web=None, controls=controls, on_listening=banner, settle=settle)
 
 
 if __name__ == "__main__":

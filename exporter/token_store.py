@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msal
 
 from exporter.files import TOKEN_CACHE_LIMIT, read_text
-from exporter.keyvault import KeyVaultSecrets
 from exporter.model import PollError
+
+if TYPE_CHECKING:  # the vault client is imported only by configs that use the vault
+    from exporter.keyvault import KeyVaultSecrets
 
 log = logging.getLogger("exporter.auth")
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import bcrypt
-
 from exporter.config.yamlio import ConfigError, ErrorList, key_text, load_file, shown
 from exporter.files import CERTIFICATE_LIMIT, FileReadError, check_file
 
@@ -57,6 +55,8 @@ def bcrypt_cost(hashed: bytes) -> int:
 
 @functools.lru_cache(maxsize=32)
 def _dummy_hash(cost: int) -> bytes:
+    import bcrypt  # loaded by web configs with basic_auth_users only
+
     return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=cost))
 
 
@@ -131,6 +131,8 @@ class BasicAuth:
         user, password = credentials
         key = self._key(user, password)
         hashed = self._users.get(user)
+        import bcrypt
+
         try:
             ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
         except ValueError:  # a malformed hash; the config check makes this unlikely

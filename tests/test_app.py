@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from exporter.app import App, load_configs, run_until
+from exporter.app import App, Controls, load_configs, run_until
 from exporter.config import Config, ConfigError, parse_config
 from tests.conftest import CLIENT_ID, TENANT_ID
 
@@ -45,9 +46,11 @@ def test_a_reload_that_rebuilds_a_tenant_carries_its_request_counts_over(app: Ap
 class _Recorder:
     """Stands in for the App that run_until drives: records reloads and failed loads."""
 
-    def __init__(self, stop: threading.Event, after: int) -> None:
+    retiring = False
+
+    def __init__(self, controls: Controls, after: int) -> None:
         self.calls: list[str] = []
-        self._stop, self._after = stop, after
+        self._controls, self._after = controls, after
         self.publisher = self
 
     def tidy(self) -> None:
@@ -62,7 +65,7 @@ class _Recorder:
     def _record(self, call: str) -> None:
         self.calls.append(call)
         if len(self.calls) >= self._after:
-            self._stop.set()
+            self._controls.stop()
 
 
 def _loads(tmp_path: Path, *answers: Config | Exception) -> Callable[[], Config]:
@@ -80,27 +83,27 @@ def _loads(tmp_path: Path, *answers: Config | Exception) -> Callable[[], Config]
 def test_run_until_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_path: Path) -> None:
     """On each reload signal run_until loads the config: a bad one is recorded as a failed load
     and not applied; the next good one is applied."""
-    stop, reload = threading.Event(), threading.Event()
-    recorder = _Recorder(stop, after=2)
+    controls = Controls()
+    recorder = _Recorder(controls, after=2)
     load = _loads(tmp_path, ConfigError(["tenants: required"]), _config(tmp_path))
 
     def signal_twice() -> None:
-        reload.set()
-        while reload.is_set() and not stop.is_set():
-            stop.wait(0.05)
-        reload.set()
+        controls.reload()
+        while not recorder.calls:
+            time.sleep(0.05)
+        controls.reload()
 
     threading.Thread(target=signal_twice, daemon=True).start()
-    run_until(recorder, stop, reload, load)  # type: ignore[arg-type]
+    run_until(recorder, controls, load)  # type: ignore[arg-type]
     assert recorder.calls == ["loaded config False", "reload 1 tenant(s)"]
 
 
 def test_run_until_loads_nothing_without_a_reload_signal(tmp_path: Path) -> None:
     """Without SIGHUP run_until only tidies until stopped: no load, no reload."""
-    stop, reload = threading.Event(), threading.Event()
-    recorder = _Recorder(stop, after=1)
-    threading.Timer(0.5, stop.set).start()
-    run_until(recorder, stop, reload, _loads(tmp_path))  # type: ignore[arg-type]
+    controls = Controls()
+    recorder = _Recorder(controls, after=1)
+    threading.Timer(0.5, controls.stop).start()
+    run_until(recorder, controls, _loads(tmp_path))  # type: ignore[arg-type]
     assert recorder.calls == []
 
 
@@ -133,10 +136,10 @@ def test_a_reload_logs_the_new_configs_warning_once(tmp_path: Path, caplog: pyte
     """SIGHUP's reload, loading as serve() wires it (through load_configs), says a reloaded
     config's warning once, as the start does."""
     config, _ = _config_with_a_shared_secret(tmp_path)
-    stop, reload = threading.Event(), threading.Event()
-    recorder = _Recorder(stop, after=1)
-    reload.set()
+    controls = Controls()
+    recorder = _Recorder(controls, after=1)
+    controls.reload()
     with caplog.at_level("WARNING", logger="exporter"):
-        run_until(recorder, stop, reload, lambda: load_configs(str(config), None)[0])  # type: ignore[arg-type]
+        run_until(recorder, controls, lambda: load_configs(str(config), None)[0])  # type: ignore[arg-type]
     assert len(_warnings(caplog)) == 1
     assert recorder.calls == ["reload 1 tenant(s)"]

@@ -30,7 +30,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import token_store
-from exporter.app import App, identity, load_configs, run_until
+from exporter.app import App, Controls, identity, load_configs, run_until
 from exporter.auth import interactive_login
 from exporter.logs import setup_logging
 from exporter.simulator import Fault, Simulator
@@ -503,9 +503,9 @@ def test_a_reload_naming_a_fifo_fails_at_once_and_polling_goes_on(env: Env) -> N
     raw["tenants"][0]["auth"]["refresh_token_file"] = str(fifo)
     broken = env.config_path.parent / "config-fifo.yaml"
     broken.write_text(yaml.safe_dump(raw))
-    stop, reload = threading.Event(), threading.Event()
-    reload.set()
-    loop = threading.Thread(target=run_until, args=(env.app, stop, reload,
+    controls = Controls()
+    controls.reload()
+    loop = threading.Thread(target=run_until, args=(env.app, controls,
                                                     lambda: load_configs(str(broken), None)[0]))
     started = time.monotonic()
     loop.start()
@@ -514,7 +514,7 @@ def test_a_reload_naming_a_fifo_fails_at_once_and_polling_goes_on(env: Env) -> N
         wait_for(lambda: env.scrape().get(gauge) == 0, 5, "the failed reload")
         assert time.monotonic() - started < 2
     finally:
-        stop.set()
+        controls.stop()
         loop.join(5)
         env.app.publisher.loaded("config", True)
     assert "is a FIFO (named pipe)" in env.logs.text()

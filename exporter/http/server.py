@@ -90,6 +90,7 @@ class ExporterServer:
         self.handle = self.routes.handle
         self.http_date = HttpDate()
         self.connections: set[Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
         # Response heads of this second and web config, built on the event loop thread only.
         self._heads: dict[tuple[object, ...], bytes] = {}
         self._heads_date = ""
@@ -150,6 +151,8 @@ class ExporterServer:
                 return False
             min(victims, key=lambda c: c.last_active).abort()
         connections.add(connection)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(1.0, self._close_idle)
         return True
 
     def check_password(self, auth: BasicAuth, header: str | None) -> asyncio.Future[bool] | None:
@@ -224,12 +227,12 @@ class ExporterServer:
         servers = [loop.run_until_complete(loop.create_server(lambda: Connection(self), sock=sock,
                                                               backlog=self.max_connections))
                    for sock in self._sockets]
-        sweeper = loop.call_later(1.0, self._close_idle)
         started.set()
         try:
             loop.run_forever()
         finally:
-            sweeper.cancel()
+            if self._sweeper is not None:
+                self._sweeper.cancel()
             for server in servers:
                 server.close()
             for connection in list(self.connections):
@@ -242,11 +245,12 @@ class ExporterServer:
             loop.close()
 
     def _close_idle(self) -> None:
-        # One sweep a second rather than a timer per request keeps the scrape path lean.
+        # One sweep a second rather than a timer per request keeps the scrape path lean; with no
+        # connection open there is none, so an idle exporter's event loop sleeps.
         now = time.monotonic()
         for connection in [c for c in self.connections if c.deadline < now]:
             connection.expire()
-        self._loop.call_later(1.0, self._close_idle)
+        self._sweeper = self._loop.call_later(1.0, self._close_idle) if self.connections else None
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
