@@ -78,10 +78,12 @@ def main() -> int:
     footer = (f"\n{len(report.rows)} figures, {sum(1 for r in report.rows if r.passed)} PASS, "
               f"{len(report.misses)} MISS; {elapsed / 60:.1f} min; the hypervisor took "
               f"{steal.percent():.1f}% of CPU time from this machine meanwhile (steal)")
-    print(footer)
     if args.markdown:
         args.markdown.write_text(f"Machine: {machine()}\n\n{report.markdown()}{footer.strip()}\n")
         print(f"wrote {args.markdown}")
+    # The last line: what a glance at the end of a run, or `tail -1`, must not miss.
+    missed = "; ".join(f"{row.figure} ({row.value}, target {row.target})" for row in report.misses)
+    print(footer + (f"\nMISS: {missed}" if missed else ""))
     return 0
 
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from bench.report import Report, Row
-from bench.scrape import P99_TARGET
 from bench.tools import (
     Nginx,
     TenantSpec,
@@ -23,17 +22,19 @@ from bench.tools import (
     write_config,
     wrk,
 )
-from exporter.app import build_http_client, build_poller, build_sources, load_configs
+from exporter.app import App, build_http_client, build_sources, load_configs
 from exporter.client import PAGE_SIZE
 from exporter.collectors.gdap_access_assignments import BATCH_SIZE
 from exporter.config.types import DEFAULT_POLL_CONCURRENCY
-from exporter.exposition import Publisher
 from exporter.simulator import Simulator
 from exporter.simulator.data import customer_id, relationship
 
 LATENCY = 0.2
 ROUND_TARGET_SECONDS = 2.0  # 100 tenants at 200 ms latency, default concurrency
+FIRST_ROUND_TENANTS = 500
+FIRST_ROUND_TARGET_SECONDS = 10.0  # their first round: sign-in and poll
 BUSY_TENANTS = 100
+BUSY_P99_TARGET = 1.5  # times nginx's p99 in the same phase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +46,20 @@ class Settings:
 
 
 def poll_round(config_path: Path) -> tuple[float, float, int]:
-    """Two rounds of `--once`'s poll (bounded concurrency): the first also fetches every token."""
+    """Two rounds of `--once`'s poll (bounded concurrency): the first, as at start, also signs every
+    tenant in (beside the polls, App.sign_in_ahead)."""
     config, _ = load_configs(str(config_path), None)
-    http = build_http_client(config)
+    app = App(config, config_path=str(config_path), listen_address=None)
     try:
-        sources = [s for t in config.tenants for s in build_sources(t, config, http)]
-        poller = build_poller(config, sources, Publisher(config.inactive_thresholds_days,
-                                                         poll_interval=config.poll_interval))
-        _, cold = timed(poller.poll_all_once)
-        snapshot, warm = timed(poller.poll_all_once)
+        def first() -> object:
+            app.sign_in_ahead()
+            return app.poller.poll_all_once()
+
+        _, cold = timed(first)
+        snapshot, warm = timed(app.poller.poll_all_once)
         return cold, warm, sum(1 for t in snapshot.views if t.last_poll_success)
     finally:
-        http.close()
+        app.http_client.close()
 
 
 def scaling(report: Report, settings: Settings, workdir: Path) -> None:
@@ -74,11 +77,14 @@ def scaling(report: Report, settings: Settings, workdir: Path) -> None:
                            f"{warm:.2f} s ({ok}/{count} ok)", f"1 tenant {single:.2f} s",
                            f"{warm / single:.1f}x", f"< {ROUND_TARGET_SECONDS:.0f} s" if goal else "",
                            warm < ROUND_TARGET_SECONDS and ok == count if goal else None))
-            report.add(Row(section, f"{tenants}: first round (sign-in + poll)", f"{cold:.2f} s"))
+            first_goal = count == FIRST_ROUND_TENANTS
+            report.add(Row(section, f"{tenants}: first round (sign-in + poll)", f"{cold:.2f} s",
+                           target=f"< {FIRST_ROUND_TARGET_SECONDS:.0f} s" if first_goal else "",
+                           passed=cold < FIRST_ROUND_TARGET_SECONDS if first_goal else None))
 
 
 def scrape_while_polling(report: Report, settings: Settings, workdir: Path) -> None:
-    """wrk at 1 connection while 100 tenants are polled back to back, against nginx."""
+    """wrk at 1 and 10 connections while 100 tenants are polled back to back, against nginx."""
     section = (f"Scrape latency while {BUSY_TENANTS} tenants are being polled "
                f"({LATENCY * 1000:.0f} ms latency)")
     with Simulator(cert_dir=workdir / "certs", latency=LATENCY) as sim, Nginx(workdir / "nginx") as nginx:
@@ -87,25 +93,26 @@ def scrape_while_polling(report: Report, settings: Settings, workdir: Path) -> N
         with exporter(config, interval=0.5) as child:
             wait_ready(child.url)
             nginx.serve(get(child.url, "/metrics")[1], get(child.url, "/metrics", gzipped=True)[1])
-            for gzipped in (False, True):
+            for gzipped, connections in ((False, 1), (True, 1), (False, 10), (True, 10)):
                 nginx_runs, our_runs = [], []
                 polls, busy_time = 0, 0.0
                 for _ in range(settings.busy_rounds):
                     nginx_runs.append(wrk(nginx.url + ("/metrics.gz" if gzipped else "/metrics"),
-                                          connections=1, seconds=settings.busy_seconds, gzipped=gzipped))
+                                          connections=connections, seconds=settings.busy_seconds,
+                                          gzipped=gzipped))
                     started, polls_before = time.monotonic(), sim.count("api")
-                    our_runs.append(wrk(child.url + "/metrics", connections=1,
+                    our_runs.append(wrk(child.url + "/metrics", connections=connections,
                                         seconds=settings.busy_seconds, gzipped=gzipped))
                     busy_time += time.monotonic() - started
                     polls += sim.count("api") - polls_before
                 base, ours = median_result(nginx_runs), median_result(our_runs)
                 ratio = ours.p99_ms / base.p99_ms
-                report.add(Row(section, f"{'gzip' if gzipped else 'identity'}, 1 conn: p50 / p99",
+                report.add(Row(section, f"{'gzip' if gzipped else 'identity'}, {connections} conn: p50 / p99",
                                f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} ms "
                                f"({ours.requests_per_second:,.0f} req/s, {polls / busy_time:.0f} polls/s "
                                f"alongside)",
                                f"nginx {base.p50_ms:.2f} / {base.p99_ms:.2f} ms", f"p99 {ratio:.1f}x nginx",
-                               f"p99 < {P99_TARGET:.0f}x nginx", ratio < P99_TARGET))
+                               f"p99 <= {BUSY_P99_TARGET}x nginx", ratio <= BUSY_P99_TARGET))
 
 
 # Parsing 2,000 assignments and the simulator's own work, on top of one latency per request.

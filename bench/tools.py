@@ -3,6 +3,7 @@ nginx serving saved bytes, wrk, and RSS read from /proc."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import http.client
@@ -105,6 +106,56 @@ def exporter(config: Path, *, interval: float) -> Child:
     return Child("bench.child", "exporter", str(config), str(interval))
 
 
+class Served:
+    """`partnercenter-exporter --config.file CONFIG` as a user runs it (the real entry point and
+    import set), on a free loopback port; stopped with SIGTERM."""
+
+    def __init__(self, config: Path) -> None:
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", "--config.file", str(config),
+                                      "--web.listen-address", self.url.removeprefix("http://")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                wait_ready(self.url)
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the exporter did not start on {config}") from None
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Served:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wakeups(pid: int) -> int:
+    """Context switches of every thread of `pid` so far: each is a wake-up, or a preemption."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+    return total
+
+
 def get(url: str, path: str, *, gzipped: bool = False) -> tuple[int, bytes]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -136,7 +187,8 @@ def rss_mib(pid: int) -> float:
 class Nginx:
     """nginx serving saved exposition bytes as static files: /metrics and /metrics.gz."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, workers: int | None = None) -> None:
+        """`workers`: nginx's worker processes (default: one per CPU)."""
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         scratch = directory / "scratch"
@@ -146,7 +198,7 @@ class Nginx:
         # As root, nginx would run its workers as nobody, who cannot read a private temp dir.
         user = "user root;" if os.geteuid() == 0 else ""
         conf.write_text(f"""{user}
-worker_processes auto;
+worker_processes {workers or "auto"};
 pid {directory}/nginx.pid;
 error_log {directory}/error.log;
 daemon off;

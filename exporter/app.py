@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
@@ -16,7 +17,7 @@ import certifi
 import httpx
 
 from exporter import __version__
-from exporter.auth import Identity, TokenProvider
+from exporter.auth import Identity, ScopedTokens, TokenProvider
 from exporter.client import ApiClient
 from exporter.collectors import REGISTRY, SourceSettings
 from exporter.config import Config, ConfigError, TenantConfig, load_config
@@ -45,7 +46,8 @@ def build_http_client(config: Config) -> httpx.Client:
     context = ssl.create_default_context(cafile=certifi.where())
     if config.endpoints.ca_file is not None:
         context.load_verify_locations(cadata=read_text(config.endpoints.ca_file, CA_BUNDLE_LIMIT))
-    pool = config.poll_concurrency * 2 + 4
+    # Polls and, at start, as many sign-ins beside them (App.sign_in_ahead) each hold one.
+    pool = config.poll_concurrency * 3 + 4
     return install_deadlines(httpx.Client(
         timeout=httpx.Timeout(config.request_timeout), verify=context,
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
@@ -172,14 +174,36 @@ class App:
 
     def start(self) -> None:
         self.server.start()
+        self.sign_in_ahead()
         self._poll_thread.start()
 
     def poll_once(self) -> Snapshot:
         """Poll every source once (no retries), publish, and close the HTTP client."""
         try:
+            self.sign_in_ahead()
             return self.poller.poll_all_once()
         finally:
             self._http.close()
+
+    def sign_in_ahead(self) -> None:
+        """Sign every tenant in beside the first round, up to poll_concurrency at a time on top of
+        its polls: at a cold start each tenant's OpenID discovery and token request would
+        otherwise wait in the polls' slots (500 tenants at 200 ms: 20 s instead of 7)."""
+        first = {id(tokens): tokens for _, sources in self._sources.values() if sources
+                 for tokens in (sources[0].tokens,) if isinstance(tokens, (TokenProvider, ScopedTokens))}
+        if not first:
+            return
+
+        def sign_in(tokens: TokenProvider | ScopedTokens) -> None:
+            if not self._stopping:
+                tokens.sign_in_ahead()
+
+        def run() -> None:
+            with ThreadPoolExecutor(self.config.poll_concurrency, thread_name_prefix="sign-in") as pool:
+                for tokens in first.values():
+                    pool.submit(sign_in, tokens)
+
+        threading.Thread(target=run, name="sign-in", daemon=True).start()
 
     def reload(self, config: Config) -> None:
         """Apply a new config. Unchanged tenants keep their tokens, data and schedule."""

@@ -335,6 +335,7 @@ class TokenProvider:
         self._seed_imported = False
         # Held while a token request is in flight; shutdown waits for it (see wait_idle).
         self._in_flight = threading.Lock()
+        self._ahead_error: tuple[str, PollError] | None = None  # from sign_in_ahead, for get_token
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no token request is in flight, so a rotated refresh token reaches the cache."""
@@ -372,8 +373,27 @@ class TokenProvider:
         return self._expires_at.get(scope)
 
     def get_token(self, *, force_refresh: bool = False, scope: str | None = None) -> str:
+        scope = scope or self._default_scope
         with self._in_flight:
-            return self._get_token(force_refresh, scope or self._default_scope)
+            ahead, self._ahead_error = self._ahead_error, None
+            if ahead is not None and ahead[0] == scope and not force_refresh:
+                raise ahead[1]
+            return self._get_token(force_refresh, scope)
+
+    def sign_in_ahead(self, *, scope: str | None = None) -> None:
+        """Get a token before the first poll asks for it, so a cold start's sign-ins run beside
+        the polls rather than inside their slots. A sign-in already in flight is left alone. A
+        failure is kept for the next get_token, which raises it: the poll reports it, and the
+        platform is not asked twice (MSAL would answer a repeated refusal from its own cache)."""
+        if not self._in_flight.acquire(blocking=False):
+            return
+        scope = scope or self._default_scope
+        try:
+            self._get_token(False, scope)
+        except PollError as err:
+            self._ahead_error = (scope, err)
+        finally:
+            self._in_flight.release()
 
     @property
     def certificate_expires_at(self) -> float | None:
@@ -547,6 +567,9 @@ class ScopedTokens:
 
     def get_token(self, *, force_refresh: bool = False) -> str:
         return self._provider.get_token(force_refresh=force_refresh, scope=self.scope)
+
+    def sign_in_ahead(self) -> None:
+        self._provider.sign_in_ahead(scope=self.scope)
 
     def wait_idle(self, timeout: float) -> bool:
         return self._provider.wait_idle(timeout)

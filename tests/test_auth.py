@@ -475,3 +475,36 @@ def test_login_refused_for_another_tenant_does_not_say_run_login() -> None:
     assert "login" not in error.message.replace("the sign-in", "")
     assert f"sign in as a partner admin of tenant {TENANT_ID}" in error.message
     assert "AADSTS700005" in error.message
+
+
+def test_a_sign_in_ahead_saves_the_first_poll_its_token_request(aad: Any, tmp_path: Path) -> None:
+    """sign_in_ahead gets the token at start; the poll's get_token then uses it, with no request."""
+    aad.token.mock(return_value=httpx.Response(200, json=token_body("at-1", "rt-2")))
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    tokens.sign_in_ahead()
+    assert aad.token.call_count == 1
+    assert tokens.get_token() == "at-1"
+    assert aad.token.call_count == 1
+
+
+def test_a_failed_sign_in_ahead_is_the_polls_error_without_asking_again(aad: Any, tmp_path: Path) -> None:
+    """A refusal during sign_in_ahead is raised, as it was, by the poll's get_token: one request,
+    one classification; the poll after that asks the platform again."""
+    aad.token.mock(side_effect=[httpx.Response(400, json=aad_error("invalid_grant", 70000)),
+                                httpx.Response(200, json=token_body("at-1", "rt-2"))])
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    tokens.sign_in_ahead()
+    with pytest.raises(PollError) as refused:
+        tokens.get_token()
+    assert "the refresh token is no longer valid" in refused.value.message  # the refusal itself
+    assert aad.token.call_count == 1
+    with pytest.raises(PollError, match="holds no signed-in account"):  # the next poll's own error
+        tokens.get_token()
+
+
+def test_a_sign_in_ahead_leaves_a_sign_in_in_flight_alone(aad: Any, tmp_path: Path) -> None:
+    """While a poll's sign-in holds the provider, sign_in_ahead returns at once, asking nothing."""
+    tokens = provider(tenant(seed="seed-rt", cache=tmp_path / "cache.json"))
+    with tokens._in_flight:
+        tokens.sign_in_ahead()
+    assert len(aad.calls) == 0

@@ -26,7 +26,7 @@ def _imported(tmp_path: Path, config: Path) -> set[str]:
     result = subprocess.run([sys.executable, "-m", "tests.helpers.imports", str(out), str(free_port()),
                              "--config.file", str(config)], cwd=ROOT, capture_output=True, text=True,
                             timeout=120, check=False)
-    assert result.returncode == 0 and out.exists(), result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
     # urllib3 probes for backports.zstd: the namespace exists where another distribution made it.
     left_out = {*sys.stdlib_module_names, "tests", "cython_runtime", "backports"}
     return {name if name.startswith("exporter") else name.split(".")[0]

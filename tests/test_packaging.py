@@ -129,9 +129,16 @@ def test_benchmark_quick_run_prints_every_section_with_its_targets() -> None:
         assert f"\n== {section}" in out, section
     assert re.search(r"^~5,000 series, gzip, 10 conn: throughput +[\d,]+ req/s +nginx [\d,]+ req/s +\d+% "
                      r"of nginx +>= 60% +(PASS|MISS)$", out, re.MULTILINE)
-    assert re.search(r"^1 tenant, after start and first poll +\d+\.\d MiB .*< 45 MiB +(PASS|MISS)$", out,
+    assert re.search(r"^1 tenant, refresh token: after start and first poll +\d+\.\d MiB .*<= 38 MiB +"
+                     r"(PASS|MISS)$", out, re.MULTILINE)
+    assert re.search(r"^3 tenants, idle .*: wake-ups +\d+\.\d per second +<= 1 per second +(PASS|MISS)$", out,
                      re.MULTILINE)
-    assert re.search(r"^\d+ figures, \d+ PASS, \d+ MISS; ", out, re.MULTILINE)
+    assert re.search(r"^~5,000 series, gzip, against one nginx worker, 10 conn: throughput .* >= 90% +"
+                     r"(PASS|MISS)$", out, re.MULTILINE)
+    summary = re.search(r"^\d+ figures, \d+ PASS, (\d+) MISS; ", out, re.MULTILINE)
+    assert summary
+    # Every miss is named in the last line, and only then is there such a line.
+    assert out.strip().splitlines()[-1].startswith("MISS: ") == (int(summary.group(1)) > 0)
     assert re.search(r"^\d+ faults injected; 0 failed scrapes$", out, re.MULTILINE)
 
 
