@@ -44,6 +44,7 @@ IDLE_SECONDS = 10.0
 CERT_APP = "22222222-2222-2222-2222-222222222222"
 VAULT_APP = "33333333-3333-3333-3333-333333333333"
 RSS_LARGE_TARGET = 120.0
+MEMORY = "Memory (RSS of the exporter process)"
 # Clients that never read cost at most about 64 KiB of unsent output each, plus one answer.
 STALLED_GROWTH_TARGET = 64.0
 THRESHOLDS = (30, 60, 90)
@@ -157,7 +158,7 @@ def _with_vault(sim: Simulator, directory: Path) -> Path:
 def configurations(report: Report, workdir: Path, bare: str) -> None:
     """RSS of `partnercenter-exporter` itself (its real import set) after its first poll, by what
     the config uses; and its wake-ups per second while idle."""
-    section = "Memory (RSS of the exporter process)"
+    section = MEMORY
     with Simulator(cert_dir=workdir / "certs") as sim:
         configs = {"refresh token": write_config(sim, workdir / "refresh-token", [TenantSpec()]),
                    "refresh token, app with a client certificate": _with_certificate(sim, workdir / "cert"),
@@ -182,7 +183,7 @@ def configurations(report: Report, workdir: Path, bare: str) -> None:
 
 
 def memory(report: Report, settings: Settings, workdir: Path) -> None:
-    section = "Memory (RSS of the exporter process)"
+    section = MEMORY
     bare = f"bare python {_bare_python_rss():.1f} MiB"
     configurations(report, workdir / "configurations", bare)
     with Simulator(cert_dir=workdir / "certs") as sim:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import yaml
 
@@ -68,7 +68,35 @@ def write_config(sim: Simulator, directory: Path, tenants: Sequence[TenantSpec],
     return path
 
 
-class Child:
+class _Process:
+    """A process the benchmark measures and then stops: asked to end, killed after 15 s."""
+
+    proc: subprocess.Popen[str]
+    url: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _ask_to_stop(self) -> None:
+        self.proc.terminate()
+
+    def stop(self) -> None:
+        self._ask_to_stop()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Child(_Process):
     """A benchmark child process (`python -m bench.child ...`) that prints its URL, then serves
     until its stdin closes."""
 
@@ -81,24 +109,9 @@ class Child:
             self.stop()
             raise RuntimeError(f"{' '.join(args)} did not start (exit {self.proc.returncode})")
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
+    def _ask_to_stop(self) -> None:
         if self.proc.stdin:
             self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> Child:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def exporter(config: Path, *, interval: float) -> Child:
@@ -106,7 +119,7 @@ def exporter(config: Path, *, interval: float) -> Child:
     return Child("bench.child", "exporter", str(config), str(interval))
 
 
-class Served:
+class Served(_Process):
     """`partnercenter-exporter --config.file CONFIG` as a user runs it (the real entry point and
     import set), on a free loopback port; stopped with SIGTERM."""
 
@@ -114,35 +127,13 @@ class Served:
         self.url = f"http://127.0.0.1:{_free_port()}"
         self.proc = subprocess.Popen([sys.executable, "-m", "exporter", "--config.file", str(config),
                                       "--web.listen-address", self.url.removeprefix("http://")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                wait_ready(self.url)
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the exporter did not start on {config}") from None
-                time.sleep(0.05)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.terminate()
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+                                     cwd=ROOT)
         try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> Served:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            wait_ready(self.url, 60, proc=self.proc)
+        except RuntimeError:
+            self.stop()
+            raise
 
 
 def wakeups(pid: int) -> int:
@@ -167,9 +158,18 @@ def get(url: str, path: str, *, gzipped: bool = False) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_ready(url: str, timeout: float = 120.0) -> None:
+def wait_ready(url: str, timeout: float = 120.0, *, proc: subprocess.Popen[str] | None = None) -> None:
+    """Until /readyz answers 200; a refused connection is a server not listening yet. With `proc`,
+    its exit ends the wait at once."""
     deadline = time.monotonic() + timeout
-    while get(url, "/readyz")[0] != 200:
+    while True:
+        try:
+            if get(url, "/readyz")[0] == 200:
+                return
+        except ConnectionRefusedError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the process serving {url} exited with {proc.returncode} before it was ready")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} was not ready within {timeout:.0f}s")
         time.sleep(0.05)

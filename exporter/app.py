@@ -188,9 +188,13 @@ class App:
     def sign_in_ahead(self) -> None:
         """Sign every tenant in beside the first round, up to poll_concurrency at a time on top of
         its polls: at a cold start each tenant's OpenID discovery and token request would
-        otherwise wait in the polls' slots (500 tenants at 200 ms: 20 s instead of 7)."""
-        first = {id(tokens): tokens for _, sources in self._sources.values() if sources
-                 for tokens in (sources[0].tokens,) if isinstance(tokens, (TokenProvider, ScopedTokens))}
+        otherwise wait in the polls' slots (500 tenants at 200 ms: 20 s before, 14 s since)."""
+        # A tenant's first source asks first; its others (and Graph) then find the MSAL app built.
+        first: dict[int, TokenProvider | ScopedTokens] = {}
+        for _, sources in self._sources.values():
+            tokens = sources[0].tokens if sources else None
+            if isinstance(tokens, (TokenProvider, ScopedTokens)):
+                first[id(tokens)] = tokens
         if not first:
             return
 
@@ -305,7 +309,7 @@ TIDY_EVERY = 0.2
 
 def run_until(app: App, controls: Controls, load: Callable[[], Config]) -> None:
     """Serve until stopped; on a reload, load the config again, keeping the old one if it is bad."""
-    while not controls.stopped.is_set():
+    while True:
         controls.wait(TIDY_EVERY if app.retiring else None)
         if controls.stopped.is_set():
             return
