@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 
 from exporter.app import App, build_http_client, build_poller, build_sources, load_configs
+from exporter.cli import tune_process
 from exporter.exposition import Publisher, metric_families
 from exporter.logs import setup_logging
 from exporter.model import Snapshot, utc_date
@@ -29,6 +30,7 @@ def serve_exporter(config_path: str, interval: float) -> None:
     app = App(dataclasses.replace(config, poll_interval=interval), config_path=config_path,
               listen_address="127.0.0.1:0", retry_initial=0.05)
     app.start()
+    tune_process()  # as the entry point does: without it the figures are not what users run
     print(app.server.url, flush=True)
     sys.stdin.read()
     app.stop()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from exporter.app import App, Controls, load_configs, run_until
+from exporter.auth import TokenProvider
 from exporter.config import Config, ConfigError, parse_config
 from tests.conftest import CLIENT_ID, TENANT_ID
 
@@ -41,6 +42,38 @@ def test_a_reload_that_rebuilds_a_tenant_carries_its_request_counts_over(app: Ap
     (after,) = app.sources
     assert after is not before  # rebuilt: the shared HTTP settings changed
     assert after.requests_by_code == {"200": 7, "429": 2}
+
+
+def test_sign_ins_at_start_run_two_per_poll_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With poll_concurrency 1, two tenants sign in at the same time beside the first round."""
+    met = threading.Barrier(2, timeout=5)
+    results: list[str] = []
+
+    def sign_in_ahead(self: TokenProvider, *, scope: str | None = None) -> None:
+        try:
+            met.wait()
+            results.append("met")
+        except threading.BrokenBarrierError:
+            results.append("alone")
+
+    monkeypatch.setattr(TokenProvider, "sign_in_ahead", sign_in_ahead)
+
+    def two_tenants(raw: dict[str, Any]) -> None:
+        raw["poll_concurrency"] = 1
+        other = copy.deepcopy(raw["tenants"][0])
+        other.update(name="fabrikam", tenant_id=TENANT_ID.replace("0", "1"),
+                     auth={"token_cache_file": "other.json"})
+        raw["tenants"].append(other)
+
+    built = App(_config(tmp_path, two_tenants), config_path=str(tmp_path / "config.yml"), listen_address=None)
+    try:
+        built.sign_in_ahead()
+        deadline = time.monotonic() + 10
+        while len(results) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        built.stop()
+    assert results == ["met", "met"]
 
 
 class _Recorder:
