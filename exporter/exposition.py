@@ -73,6 +73,8 @@ CERTIFICATE_EXPIRY = Family(
     ["tenant"])
 HEALTH = (POLL_SUCCESS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, LAST_ERROR, POLL_ERRORS,
           API_REQUESTS, SKIPPED, TOKEN_EXPIRY, TOKEN_STORE_PENDING, API_RETIRED)
+# A tenant's families that follow its data's, in exposition order.
+HEALTH_FAMILIES = (*HEALTH, CERTIFICATE_EXPIRY)
 INTERNAL_ERRORS = Family(
     "partnercenter_exporter_internal_errors", "counter",
     "Unexpected errors in the exporter itself (a bug) by poll-loop stage; the loop goes on with the "
@@ -118,15 +120,20 @@ def health_samples(out: Samples, view: SourceView, poll_interval: float) -> None
         out.add(API_RETIRED, where, 1 if view.api_retired else 0)
 
 
-def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Context,
-                   poll_interval: float, registry: Registry = REGISTRY) -> None:
-    """Every per-tenant sample of one tenant: its kinds' data, the joins, each source's health."""
-    registry.samples(out, name, views, ctx)
+def tenant_health(out: Samples, name: str, views: Sequence[SourceView], poll_interval: float) -> None:
+    """One tenant's samples of HEALTH_FAMILIES: each source's poll health, its certificate expiry."""
     for view in views:
         health_samples(out, view, poll_interval)
     expiries = [v.certificate_expires_at for v in views if v.certificate_expires_at is not None]
     if expiries:
         out.add(CERTIFICATE_EXPIRY, (name,), min(expiries))
+
+
+def tenant_samples(out: Samples, name: str, views: Sequence[SourceView], ctx: Context,
+                   poll_interval: float, registry: Registry = REGISTRY) -> None:
+    """Every per-tenant sample of one tenant: its kinds' data, the joins, each source's health."""
+    registry.samples(out, name, views, ctx)
+    tenant_health(out, name, views, poll_interval)
 
 
 def own_families(snapshot: Snapshot, reloads: Sequence[Reload],
@@ -143,7 +150,7 @@ def own_families(snapshot: Snapshot, reloads: Sequence[Reload],
 
 def tenant_families(registry: Registry = REGISTRY) -> tuple[Family, ...]:
     """The families with a sample per tenant, in exposition order."""
-    return (*registry.families(), *HEALTH, CERTIFICATE_EXPIRY)
+    return (*registry.families(), *HEALTH_FAMILIES)
 
 
 def metric_families(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
@@ -177,22 +184,44 @@ def reference_render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence
     return bytes(generate_latest(registry))
 
 
-_Kept = tuple[tuple[SourceView, ...], tuple[object, ...], dict[Family, bytes]]
-
-
-def _tenant_lines(name: str, views: Sequence[SourceView], ctx: Context, poll_interval: float,
-                  registry: Registry) -> dict[Family, bytes]:
-    """One tenant's sample lines per family; families without samples are left out."""
+def _data_lines(name: str, views: Sequence[SourceView], ctx: Context, registry: Registry,
+                ) -> dict[Family, bytes]:
+    """One tenant's sample lines of its kinds' data and the joins, per family; families without
+    samples are left out."""
     out = Lines()
-    tenant_samples(out, name, views, ctx, poll_interval, registry)
+    registry.samples(out, name, views, ctx)
     return {family: "".join(lines).encode() for family, lines in out.lines.items()}
+
+
+def _health_lines(name: str, views: Sequence[SourceView], poll_interval: float) -> dict[Family, bytes]:
+    """One tenant's lines of HEALTH_FAMILIES, per family; families without samples are left out."""
+    out = Lines()
+    tenant_health(out, name, views, poll_interval)
+    return {family: "".join(lines).encode() for family, lines in out.lines.items()}
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """One tenant's lines from the last render, with what they were rendered from."""
+
+    settings: tuple[object, ...]
+    data: tuple[tuple[str, object], ...]  # (collector, data) of each view; data compared by identity
+    data_lines: dict[Family, bytes]
+    views: tuple[SourceView, ...]
+    health_lines: dict[Family, bytes]
+
+
+def _same(kept: Sequence[object], now: Sequence[object]) -> bool:
+    return len(kept) == len(now) and all(a is b for a, b in zip(kept, now, strict=True))
 
 
 class Renderer:
     """Renders snapshots to the text exposition, byte for byte what reference_render gives.
 
-    Each tenant's lines are kept, so a publish after one tenant's poll renders that tenant only
-    and joins the others' bytes: with hundreds of tenants a poll round stays cheap.
+    Each tenant's lines are kept in two parts: its data (kinds and joins) and its poll health. A
+    publish after a poll re-renders the health of that tenant and its data only when the data is a
+    new object (the poller keeps unchanged data as the same object); the others' bytes are joined
+    as they are. With hundreds of tenants a poll round stays cheap.
     """
 
     def __init__(self, build: tuple[str, str, str] = BUILD, registry: Registry = REGISTRY) -> None:
@@ -203,28 +232,48 @@ class Renderer:
     def render(self, snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
                poll_interval: float, reloads: Sequence[Reload] = ()) -> list[bytes]:
         """The exposition in pieces, in order: family headers and each tenant's lines."""
+        data_part, rest = self.render_parts(snapshot, today=today, thresholds=thresholds,
+                                            poll_interval=poll_interval, reloads=reloads)
+        return [*data_part, *rest]
+
+    def render_parts(self, snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int],
+                     poll_interval: float, reloads: Sequence[Reload] = (),
+                     ) -> tuple[list[bytes], list[bytes]]:
+        """The exposition in pieces, as two lists: the data families' (kinds and joins), then the
+        rest (health, the exporter's own families). While no tenant's data changes, the first list
+        holds the very same bytes objects as last time."""
         settings = (today, tuple(thresholds), poll_interval)
         ctx = Context(today, ThresholdBuckets(thresholds, today))
         kept: dict[str, _Kept] = {}
-        per_tenant = []
         for name, views in snapshot.by_tenant(self._registry.order):
             previous = self._kept.get(name)
-            if (previous is not None and previous[1] == settings and len(previous[0]) == len(views)
-                    and all(a is b for a, b in zip(previous[0], views, strict=True))):
-                lines = previous[2]
+            same_settings = previous is not None and previous.settings == settings
+            data = tuple((view.collector, view.data) for view in views)
+            if (previous is not None and same_settings and len(previous.data) == len(data)
+                    and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(previous.data, data, strict=True))):
+                data_lines = previous.data_lines
             else:
-                lines = _tenant_lines(name, views, ctx, poll_interval, self._registry)
-            kept[name] = (views, settings, lines)
-            per_tenant.append(lines)
+                data_lines = _data_lines(name, views, ctx, self._registry)
+            if previous is not None and same_settings and _same(previous.views, views):
+                health_lines = previous.health_lines
+            else:
+                health_lines = _health_lines(name, views, poll_interval)
+            kept[name] = _Kept(settings, data, data_lines, views, health_lines)
         self._kept = kept
-        pieces: list[bytes] = []
-        for family in tenant_families(self._registry):
-            pieces.append(family.header)
-            pieces.extend(lines[family] for lines in per_tenant if family in lines)
+        data_part: list[bytes] = []
+        for family in self._registry.families():
+            data_part.append(family.header)
+            data_part.extend(tenant.data_lines[family] for tenant in kept.values()
+                             if family in tenant.data_lines)
+        rest: list[bytes] = []
+        for family in HEALTH_FAMILIES:
+            rest.append(family.header)
+            rest.extend(tenant.health_lines[family] for tenant in kept.values()
+                        if family in tenant.health_lines)
         for family, rows in own_families(snapshot, reloads, self._build):
-            pieces.append(family.header)
-            pieces.append(family.text(rows).encode())
-        return [piece for piece in pieces if piece]
+            rest.append(family.header)
+            rest.append(family.text(rows).encode())
+        return [piece for piece in data_part if piece], [piece for piece in rest if piece]
 
 
 def render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence[int], poll_interval: float,
@@ -262,6 +311,12 @@ def segments(pieces: Sequence[bytes]) -> tuple[bytes, ...]:
     if run:
         result.append(b"".join(run))
     return tuple(result)
+
+
+# A data part this large is compressed once and its compressor kept: while no tenant's data
+# changes, a publish compresses only what follows it. A smaller one costs less to compress again
+# than the kept compressor's memory (zlib's state at level 6 is about 384 KiB).
+GZIP_KEEP_FROM = 256 * 1024
 
 
 def gzip_pieces(pieces: Sequence[bytes], level: int = 6) -> tuple[bytes, Any]:
@@ -311,6 +366,8 @@ class Publisher:
         self._clock = clock
         self._lock = threading.Lock()
         self._renderer = Renderer()
+        # The data part last compressed, its gzip bytes and the compressor just after it.
+        self._gzip_data: tuple[list[bytes], bytes, Any] | None = None
         self._reloads: dict[str, Reload] = {name: (name, True, clock()) for name in loaded}
         self.current = self._render(Snapshot())
 
@@ -320,12 +377,24 @@ class Publisher:
 
     def _render(self, snapshot: Snapshot) -> Exposition:
         day = utc_date(self._clock())
-        pieces = self._renderer.render(snapshot, today=day, thresholds=self._thresholds,
-                                       poll_interval=self._poll_interval,
-                                       reloads=tuple(self._reloads.values()))
-        head, compressor = gzip_pieces(pieces)
-        return Exposition(segments=segments(pieces), gzip_head=head, gzip_end=gzip_end(compressor),
-                          compressor=compressor, snapshot=snapshot, day=day)
+        data_part, rest = self._renderer.render_parts(snapshot, today=day, thresholds=self._thresholds,
+                                                      poll_interval=self._poll_interval,
+                                                      reloads=tuple(self._reloads.values()))
+        head, compressor = self._gzip(data_part, rest)
+        return Exposition(segments=segments([*data_part, *rest]), gzip_head=head,
+                          gzip_end=gzip_end(compressor), compressor=compressor, snapshot=snapshot, day=day)
+
+    def _gzip(self, data_part: list[bytes], rest: list[bytes]) -> tuple[bytes, Any]:
+        """gzip_pieces of both parts; a large data part is compressed once, while it stays the same."""
+        kept = self._gzip_data
+        if kept is None or not _same(kept[0], data_part):
+            if sum(len(piece) for piece in data_part) < GZIP_KEEP_FROM:
+                self._gzip_data = None
+                return gzip_pieces([*data_part, *rest])
+            head, after_data = gzip_pieces(data_part)
+            kept = self._gzip_data = (data_part, head, after_data)
+        compressor = kept[2].copy()
+        return kept[1] + b"".join(compressor.compress(piece) for piece in rest), compressor
 
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:

@@ -67,6 +67,13 @@ def _first_view(source: Source) -> SourceView:
     return SourceView(name=source.name, collector=source.collector)
 
 
+def _unchanged(data: SourceData | None, previous: SourceData | None) -> SourceData | None:
+    """`previous` when `data` equals it, else `data`. Unchanged data (the usual case: statistics
+    move daily) stays the same object, so a publish re-renders and re-compresses only the source's
+    health lines (exporter.exposition.Renderer)."""
+    return previous if data is not None and previous is not None and data == previous else data
+
+
 def _spawn_daemon(target: Callable[[], None]) -> None:
     # Daemon threads: a poll stuck on a slow upstream must not hold up shutdown.
     threading.Thread(target=target, name="poll", daemon=True).start()
@@ -273,6 +280,7 @@ class Poller:
             error = PollError("invalid_response", f"unexpected {type(err).__name__} while polling; "
                                                   f"this is a bug, please report it")
         finished = self._monotonic()
+        data = _unchanged(data, state.view.data)
         try:
             with self._lock:
                 first = not state.view.attempted

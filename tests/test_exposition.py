@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import gzip
@@ -20,7 +21,6 @@ from exporter.collectors.dap_statistics import DapStatistics
 from exporter.collectors.gdap_relationships import GDAP_STATUSES, GdapRelationships
 from exporter.collectors.migration import inactive_by_coverage
 from exporter.exposition import Publisher, render
-from exporter.families import Family
 from exporter.model import REASONS, Snapshot, SourceView, ThresholdBuckets
 from tests.conftest import require_binary
 from tests.helpers.samples import DAY, NOW, TODAY, relationship, sample_snapshot, signed_in
@@ -125,32 +125,112 @@ def test_poll_interval_is_exported_per_tenant() -> None:
     assert 'partnercenter_exporter_poll_interval_seconds{collector="dap_statistics",tenant="y"} 600.0' in body
 
 
+def _count_renders(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Record, per part (data, health), the tenants whose lines the renderer renders afresh."""
+    calls: dict[str, list[str]] = {"data": [], "health": []}
+    for part, function in (("data", exposition._data_lines), ("health", exposition._health_lines)):
+        def counting(name: str, *args: Any, _part: str = part, _function: Any = function) -> Any:
+            calls[_part].append(name)
+            return _function(name, *args)
+        monkeypatch.setattr(exposition, f"_{part}_lines", counting)
+    return calls
+
+
 def test_a_publish_renders_only_the_tenants_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After one tenant's poll, the next render renders that tenant's lines only and reuses the
-    others', and the result equals a render from scratch."""
-    calls: list[str] = []
-    original = exposition._tenant_lines
-
-    def counting(name: str, views: tuple[SourceView, ...], *args: Any) -> dict[Family, bytes]:
-        calls.append(name)
-        return original(name, views, *args)
-
-    monkeypatch.setattr(exposition, "_tenant_lines", counting)
+    """After one tenant's poll with unchanged data, the next render renders that tenant's health
+    lines only and reuses all data lines, and the result equals a render from scratch."""
+    calls = _count_renders(monkeypatch)
     renderer = exposition.Renderer(build=("1.2.3", "0123abc", "3.11.0"))
     first = sample_snapshot()
     renderer.render(first, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
-    assert sorted(calls) == ["contoso", "fabrikam", "northwind"]
-    calls.clear()
+    assert sorted(calls["data"]) == sorted(calls["health"]) == ["contoso", "fabrikam", "northwind"]
+    calls["data"].clear()
+    calls["health"].clear()
     changed = dataclasses.replace(first.views[0], errors_total={"auth": 4})
     second = Snapshot((changed, *first.views[1:]))
     assert changed.name == "fabrikam"
     pieces = renderer.render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
-    assert calls == ["fabrikam"]
+    assert calls == {"data": [], "health": ["fabrikam"]}
     assert b"".join(pieces) == render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900,
                                       build=("1.2.3", "0123abc", "3.11.0"))
-    calls.clear()
+    calls["data"].clear()
+    calls["health"].clear()
     renderer.render(second, today=TODAY + dt.timedelta(days=1), thresholds=(30, 60, 90), poll_interval=900)
-    assert len(calls) == 3  # a new day changes every tenant's over-threshold counts
+    assert len(calls["data"]) == 3  # a new day changes every tenant's over-threshold counts
+
+
+def test_new_data_re_renders_that_tenants_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A view with a new data object, even an equal one, re-renders its tenant's data lines."""
+    calls = _count_renders(monkeypatch)
+    renderer = exposition.Renderer(build=("1.2.3", "0123abc", "3.11.0"))
+    first = sample_snapshot()
+    renderer.render(first, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
+    calls["data"].clear()
+    at, view = next((i, view) for i, view in enumerate(first.views) if view.data is not None)
+    views = list(first.views)
+    views[at] = dataclasses.replace(view, data=copy.copy(view.data))
+    second = Snapshot(tuple(views))
+    pieces = renderer.render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900)
+    assert calls["data"] == [view.name]
+    assert b"".join(pieces) == render(second, today=TODAY, thresholds=(30, 60, 90), poll_interval=900,
+                                      build=("1.2.3", "0123abc", "3.11.0"))
+
+
+def _large_snapshot(tenants: int) -> Snapshot:
+    """Tenants whose statistics hold enough dates for a data part above GZIP_KEEP_FROM."""
+    dates = {TODAY - dt.timedelta(days=day): day for day in range(1, 400)}
+    return Snapshot(tuple(
+        SourceView(f"t{i:03}", "dap_statistics", attempted=True, last_poll_success=True,
+                   data=DapStatistics(total_customers=500, established=dates, inactive=dates))
+        for i in range(tenants)))
+
+
+def test_a_large_unchanged_data_part_is_compressed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above GZIP_KEEP_FROM, a publish whose data part is unchanged compresses only the rest, a
+    change compresses it again, and each gzip body decodes to its text body."""
+    compressed: list[int] = []
+    original = exposition.gzip_pieces
+
+    def counting(pieces: list[bytes], *args: Any) -> Any:
+        compressed.append(sum(len(piece) for piece in pieces))
+        return original(pieces, *args)
+
+    monkeypatch.setattr(exposition, "gzip_pieces", counting)
+    snapshot = _large_snapshot(20)
+    publisher = Publisher((30, 60, 90), poll_interval=900, clock=lambda: NOW)
+    publisher.publish(snapshot)
+    assert compressed[-1] >= exposition.GZIP_KEEP_FROM
+    compressed.clear()
+    health_only = Snapshot((dataclasses.replace(snapshot.views[0], last_duration=1.5), *snapshot.views[1:]))
+    publisher.publish(health_only)
+    assert compressed == []
+    assert gzip.decompress(publisher.current.gzip_body) == publisher.current.body
+    assert b'duration_seconds{collector="dap_statistics",tenant="t000"} 1.5' in publisher.current.body
+    new_data = Snapshot((snapshot.views[0], dataclasses.replace(snapshot.views[1],
+                                                                data=copy.copy(snapshot.views[1].data)),
+                         *snapshot.views[2:]))
+    publisher.publish(new_data)
+    assert len(compressed) == 1
+    assert compressed[0] >= exposition.GZIP_KEEP_FROM
+    assert gzip.decompress(publisher.current.gzip_body) == publisher.current.body
+
+
+def test_a_small_data_part_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below GZIP_KEEP_FROM, each publish compresses the whole body again and keeps no compressor."""
+    compressed: list[int] = []
+    original = exposition.gzip_pieces
+
+    def counting(pieces: list[bytes], *args: Any) -> Any:
+        compressed.append(len(pieces))
+        return original(pieces, *args)
+
+    monkeypatch.setattr(exposition, "gzip_pieces", counting)
+    publisher = Publisher((30, 60, 90), poll_interval=900, clock=lambda: NOW)
+    publisher.publish(sample_snapshot())
+    publisher.publish(sample_snapshot())
+    assert len(compressed) == 3  # the empty snapshot at start, then both publishes
+    assert publisher._gzip_data is None
+    assert gzip.decompress(publisher.current.gzip_body) == publisher.current.body
 
 
 def test_large_bodies_keep_big_pieces_without_copying_them() -> None:

@@ -150,6 +150,25 @@ def test_failure_keeps_last_good_data_and_counts_the_reason() -> None:
     assert view.errors_total == {"server_error": len(source.calls) - 1}
 
 
+def test_unchanged_data_stays_the_same_object_and_changed_data_replaces_it() -> None:
+    """A poll whose data equals the last one's keeps the last object (the renderer reuses its lines
+    by identity); a poll with different data publishes the new object."""
+    clock = Clock()
+    first, equal, changed = (DapStatistics(total_customers=7), DapStatistics(total_customers=7),
+                             DapStatistics(total_customers=8))
+    assert equal == first
+    assert equal is not first
+    source = FakeSource("a", clock, first, equal, changed)
+    poller = make(clock, source)
+    poller.step()
+    run_until(poller, clock, INTERVAL * 1.2)
+    assert len(source.calls) == 2
+    assert poller.snapshot().views[0].data is first
+    run_until(poller, clock, INTERVAL * 1.2)
+    assert len(source.calls) == 3
+    assert poller.snapshot().views[0].data is changed
+
+
 def test_recovery_clears_the_error_state() -> None:
     """A success after failures sets poll_success again and clears the last error."""
     clock = Clock()
