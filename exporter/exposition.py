@@ -13,15 +13,15 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from prometheus_client.core import CollectorRegistry, Metric
-from prometheus_client.exposition import generate_latest
+from typing import TYPE_CHECKING, Any
 
 from exporter.collectors import REGISTRY, Context, Registry
 from exporter.families import Family, Lines, Row, Rows, Samples
 from exporter.model import INTERNAL_STAGES, REASONS, Snapshot, SourceView, ThresholdBuckets, utc_date
 from exporter.version import PYTHON_VERSION, REVISION, VERSION
+
+if TYPE_CHECKING:  # prometheus_client renders the reference only (tests, bench): not imported to serve
+    from prometheus_client.core import Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _WHERE = ("tenant", "collector")
@@ -177,6 +177,9 @@ def reference_render(snapshot: Snapshot, *, today: dt.date, thresholds: Sequence
                      poll_interval: float, build: tuple[str, str, str] = BUILD,
                      reloads: Sequence[Reload] = ()) -> bytes:
     """The exposition as prometheus_client renders metric_families: what render() must equal."""
+    from prometheus_client.core import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(metric_families(snapshot, today=today, thresholds=thresholds,
                                                 poll_interval=poll_interval, build=build,

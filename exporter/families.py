@@ -10,11 +10,12 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.utils import floatToGoString as _go_float
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 CACHED = "Cached from the last successful poll."
 
@@ -23,8 +24,22 @@ Row = tuple[Sequence[str], float]
 
 
 def _go_string(value: float) -> str:
-    """A value as prometheus_client writes it (Go's float formatting)."""
-    return str(_go_float(value))  # type: ignore[no-untyped-call]
+    """A value as prometheus_client writes it (prometheus_client.utils.floatToGoString: Go's float
+    formatting); tests/test_properties.py checks the two agree for any float. Written out here so
+    that serving needs no `import prometheus_client` (exporter.selfmetrics says why)."""
+    number = float(value)
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    if math.isnan(number):
+        return "NaN"
+    text = repr(number)
+    point = text.find(".")
+    # From 1e7 on, Go writes an exponent where Python's repr still writes every digit.
+    if number > 0 and point > 6:
+        digits = text[:point] + text[point + 1:]
+        mantissa = f"{digits[0]}.{digits[1:]}".rstrip("0").rstrip(".")
+        return f"{mantissa}e+{point - 1:02d}"
+    return text
 
 
 @functools.lru_cache(maxsize=65536)
@@ -66,6 +81,8 @@ class Family:
 
     def reference(self, rows: Iterable[Row] = ()) -> Metric:
         """The prometheus_client family holding the same samples."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         family: Metric
         if self.kind == "counter":
             family = CounterMetricFamily(self.name, self.help, labels=list(self.labels))

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from prometheus_client.utils import floatToGoString
 
 from exporter import cli
 from exporter.collectors.dap_customers import DapCustomer, DapCustomers
@@ -23,6 +24,7 @@ from exporter.collectors.dap_statistics import DapStatistics, DapStatisticsClien
 from exporter.collectors.gdap_relationships import GDAP_STATUSES, GdapRelationship, GdapRelationships
 from exporter.config import ConfigError
 from exporter.exposition import reference_render, render
+from exporter.families import _go_string
 from exporter.model import REASONS, PollError, Snapshot, SourceView, ThresholdBuckets
 from exporter.webconfig import load_web_config
 from tests.conftest import StaticToken
@@ -235,6 +237,20 @@ def test_fast_renderer_is_byte_identical_to_prometheus_client(
     assert render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval, reloads=reloads) == \
         reference_render(snapshot, today=TODAY, thresholds=thresholds, poll_interval=interval,
                          reloads=reloads)
+
+
+@SETTINGS
+@given(st.floats() | st.integers(-(2**63), 2**63))
+@example(12345678.0)
+@example(1e7)
+@example(123456789012.5)
+@example(float("inf"))
+@example(float("-inf"))
+@example(float("nan"))
+@example(-0.0)
+def test_values_are_written_as_prometheus_client_writes_them(value: float) -> None:
+    """Every float and int is written exactly as prometheus_client's floatToGoString writes it."""
+    assert _go_string(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
 
 
 @SETTINGS
