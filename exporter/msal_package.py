@@ -58,4 +58,3 @@ def install() -> None:
 
     package.__getattr__ = __getattr__  # type: ignore[method-assign]
     sys.modules["msal"] = package
-

@@ -28,6 +28,7 @@ def test_each_light_name_is_the_one_msal_exports(name: str) -> None:
     assert getattr(importlib.import_module(LIGHT_NAMES[name]), name) is getattr(msal, name)
 
 
+@pytest.mark.e2e
 def test_signing_in_needs_no_requests_stack() -> None:
     """After the exporter's import, the names a refresh-token sign-in uses load neither requests,
     urllib3 nor charset_normalizer."""
@@ -39,6 +40,7 @@ def test_signing_in_needs_no_requests_stack() -> None:
     assert seen == []
 
 
+@pytest.mark.e2e
 def test_managed_identity_names_load_msal_whole() -> None:
     """The first other name runs msal's own __init__.py: managed identity and __version__ are there."""
     seen = _fresh("import msal\n"
@@ -47,6 +49,7 @@ def test_managed_identity_names_load_msal_whole() -> None:
     assert seen == ["msal.managed_identity", msal.__version__, True]
 
 
+@pytest.mark.e2e
 def test_a_name_msal_does_not_have_is_an_attribute_error() -> None:
     """A name msal does not define is still an AttributeError, after its __init__.py has run."""
     seen = _fresh("import msal\n"
