@@ -208,14 +208,19 @@ class _Kept:
     """One tenant's lines from the last render, with what they were rendered from."""
 
     settings: tuple[object, ...]
-    data: tuple[tuple[str, object], ...]  # (collector, data) of each view; data compared by identity
-    data_lines: dict[Family, bytes]
     views: tuple[SourceView, ...]
+    data_lines: dict[Family, bytes]
     health_lines: dict[Family, bytes]
 
 
 def _same(kept: Sequence[object], now: Sequence[object]) -> bool:
     return len(kept) == len(now) and all(a is b for a, b in zip(kept, now, strict=True))
+
+
+def _same_data(kept: Sequence[SourceView], now: Sequence[SourceView]) -> bool:
+    """Whether each view's collector is the same and its data the very same object."""
+    return len(kept) == len(now) and all(a.collector == b.collector and a.data is b.data
+                                         for a, b in zip(kept, now, strict=True))
 
 
 class Renderer:
@@ -250,18 +255,15 @@ class Renderer:
         kept: dict[str, _Kept] = {}
         for name, views in snapshot.by_tenant(self._registry.order):
             previous = self._kept.get(name)
-            same_settings = previous is not None and previous.settings == settings
-            data = tuple((view.collector, view.data) for view in views)
-            if (previous is not None and same_settings and len(previous.data) == len(data)
-                    and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(previous.data, data, strict=True))):
-                data_lines = previous.data_lines
-            else:
+            if previous is None or previous.settings != settings:
                 data_lines = _data_lines(name, views, ctx, self._registry)
-            if previous is not None and same_settings and _same(previous.views, views):
-                health_lines = previous.health_lines
-            else:
                 health_lines = _health_lines(name, views, poll_interval)
-            kept[name] = _Kept(settings, data, data_lines, views, health_lines)
+            else:
+                data_lines = (previous.data_lines if _same_data(previous.views, views)
+                              else _data_lines(name, views, ctx, self._registry))
+                health_lines = (previous.health_lines if _same(previous.views, views)
+                                else _health_lines(name, views, poll_interval))
+            kept[name] = _Kept(settings, views, data_lines, health_lines)
         self._kept = kept
         data_part: list[bytes] = []
         for family in self._registry.families():

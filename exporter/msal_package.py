@@ -39,6 +39,7 @@ def install() -> None:
     spec = importlib.util.find_spec("msal")
     if spec is None or spec.loader is None:
         raise ImportError("No module named 'msal'", name="msal")
+    loader = spec.loader
     package = importlib.util.module_from_spec(spec)
     lock = threading.Lock()
     initialised = False
@@ -50,7 +51,7 @@ def install() -> None:
         with lock:
             if not initialised:
                 initialised = True
-                spec.loader.exec_module(package)  # type: ignore[union-attr]
+                loader.exec_module(package)
         try:
             return package.__dict__[name]
         except KeyError:

@@ -68,8 +68,8 @@ class ProcessMetrics:
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._boot = _boot_time(proc)
         major, minor, patchlevel = platform.python_version_tuple()
-        info = ((platform.python_version(), platform.python_implementation(), major, minor, patchlevel), 1)
-        self._info = PYTHON_INFO.header + PYTHON_INFO.text([info]).encode()
+        self._info: list[Row] = [
+            ((platform.python_version(), platform.python_implementation(), major, minor, patchlevel), 1)]
         self._read_at = float("-inf")
         self._text = b""
         # The gzip end last made, and for which exposition and text: (exposition, text, end).
@@ -95,9 +95,8 @@ class ProcessMetrics:
     def _read(self) -> bytes:
         # As prometheus_client: without a boot time, no process_* at all.
         process = self._process() if self._boot else []
-        return b"".join([*(family.header + family.text(rows).encode() for family, rows in process),
-                         self._info,
-                         *(family.header + family.text(rows).encode() for family, rows in self._gc())])
+        families = [*process, (PYTHON_INFO, self._info), *self._gc()]
+        return b"".join(family.header + family.text(rows).encode() for family, rows in families)
 
     def _process(self) -> list[tuple[Family, list[Row]]]:
         """/proc/self's figures; a file that cannot be read leaves its families out."""
